@@ -1,0 +1,245 @@
+"""The paper's training protocol, resumable.
+
+NAdam (lr 2e-4), batch 64, the first ``warmup_epochs`` train only the new modules (reducer
+and head) with the pretrained encoder frozen — its BatchNorm statistics included, so the
+pretrained weights are protected and frozen features are a pure function of the input (the
+authors' code still updated the statistics). A checkpoint is written atomically after every
+epoch; ``resume=True`` continues from it and ends with the same numbers as an uninterrupted
+run on CPU, because each epoch's shuffling and dropout are seeded from (seed, epoch) alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .data import VolumeDataset, load_dataset
+from .metrics import evaluate_scores, scores_from_logits
+from .models import build_model, count_parameters, set_encoder_trainable
+from .runinfo import environment, peak_memory, reset_peak_memory, resolve_device, write_atomic, write_json
+
+CHECKPOINT, BEST, RESULT = "checkpoint.pt", "best.pt", "result.json"
+RUNTIME_FIELDS = ("device", "num_workers", "data_root", "epochs", "chunk_size")  # may change on resume
+EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+def load_splits(config: RunConfig) -> dict[str, VolumeDataset]:
+    return {split: load_dataset(config.dataset, split, size=config.size, root=config.data_root,
+                                **config.dataset_options) for split in ("train", "val", "test")}
+
+
+def model_for(config: RunConfig, data: VolumeDataset) -> nn.Module:
+    info = data.info
+    return build_model(config.method, backbone=config.backbone, weights=config.weights,
+                       in_channels=info.in_channels, num_classes=info.num_classes, chunk_size=config.chunk_size)
+
+
+def loss_function(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if num_classes == 2:
+        bce = nn.BCEWithLogitsLoss()
+        return lambda logits, y: bce(logits[:, 0], y.float())
+    return nn.CrossEntropyLoss()
+
+
+def _autocast(device: torch.device, amp: bool):
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _loader(data: VolumeDataset, config: RunConfig, device: torch.device, shuffle_seed: int | None) -> DataLoader:
+    gen = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
+    return DataLoader(data, batch_size=config.batch_size, shuffle=gen is not None, generator=gen,
+                      num_workers=config.num_workers, pin_memory=device.type == "cuda")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: VolumeDataset, config: RunConfig, device: torch.device,
+            loss_fn: Callable | None = None) -> tuple[torch.Tensor, float]:
+    """Logits for a whole split (in order) and the mean loss."""
+    model.eval()
+    out, total = [], 0.0
+    for x, y in _loader(data, config, device, None):
+        with _autocast(device, config.amp):
+            logits = model(x.to(device, non_blocking=True)).float()
+        if loss_fn is not None:
+            total += loss_fn(logits, y.to(device)).item() * len(y)
+        out.append(logits.cpu())
+    return torch.cat(out), total / len(data)
+
+
+def evaluate(model: nn.Module, data: VolumeDataset, config: RunConfig, device: torch.device,
+             loss_fn: Callable | None = None) -> dict[str, Any]:
+    logits, loss = predict(model, data, config, device, loss_fn)
+    scores = scores_from_logits(logits)
+    return {**evaluate_scores(data.labels, scores, data.info.task), "loss": loss, "scores": scores}
+
+
+def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn, optimizer, device: torch.device,
+                 config: RunConfig, warmup: bool, desc: str, quiet: bool) -> tuple[float, int]:
+    model.train()
+    if warmup:
+        model.encoder.eval()  # frozen BatchNorm statistics too
+    total, seen = 0.0, 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=desc, disable=quiet, leave=False, unit="batch")
+    for step, (x, y) in enumerate(bar):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, config.amp):
+            loss = loss_fn(model(x).float(), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss ({loss.item()}) in {desc}, step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+        bar.set_postfix(loss=f"{total / seen:.4f}", vol_s=f"{seen / (time.perf_counter() - start):.1f}")
+    return total / seen, seen
+
+
+def _check_out(out: Path, config: RunConfig, resume: bool) -> dict[str, Any] | None:
+    """Refuse to overwrite an earlier run; return its checkpoint when resuming."""
+    ckpt = out / CHECKPOINT
+    has_run = ckpt.exists() or (out / RESULT).exists()
+    if has_run and not resume:
+        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
+                              "or choose another output folder")
+    if not ckpt.exists():
+        return None
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    old = {k: v for k, v in state["config"].items() if k not in RUNTIME_FIELDS}
+    new = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+    if old != new:
+        diff = sorted(k for k in new if old.get(k) != new[k])
+        raise ValueError(f"cannot resume {out}: its run used different settings ({', '.join(diff)}); "
+                         "use the same settings or another output folder")
+    return state
+
+
+def _better(record: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Best model = highest validation AUROC (lowest validation loss where AUROC is undefined)."""
+    if best is None:
+        return True
+    if not math.isnan(record["val_auc"]) and not math.isnan(best["val_auc"]):
+        return record["val_auc"] > best["val_auc"]
+    return record["val_loss"] < best["val_loss"]
+
+
+def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bool = False,
+          on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
+    """Train, checkpoint every epoch, test the final and the best-validation model, write result.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _check_out(out, config, resume)
+    device = resolve_device(config.device)
+    splits = load_splits(config)
+    info = splits["train"].info
+    torch.manual_seed(config.seed)  # model initialisation
+    model = model_for(config, splits["train"]).to(device)
+    optimizer = torch.optim.NAdam(model.parameters(), lr=config.lr)
+    loss_fn = loss_function(info.num_classes)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, best = state["history"], state["best"]
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    reset_peak_memory(device)
+
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        warmup = epoch <= config.warmup_epochs
+        set_encoder_trainable(model, not warmup)
+        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout etc. depend on (seed, epoch) only
+        loader = _loader(splits["train"], config, device, shuffle_seed=config.seed * 100_003 + epoch)
+        tic = time.perf_counter()
+        desc = f"epoch {epoch}/{config.epochs}" + (" (warm-up)" if warmup else "")
+        try:
+            train_loss, seen = _train_epoch(model, loader, loss_fn, optimizer, device, config, warmup, desc, quiet)
+        except FloatingPointError as err:
+            kept = f"the last good checkpoint is {out / CHECKPOINT} (epoch {len(history)})" if history else \
+                "no epoch had finished, so there is no checkpoint"
+            raise FloatingPointError(f"{err}; {kept}; lower --lr or check the data") from None
+        seconds = time.perf_counter() - tic
+        val = evaluate(model, splits["val"], config, device, loss_fn)
+        record = {"epoch": epoch, "phase": "warm-up" if warmup else "full", "train_loss": train_loss,
+                  "val_loss": val["loss"], "val_auc": val["auc"], "val_acc": val["acc"],
+                  "seconds": seconds, "volumes_per_second": seen / seconds}
+        history.append(record)
+        if _better(record, best):
+            best = {k: record[k] for k in ("epoch", "val_auc", "val_loss")}
+            snapshot = copy.deepcopy(model.state_dict())
+            write_atomic(out / BEST, lambda p: torch.save({"model": snapshot, "epoch": epoch}, p))
+        checkpoint = {"config": config.to_dict(), "model": model.state_dict(),
+                      "optimizer": optimizer.state_dict(), "history": history, "best": best}
+        write_atomic(out / CHECKPOINT, lambda p: torch.save(checkpoint, p))
+        if not quiet:
+            tqdm.write(f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val['loss']:.4f}  "
+                       f"val auc {val['auc']:.3f}  acc {val['acc']:.3f}  {seconds:.1f}s")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    result = _finish(model, config, splits, device, loss_fn, out, history, best, started)
+    write_json(out / RESULT, result)
+    return result
+
+
+def _finish(model, config, splits, device, loss_fn, out, history, best, started) -> dict[str, Any]:
+    """Test the final-epoch model (what the paper's code reports) and the best-validation model."""
+    final = evaluate(model, splits["test"], config, device, loss_fn)
+    model.load_state_dict(torch.load(out / BEST, map_location=device, weights_only=False)["model"])
+    best_test = evaluate(model, splits["test"], config, device, loss_fn)
+    seconds = [h["seconds"] for h in history]
+    strip = lambda m: {k: m[k] for k in ("auc", "acc", "loss")}  # noqa: E731
+    return {
+        "config": config.to_dict(),
+        "data": {"task": splits["train"].info.task, "num_classes": splits["train"].info.num_classes,
+                 "class_names": list(splits["train"].info.class_names),
+                 "in_channels": splits["train"].info.in_channels,
+                 "identity": splits["train"].info.identity,
+                 "samples": {k: len(v) for k, v in splits.items()}},
+        "metrics": {"final": {"epoch": len(history), "test": strip(final),
+                              "val": {"auc": history[-1]["val_auc"], "acc": history[-1]["val_acc"]}},
+                    "best_val": {"epoch": best["epoch"], "test": strip(best_test),
+                                 "val": {"auc": best["val_auc"]}}},
+        "history": history,
+        "timing": {"epoch_seconds": seconds, "mean_epoch_seconds": float(np.mean(seconds)),
+                   "mean_full_epoch_seconds": float(np.mean([h["seconds"] for h in history if h["phase"] == "full"]
+                                                            or [float("nan")])),
+                   "total_train_seconds": float(np.sum(seconds))},
+        "memory": peak_memory(device),
+        "parameters": {"total": count_parameters(model, trainable_only=False)},
+        "predictions": {"labels": splits["test"].labels.tolist(), "final": final["scores"].tolist(),
+                        "best_val": best_test["scores"].tolist()},
+        "environment": environment(device),
+        "started": started,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def evaluate_run(run: str | Path, split: str = "test", which: str = "final", device: str = "auto") -> dict[str, Any]:
+    """Metrics of a run folder's final checkpoint or best-validation model on one split."""
+    run = Path(run)
+    if not (run / CHECKPOINT).exists():
+        raise FileNotFoundError(f"no {CHECKPOINT} in {run}: is it a folder written by 'lib25d train'?")
+    state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)
+    config = RunConfig.from_dict(state["config"]).replace(device=device, weights=None)  # weights come from the file
+    dev = resolve_device(device)
+    data = load_dataset(config.dataset, split, size=config.size, root=config.data_root, **config.dataset_options)
+    model = model_for(config, data).to(dev)
+    weights = state["model"] if which == "final" else torch.load(run / BEST, map_location="cpu", weights_only=False)["model"]
+    model.load_state_dict(weights)
+    metrics = evaluate(model, data, config, dev, loss_function(data.info.num_classes))
+    return {"auc": metrics["auc"], "acc": metrics["acc"], "loss": metrics["loss"], "n": len(data)}
