@@ -265,3 +265,16 @@ def test_dataset_info_validates():
     assert info.shape == (4, 5, 6)
     with pytest.raises(Exception):
         info.num_classes = 3  # frozen
+
+
+def test_subset_is_stratified_seeded_and_recorded(medmnist_root):
+    full = load_dataset("adrenal", "train", root=medmnist_root)
+    a = load_dataset("adrenal", "train", root=medmnist_root, subset=40)
+    b = load_dataset("adrenal", "train", root=medmnist_root, subset=40)
+    assert len(a) == 40 and np.array_equal(a.labels, b.labels)
+    assert np.array_equal(np.asarray(a.volumes), np.asarray(b.volumes))
+    share = full.labels.mean()
+    assert abs(a.labels.mean() - share) < 0.05
+    assert a.info.identity["subset"] == 40
+    syn = load_dataset("synthetic", "test", size=16, n_test=20, subset=6)
+    assert len(syn) == 6 and syn.masks.shape == (6, 16, 16, 16)

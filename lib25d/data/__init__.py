@@ -11,13 +11,14 @@ int label)``; batches are ``(B, C, D, H, W)``. Names:
 - ``nifti:<path to csv>``: :func:`lib25d.data.nifti.load_nifti` options ``window``,
   ``normalize``, ``crop``, ``target_shape``, ``num_classes``, ``class_names``, ``cache_dir``.
 
+Every dataset takes ``subset=N``: a stratified, seeded sample of at most N volumes per split.
 ``root`` and ``download`` only concern MedMNIST; ``size`` concerns MedMNIST and synthetic.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from .base import SPLITS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split
+from .base import SPLITS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, stratified_subset
 from .medmnist3d import FLAGS, load_medmnist3d, medmnist3d_info
 from .nifti import load_nifti, nifti_info
 from .synthetic import load_synthetic, make_synthetic, synthetic_info
@@ -69,6 +70,12 @@ def load_dataset(
     name: str, split: str, *, size: int = 28, root=None, download: bool = False, **kwargs: Any
 ) -> VolumeDataset:
     """One split (train, val or test) of the named dataset, validated and ready for a DataLoader."""
+    subset = kwargs.pop("subset", None)  # any dataset: a stratified, seeded sample of each split
+    data = _load(name, split, size=size, root=root, download=download, **kwargs)
+    return data if subset is None else stratified_subset(data, int(subset))
+
+
+def _load(name: str, split: str, *, size: int, root, download: bool, **kwargs: Any) -> VolumeDataset:
     kind, arg = _parse(name)
     check_split(split)
     if kind == "medmnist":
@@ -81,6 +88,7 @@ def load_dataset(
 
 def dataset_info(name: str, size: int = 28, root=None, **kwargs: Any) -> DatasetInfo:
     """What :func:`load_dataset` would return as ``.info``, without loading voxels (MedMNIST needs no file)."""
+    kwargs.pop("subset", None)
     kind, arg = _parse(name)
     if kind == "medmnist":
         _no_options(name, kwargs)

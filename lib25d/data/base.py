@@ -8,7 +8,7 @@ this module checks the result so that models never see a malformed batch.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -189,3 +189,27 @@ class VolumeDataset(Dataset):
             f"VolumeDataset({self.info.name!r}, split={self.split!r}, n={len(self)}, "
             f"shape={(self.info.in_channels, *self.info.shape)}, classes={self.info.num_classes})"
         )
+
+
+def stratified_subset(data: VolumeDataset, n: int, seed: int = 0) -> VolumeDataset:
+    """At most ``n`` items, each class keeping its share (at least one each), seeded.
+
+    For quick runs on real data (the smoke profile, teaching); the identity records it.
+    """
+    if n < 1:
+        raise ValueError(f"subset must be a positive number of volumes, got {n}")
+    if n >= len(data):
+        return data
+    rng = np.random.default_rng(seed)
+    classes = np.unique(data.labels)
+    picked = []
+    for c in classes:
+        idx = np.flatnonzero(data.labels == c)
+        k = max(1, round(n * len(idx) / len(data)))
+        picked.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
+    order = np.sort(np.concatenate(picked))[:max(n, len(classes))]
+    volumes = data.volumes.raw[order] if isinstance(data.volumes, Uint8Volumes) else data.volumes[order]
+    volumes = Uint8Volumes(volumes, data.volumes.divisor) if isinstance(data.volumes, Uint8Volumes) else volumes
+    info = replace(data.info, identity={**data.info.identity, "subset": int(n), "subset_seed": int(seed)})
+    masks = None if data.masks is None else data.masks[order]
+    return VolumeDataset(volumes, data.labels[order], info, data.split, masks)
