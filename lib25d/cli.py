@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="final-epoch checkpoint or best-validation model (default final)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.set_defaults(func=_evaluate)
+
+    from .explain.cli import register as register_explain
+    register_explain(sub)
     return parser
 
 
