@@ -20,10 +20,12 @@ install: $(VENV)/.installed
 test: install
 	$(BIN)/pytest -q
 
-# Build the book for a profile: make book PROFILE=smoke|cpu|paper [CORES=N]
+# Build the book for a profile: make book PROFILE=smoke|cpu|paper [CORES=N] [SNAKEFLAGS="--resources gpu=1"]
+# Offline, point it at local data: LIB25D_DATA_ROOT=../shared/data/medmnist make book PROFILE=smoke
 book: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake -s workflow/Snakefile --configfile config/$(PROFILE).yaml \
-		--cores $(CORES) --keep-going --rerun-incomplete
+		--cores $(CORES) --keep-going --rerun-incomplete $(SNAKEFLAGS)
+	@echo "book: results/$(PROFILE)/book/_build/html/index.html"
 
 clean:
 	rm -rf _build results

@@ -49,6 +49,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=_none_or_int, default=d.chunk_size,
                    help="slices per encoder call, bounds memory on large volumes (default: all at once)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")
+    # performance switches (same numbers up to float summation order; see lib25d/bench.py)
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep the slice encoder in the default NCHW memory format (default: channels_last)")
+    p.add_argument("--no-tiny-convs", dest="tiny_convs", action="store_false",
+                   help="run single-output-position convolutions (ResNet layer4 at 28^3) as convolutions, "
+                        "not as matrix products")
+    p.add_argument("--no-dedupe-slices", dest="dedupe_slices", action="store_false",
+                   help="encode identical slices every time, also when BatchNorm is frozen")
+    p.add_argument("--no-cache-warmup-features", dest="cache_warmup_features", action="store_false",
+                   help="re-encode the training volumes in every warm-up epoch instead of once")
+    p.add_argument("--checkpointing", action="store_true",
+                   help="recompute slice-encoder activations per chunk in the backward pass (use with "
+                        "--chunk-size): memory of one chunk, about one extra forward pass of time")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone (slow start)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="dataset option, repeatable, e.g. n_train=128 (synthetic) or window=-150,250 (nifti)")
 
@@ -118,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .explain.cli import register as register_explain
     register_explain(sub)
+    __import__("lib25d.bench", fromlist=["register"]).register(sub)  # lib25d bench
     return parser
 
 

@@ -10,6 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# RunConfig values of the straightforward implementation (the reference of ``lib25d bench --compare``)
+STRAIGHTFORWARD: dict[str, Any] = {"channels_last": False, "tiny_convs": False, "dedupe_slices": False,
+                                   "cache_warmup_features": False, "checkpointing": False, "compile": False,
+                                   "amp": False}
+# switches that change speed and memory only (float summation order at most): a run may resume with others
+PERFORMANCE_FIELDS = ("channels_last", "tiny_convs", "dedupe_slices", "cache_warmup_features", "checkpointing",
+                      "compile")
+
+
 @dataclass
 class RunConfig:
     dataset: str = "adrenal"          # organ|nodule|fracture|adrenal|vessel|synapse|synthetic|nifti:<csv>
@@ -28,6 +37,13 @@ class RunConfig:
     chunk_size: int | None = None     # slices per encoder call; bounds memory on large volumes
     amp: bool = True                  # bf16 autocast, CUDA only
     dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. synthetic n_train, shape
+    # performance switches: same numbers (within float tolerance), different speed / memory
+    channels_last: bool = True        # NHWC slice encoder (2.5D methods; faster on CPU here)
+    tiny_convs: bool = True           # convolutions with one output position run as matrix products
+    dedupe_slices: bool = True        # identical slices encoded once whenever BatchNorm is frozen
+    cache_warmup_features: bool = True  # warm-up: encode the training split once, reuse every epoch
+    checkpointing: bool = False       # recompute slice-encoder activations per chunk (with chunk_size)
+    compile: bool = False             # torch.compile the backbone
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -39,6 +55,15 @@ class RunConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if isinstance(self.weights, str) and self.weights.lower() in ("none", "null", "random", ""):
             self.weights = None
+
+    def performance(self) -> dict[str, Any]:
+        """The switches a model's ``configure`` takes (see :class:`lib25d.models.encoder.SliceEncoder`)."""
+        return {"channels_last": self.channels_last, "tiny_convs": self.tiny_convs,
+                "dedupe": self.dedupe_slices, "checkpointing": self.checkpointing}
+
+    def straightforward(self) -> "RunConfig":
+        """The same run with every optimisation off: fp32, default memory format, no reuse."""
+        return self.replace(**STRAIGHTFORWARD)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,6 +6,15 @@ pretrained weights are protected and frozen features are a pure function of the 
 authors' code still updated the statistics). A checkpoint is written atomically after every
 epoch; ``resume=True`` continues from it and ends with the same numbers as an uninterrupted
 run on CPU, because each epoch's shuffling and dropout are seeded from (seed, epoch) alone.
+
+Performance (``RunConfig`` switches, all on by default, ``RunConfig.straightforward()`` turns
+them off): the model is configured through its ``configure`` method (channels_last, tiny
+convolutions as matrix products, deduplicated slices, checkpointing); with
+``cache_warmup_features`` the frozen features (slice tokens, or pooled features of a 3D/ACS
+network) of the whole training split are computed once, in the first warm-up epoch, and every
+warm-up epoch trains the reducer and head on them in the same shuffled order, so epochs 2..N
+of the warm-up cost a small fraction of a full epoch. The cache stays in memory (on the
+training device) and is skipped above ``WARMUP_CACHE_LIMIT_BYTES``.
 """
 from __future__ import annotations
 
@@ -20,17 +29,19 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .config import RunConfig
+from .config import PERFORMANCE_FIELDS, RunConfig
 from .data import VolumeDataset, load_dataset
 from .metrics import evaluate_scores, scores_from_logits
-from .models import build_model, count_parameters, set_encoder_trainable
+from .models import Model25D, build_model, count_parameters, set_encoder_trainable
 from .runinfo import environment, peak_memory, reset_peak_memory, resolve_device, write_atomic, write_json
 
 CHECKPOINT, BEST, RESULT = "checkpoint.pt", "best.pt", "result.json"
-RUNTIME_FIELDS = ("device", "num_workers", "data_root", "epochs", "chunk_size")  # may change on resume
+RUNTIME_FIELDS = ("device", "num_workers", "data_root", "epochs", "chunk_size",
+                  *PERFORMANCE_FIELDS)  # may change on resume
+WARMUP_CACHE_LIMIT_BYTES = 4 * 2**30  # larger feature caches fall back to encoding every warm-up epoch
 EpochHook = Callable[[int, dict[str, Any]], None]
 
 
@@ -41,8 +52,64 @@ def load_splits(config: RunConfig) -> dict[str, VolumeDataset]:
 
 def model_for(config: RunConfig, data: VolumeDataset) -> nn.Module:
     info = data.info
-    return build_model(config.method, backbone=config.backbone, weights=config.weights,
-                       in_channels=info.in_channels, num_classes=info.num_classes, chunk_size=config.chunk_size)
+    model = build_model(config.method, backbone=config.backbone, weights=config.weights,
+                        in_channels=info.in_channels, num_classes=info.num_classes, chunk_size=config.chunk_size)
+    return configure_model(model, config)
+
+
+def configure_model(model: nn.Module, config: RunConfig) -> nn.Module:
+    """Apply the run's performance switches to a freshly built model (same parameters and state_dict)."""
+    model.configure(**config.performance())
+    if config.compile:
+        network = model.encoder.network if isinstance(model, Model25D) else model.encoder
+        network.compile()  # in place: parameter names and checkpoints stay the same
+    return model
+
+
+def frozen_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What a frozen encoder gives for a volume batch: slice tokens (2.5D) or pooled features (3D/ACS)."""
+    return model.encode(x)[0] if isinstance(model, Model25D) else model.features(x)
+
+
+def logits_from_features(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The trainable rest of the model on :func:`frozen_features`."""
+    return model.classify(features)[0] if isinstance(model, Model25D) else model.classify(features)
+
+
+class _Indices(Dataset):
+    """(index, label) of every volume: a loader over it, seeded and iterated like the volume loader
+    (through the same tqdm wrapper, which calls ``iter`` twice), visits the same batches."""
+
+    def __init__(self, labels: np.ndarray):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return i, int(self.labels[i])
+
+
+@torch.no_grad()
+def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
+                  device: torch.device) -> torch.Tensor | None:
+    """Frozen features of every volume of ``data`` in order, or None if they would exceed the limit.
+
+    The encoder must be frozen in eval mode (its BatchNorm statistics too): then the features
+    are a pure function of the input, the same as the warm-up forward pass computes.
+    """
+    was_training = model.training
+    model.eval()
+    out: list[torch.Tensor] = []
+    try:
+        for x, _ in _loader(data, config, device, None):
+            with _autocast(device, config.amp):
+                out.append(frozen_features(model, x.to(device, non_blocking=True)))
+            if out[0][0].numel() * out[0].element_size() * len(data) > WARMUP_CACHE_LIMIT_BYTES:
+                return None
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
 
 
 def loss_function(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -86,18 +153,25 @@ def evaluate(model: nn.Module, data: VolumeDataset, config: RunConfig, device: t
     return {**evaluate_scores(data.labels, scores, data.info.task), "loss": loss, "scores": scores}
 
 
-def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn, optimizer, device: torch.device,
-                 config: RunConfig, warmup: bool, desc: str, quiet: bool) -> tuple[float, int]:
+def _train_epoch(model: nn.Module, loader, loss_fn, optimizer, device: torch.device,
+                 config: RunConfig, warmup: bool, desc: str, quiet: bool,
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, int]:
+    """One pass over ``loader``'s (input, label) batches; ``forward`` maps an input to logits.
+
+    Inputs are volumes (``forward`` = the model) or, in a cached warm-up, indices of the
+    volumes (``forward`` = cached frozen features -> reducer + head).
+    """
     model.train()
     if warmup:
         model.encoder.eval()  # frozen BatchNorm statistics too
+    forward = model if forward is None else forward
     total, seen = 0.0, 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, disable=quiet, leave=False, unit="batch")
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device, config.amp):
-            loss = loss_fn(model(x).float(), y)
+            loss = loss_fn(forward(x).float(), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss ({loss.item()}) in {desc}, step {step}")
         optimizer.zero_grad(set_to_none=True)
@@ -107,6 +181,12 @@ def _train_epoch(model: nn.Module, loader: DataLoader, loss_fn, optimizer, devic
         seen += len(y)
         bar.set_postfix(loss=f"{total / seen:.4f}", vol_s=f"{seen / (time.perf_counter() - start):.1f}")
     return total / seen, seen
+
+
+def _index_loader(data: VolumeDataset, config: RunConfig, shuffle_seed: int) -> DataLoader:
+    """(indices, labels) batches, in the order the seeded volume loader visits the volumes."""
+    gen = torch.Generator().manual_seed(shuffle_seed)
+    return DataLoader(_Indices(data.labels), batch_size=config.batch_size, shuffle=True, generator=gen)
 
 
 def _check_out(out: Path, config: RunConfig, resume: bool) -> dict[str, Any] | None:
@@ -158,16 +238,29 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
         history, best = state["history"], state["best"]
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     reset_peak_memory(device)
+    cache: torch.Tensor | None = None
+    cache_tried = False
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         warmup = epoch <= config.warmup_epochs
         set_encoder_trainable(model, not warmup)
-        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout etc. depend on (seed, epoch) only
-        loader = _loader(splits["train"], config, device, shuffle_seed=config.seed * 100_003 + epoch)
         tic = time.perf_counter()
+        if warmup and config.cache_warmup_features and not cache_tried:
+            cache_tried = True  # built once, in the first warm-up epoch this process runs (its time counts there)
+            cache = feature_cache(model, splits["train"], config, device)
+        if not warmup:
+            cache = None  # free it
+        shuffle_seed = config.seed * 100_003 + epoch
+        torch.manual_seed(shuffle_seed)  # dropout etc. depend on (seed, epoch) only
+        if cache is not None:
+            loader = _index_loader(splits["train"], config, shuffle_seed)
+            forward = lambda idx, c=cache: logits_from_features(model, c[idx.to(c.device)])  # noqa: E731
+        else:
+            loader, forward = _loader(splits["train"], config, device, shuffle_seed=shuffle_seed), None
         desc = f"epoch {epoch}/{config.epochs}" + (" (warm-up)" if warmup else "")
         try:
-            train_loss, seen = _train_epoch(model, loader, loss_fn, optimizer, device, config, warmup, desc, quiet)
+            train_loss, seen = _train_epoch(model, loader, loss_fn, optimizer, device, config, warmup, desc, quiet,
+                                            forward)
         except FloatingPointError as err:
             kept = f"the last good checkpoint is {out / CHECKPOINT} (epoch {len(history)})" if history else \
                 "no epoch had finished, so there is no checkpoint"
@@ -176,7 +269,8 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
         val = evaluate(model, splits["val"], config, device, loss_fn)
         record = {"epoch": epoch, "phase": "warm-up" if warmup else "full", "train_loss": train_loss,
                   "val_loss": val["loss"], "val_auc": val["auc"], "val_acc": val["acc"],
-                  "seconds": seconds, "volumes_per_second": seen / seconds}
+                  "seconds": seconds, "volumes_per_second": seen / seconds,
+                  "cached_features": cache is not None}
         history.append(record)
         if _better(record, best):
             best = {k: record[k] for k in ("epoch", "val_auc", "val_loss")}

@@ -18,7 +18,7 @@ from torch import nn
 with contextlib.redirect_stdout(io.StringIO()):  # acsconv prints a banner on import
     from acsconv.converters import ACSConverter, Conv3dConverter
 
-from .encoder import Weights, backbone_network, channel_adapter
+from .encoder import Weights, backbone_network, channel_adapter, use_tiny_conv_matmul
 from .slicing import check_volume
 
 CONVERTIBLE = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "wide_resnet50_2")
@@ -66,9 +66,30 @@ class VolumeClassifier(nn.Module):
     def new_modules(self) -> list[nn.Module]:
         return [self.head]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def configure(self, *, tiny_convs: bool | None = None, **ignored) -> "VolumeClassifier":
+        """Performance switches (see :class:`~lib25d.models.encoder.SliceEncoder`); returns self.
+
+        Only ``tiny_convs`` applies here: the single-output-voxel 3D convolutions of ``layer4``
+        at 28^3 run as matrix products (exact rewrite; ACS convolutions are not touched). The
+        slice switches (``dedupe``, ``checkpointing``, ``chunk_size``) have no meaning for a
+        whole-volume network, and ``channels_last`` (NDHWC) was slower for the 3D network on
+        CPU and impossible for ACS (2D kernels), so they are ignored.
+        """
+        if tiny_convs is not None:
+            use_tiny_conv_matmul(self.encoder, tiny_convs)
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> pooled features (B, F): everything but the head."""
         check_volume(x, self.in_channels)
-        return self.head(self.encoder(x))
+        return self.encoder(x)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, F) -> logits (B, outputs)."""
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
 
 
 def build_baseline(kind: str, backbone: str, weights: Weights, in_channels: int,

@@ -1,0 +1,283 @@
+"""Performance switches keep the numbers: deduplication, channels_last, tiny convolutions,
+chunking with checkpointing, the cached warm-up; and ``lib25d bench`` writes its JSON.
+
+Tolerances: deduplication, checkpointing and the cached warm-up change nothing (bitwise
+equal, asserted with ``torch.equal``). channels_last and the tiny-convolution matrix products
+change the float summation order only: outputs agree to 1e-4 relative, and gradients are as
+close to a float64 reference as the straightforward fp32 computation is (within 4x its error).
+No test measures time.
+"""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lib25d.bench import PAPER_TABLE2, SCHEMA, parse_size, table2_frame
+from lib25d.cli import main
+from lib25d.config import PERFORMANCE_FIELDS, RunConfig
+from lib25d.data import load_dataset
+from lib25d.models import build_model
+from lib25d.models.encoder import TinyConv2d, TinyConv3d, unique_slices, use_tiny_conv_matmul
+from lib25d.train import CHECKPOINT, train
+
+OFF = dict(channels_last=False, tiny_convs=False, dedupe=False, checkpointing=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: tiny workloads gain nothing from more, and lose a lot on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def configured(model, **switches):
+    return copy.deepcopy(model).configure(**{**OFF, **switches})
+
+
+@pytest.fixture(scope="module")
+def adrenal_batch(medmnist_root):
+    data = load_dataset("adrenal", "test", root=medmnist_root)
+    return torch.stack([data[i][0] for i in range(3)])
+
+
+# -- deduplication -------------------------------------------------------------------------------
+def test_dedupe_gives_identical_outputs_on_real_adrenal(adrenal_batch):
+    torch.manual_seed(0)
+    model = build_model("attention").eval()
+    for others in ({}, {"channels_last": True, "tiny_convs": True}):
+        plain, dedup = configured(model, **others), configured(model, dedupe=True, **others)
+        with torch.no_grad():
+            a, b = plain.forward_with_attention(adrenal_batch), dedup.forward_with_attention(adrenal_batch)
+        unique, total = dedup.encoder.last_dedupe
+        assert total == 3 * 84 and unique < 0.75 * total  # the empty background slices
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.weights, b.weights)
+
+
+def test_dedupe_is_exact_on_synthetic_duplicates_and_only_with_frozen_statistics():
+    torch.manual_seed(0)
+    x = torch.zeros(2, 3, 12, 20, 16)  # non-cubic: one encoder call per axis
+    x[0, :, 3:9, 5:15, 4:12] = torch.rand(3, 6, 10, 8)
+    x[1] = x[0]  # the whole second volume repeats the first
+    x[1, :, 10] = torch.rand(3, 20, 16)
+    model = build_model("mean", in_channels=3, num_classes=3).eval()
+    plain, dedup = configured(model), configured(model, dedupe=True)
+    with torch.no_grad():
+        assert torch.equal(plain(x), dedup(x))
+    assert dedup.encoder.last_dedupe[0] < dedup.encoder.last_dedupe[1]
+    found = unique_slices(x[:, :, 0])
+    assert found is None or torch.equal(found[0][found[1]], x[:, :, 0])
+    # BatchNorm on batch statistics (training): no deduplication, same numbers as without
+    plain.train(), dedup.train()
+    dedup.encoder.last_dedupe = None
+    torch.testing.assert_close(plain(x), dedup(x), rtol=0, atol=0)
+    assert dedup.encoder.last_dedupe is None
+    # input gradients (saliency) need one row per slice: no deduplication either
+    dedup.eval()
+    xg = x.clone().requires_grad_()
+    dedup(xg).sum().backward()
+    assert dedup.encoder.last_dedupe is None and xg.grad.abs().sum() > 0
+    # forward hooks (Grad-CAM style) see one activation row per slice
+    rows = []
+    handle = dedup.encoder.network.layer1.register_forward_hook(lambda m, i, o: rows.append(o.shape[0]))
+    with torch.no_grad():
+        dedup(x)
+    handle.remove()
+    assert rows == [2 * 12, 2 * 20, 2 * 16]
+
+
+# -- tiny convolutions and channels_last ---------------------------------------------------------
+@pytest.mark.parametrize("dims,spatial,kernel,stride,padding", [
+    (2, (1, 1), 3, 1, 1), (2, (2, 2), 3, 2, 1), (2, (2, 2), 1, 2, 0), (2, (3, 2), 3, 2, 1),
+    (3, (1, 1, 1), 3, 1, 1), (3, (2, 2, 2), 3, 2, 1), (2, (4, 4), 3, 1, 1)])
+def test_tiny_conv_is_the_same_function(dims, spatial, kernel, stride, padding):
+    torch.manual_seed(0)
+    conv_cls = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
+    conv = conv_cls(16, 8, kernel, stride=stride, padding=padding, bias=True).double()
+    tiny = copy.deepcopy(conv)
+    assert use_tiny_conv_matmul(tiny) == 1 and isinstance(tiny, (TinyConv2d, TinyConv3d))
+    x = torch.randn(5, 16, *spatial, dtype=torch.float64, requires_grad=True)
+    xt = x.detach().clone().requires_grad_()
+    out, out_t = conv(x), tiny(xt)
+    torch.testing.assert_close(out_t, out, rtol=1e-12, atol=1e-12)
+    out.square().sum().backward()
+    out_t.square().sum().backward()
+    torch.testing.assert_close(xt.grad, x.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tiny.weight.grad, conv.weight.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(tiny.bias.grad, conv.bias.grad, rtol=1e-12, atol=1e-12)
+    assert list(tiny.state_dict()) == list(conv.state_dict())
+    use_tiny_conv_matmul(tiny, False)
+    assert type(tiny) is conv_cls
+
+
+def _grads(model, x):
+    model.zero_grad()
+    out = model(x)
+    out.square().sum().backward()
+    return out.detach().double(), torch.cat([p.grad.double().flatten() for p in model.parameters()])
+
+
+def test_channels_last_and_tiny_convs_match_within_float_tolerance():
+    torch.manual_seed(0)
+    model = build_model("attention").train()
+    x = torch.rand(1, 1, 28, 28, 28)  # 28^3: layer4 works on 1x1 maps, the tiny-convolution case
+    ref_out, ref_grad = _grads(copy.deepcopy(model).double(), x.double())
+    plain_out, plain_grad = _grads(configured(model), x)
+    fast = configured(model, channels_last=True, tiny_convs=True)
+    fast_out, fast_grad = _grads(fast, x)
+    assert fast.encoder.network.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert isinstance(fast.encoder.network.layer4[1].conv2, TinyConv2d)
+    assert list(fast.state_dict()) == list(model.state_dict())
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-4, atol=1e-5)
+    err = lambda g: float((g - ref_grad).norm() / ref_grad.norm())  # noqa: E731
+    assert err(fast_grad) <= 4 * err(plain_grad) + 1e-6, (err(fast_grad), err(plain_grad))
+
+
+def test_tiny_convs_in_the_3d_baseline():
+    torch.manual_seed(0)
+    model = build_model("3d").eval()
+    fast = copy.deepcopy(model).configure(tiny_convs=True, channels_last=True, dedupe=True)
+    x = torch.rand(2, 1, 28, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+# -- chunking with checkpointing -----------------------------------------------------------------
+def test_checkpointing_gives_the_same_gradients_and_statistics():
+    torch.manual_seed(0)
+    model = build_model("attention").configure(chunk_size=20, channels_last=True, tiny_convs=True).train()
+    ckpt = copy.deepcopy(model).configure(checkpointing=True)
+    x = torch.rand(2, 1, 16, 20, 20)
+    out_a, grad_a = _grads(model, x)
+    out_b, grad_b = _grads(ckpt, x)
+    assert torch.equal(out_a, out_b) and torch.equal(grad_a, grad_b)
+    sa, sb = model.state_dict(), ckpt.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # running statistics updated once per chunk
+    # in eval mode, chunks (with checkpointing) equal the whole batch at once
+    model.eval(), ckpt.eval()
+    whole = copy.deepcopy(model).configure(chunk_size=None)
+    torch.testing.assert_close(ckpt(x), whole(x), rtol=1e-5, atol=1e-6)
+
+
+# -- cached warm-up ------------------------------------------------------------------------------
+TINY = dict(dataset="synthetic", size=16, weights=None, epochs=2, warmup_epochs=2, batch_size=4, lr=1e-3,
+            device="cpu", dataset_options={"n_train": 10, "n_val": 4, "n_test": 4, "seed": 5})
+
+
+def _curve(result):
+    return [(h["train_loss"], h["val_loss"]) for h in result["history"]]
+
+
+def test_cached_warmup_equals_uncached_and_resumes(tmp_path):
+    cached = train(RunConfig(**TINY), tmp_path / "cached", quiet=True)
+    plain = train(RunConfig(**TINY, cache_warmup_features=False), tmp_path / "plain", quiet=True)
+    assert [h["cached_features"] for h in cached["history"]] == [True, True]
+    assert not any(h["cached_features"] for h in plain["history"])
+    assert cached["config"]["cache_warmup_features"] and cached["config"]["channels_last"]
+    np.testing.assert_allclose(_curve(cached), _curve(plain), rtol=1e-6, atol=0)
+    wa = torch.load(tmp_path / "cached" / CHECKPOINT, weights_only=False)["model"]
+    wb = torch.load(tmp_path / "plain" / CHECKPOINT, weights_only=False)["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+    def crash(epoch, record):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(RunConfig(**TINY), tmp_path / "cut", quiet=True, on_epoch_end=crash)
+    resumed = train(RunConfig(**TINY), tmp_path / "cut", resume=True, quiet=True)
+    assert _curve(resumed) == _curve(cached)  # the cache is rebuilt for epoch 2: same numbers
+    assert resumed["metrics"] == cached["metrics"]
+
+
+def test_cached_warmup_of_a_3d_baseline(tmp_path):
+    config = dict(TINY, method="3d")
+    a = train(RunConfig(**config), tmp_path / "a", quiet=True)
+    b = train(RunConfig(**config, cache_warmup_features=False), tmp_path / "b", quiet=True)
+    assert [h["cached_features"] for h in a["history"]] == [True, True]
+    np.testing.assert_allclose(_curve(a), _curve(b), rtol=1e-6, atol=0)
+
+
+def test_straightforward_config_and_resume_across_switches(tmp_path):
+    fast = RunConfig()
+    slow = fast.straightforward()
+    assert all(getattr(fast, f) for f in ("channels_last", "tiny_convs", "dedupe_slices", "cache_warmup_features"))
+    assert not any(getattr(slow, f) for f in PERFORMANCE_FIELDS) and not slow.amp
+    assert fast.performance() == {"channels_last": True, "tiny_convs": True, "dedupe": True, "checkpointing": False}
+    config = RunConfig(**dict(TINY, epochs=1, warmup_epochs=1))
+    train(config, tmp_path / "run", quiet=True)
+    # performance switches may differ on resume (same numbers); the run is complete, nothing to redo
+    train(config.replace(epochs=1, channels_last=False, dedupe_slices=False), tmp_path / "run", resume=True,
+          quiet=True)
+
+
+# -- lib25d bench ----------------------------------------------------------------------------------
+def test_bench_table2_json_schema(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--table2", "--sizes", "16", "--methods", "attention", "--batch-size", "1",
+                 "--repeats", "1", "--device", "cpu", "--threads", "1", "--in-process", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "attention" in printed and "matmul peak" in printed
+    data = json.loads(out.read_text())
+    assert data["schema"] == SCHEMA
+    section = data["table2"]
+    assert section["environment"]["device"].startswith("cpu") and section["matmul_peak_gflops"]["fp32"] > 0
+    assert section["paper"]["attention"]["params_m"] == PAPER_TABLE2["attention"]["params_m"]
+    (row,) = section["rows"]
+    assert row["error"] is None, row["error"]
+    assert row["method"] == "attention" and row["size"] == "16" and row["batch_size"] == 1
+    assert abs(row["params_m"] - 12.2) < 0.1
+    assert row["memory_kind"] == "process_peak_rss" and row["peak_memory_bytes"] >= row["baseline_memory_bytes"] > 0
+    for key in ("train_step_s", "epoch_s", "train_volumes_per_s", "infer_volumes_per_s", "achieved_gflops",
+                "fraction_of_peak"):
+        assert row[key] > 0, key
+    assert row["flops_per_step"] > 0 and row["epoch_volumes"] == 1188
+    assert row["settings"]["channels_last"] and not row["settings"]["checkpointing"]
+    frame = table2_frame(out)
+    assert list(frame["method"]) == ["attention"] and frame["paper_params_m"][0] == 12.2
+    # a later run of another method keeps this row (the notebook reads one merged table)
+    assert main(["bench", "--table2", "--sizes", "16", "--methods", "mean", "--batch-size", "1", "--repeats", "1",
+                 "--warmup-steps", "0", "--no-inference", "--device", "cpu", "--threads", "1", "--in-process",
+                 "--json", str(out)]) == 0
+    assert [r["method"] for r in json.loads(out.read_text())["table2"]["rows"]] == ["attention", "mean"]
+
+
+def test_bench_compare_json_schema(tmp_path, medmnist_root, capsys):
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"schema": SCHEMA, "table2": {"rows": []}}))
+    assert main(["bench", "--compare", "--subset", "4", "--batch-size", "2", "--steps", "1", "--repeats", "1",
+                 "--large-shape", "10x12x12", "--compare-chunk-size", "8", "--device", "cpu", "--threads", "1",
+                 "--data-root", str(medmnist_root), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "inference speed-up" in printed and "checkpointing costs" in printed
+    data = json.loads(out.read_text())
+    assert "table2" in data  # other sections are kept
+    section = data["compare"]
+    ratios = section["ratios"]
+    for key in ("full_epoch_speedup", "inference_speedup", "warmup_epoch_cheaper", "large_peak_gib",
+                "checkpointing_time_factor"):
+        assert ratios[key] > 0, key
+    assert section["inference"]["identical_predictions"]
+    assert len(section["full_epoch"]["losses"]["optimised"]) == 2
+    assert section["memory_large"]["checkpointing"]["settings"]["checkpointing"]
+    assert section["settings"]["straightforward"]["channels_last"] is False
+
+
+def test_bench_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--table2", "--compare", "--sizes", "--methods", "--batch-size", "--device", "--repeats",
+                 "--json", "--steps", "--threads", "--large-chunk-size"):
+        assert flag in text, flag
+    assert parse_size("28") == (28, 28, 28) and parse_size("128x224x224") == (128, 224, 224)
+    with pytest.raises(ValueError, match="DxHxW"):
+        parse_size("28x28")
+    assert main(["bench", "--device", "cpu"]) == 2
+    assert "--table2, --compare" in capsys.readouterr().err

@@ -1,0 +1,346 @@
+"""Profiles (the grid written once) and result collection, with fake result files: no training."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from lib25d import results as R
+from lib25d.config import RunConfig
+from lib25d.profiles import NOTEBOOKS, ProfileError, from_dict, list_profiles, load_profile, run_id
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"profile": "tiny", "defaults": {"epochs": 2, "weights": None},
+         "datasets": {"adrenal": {"dataset_options": {"subset": 8}}, "organ": {}},
+         "seeds": [0, 1], "table1": ["3d", "attention"], "table3": ["attention", "mean"]}
+
+
+def tiny(tmp_path: Path, **changes) -> R.Profile:
+    return from_dict({**SMALL, "results": str(tmp_path / "results"), **changes}, root=tmp_path)
+
+
+def fake_result(profile, run, auc: float, acc: float = 0.7) -> None:
+    """A result.json with the fields the study layer reads (what lib25d.train writes)."""
+    folder = profile.run_dir(run.run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    history = [{"epoch": 1, "phase": "warm-up", "seconds": 2.0}, {"epoch": 2, "phase": "full", "seconds": 4.0}]
+    result = {"config": run.config.to_dict(),
+              "data": {"identity": {"dataset": "adrenalmnist3d", "size": 28, "subset": 8},
+                       "samples": {"train": 8, "val": 8, "test": 8}},
+              "metrics": {"final": {"epoch": 2, "test": {"auc": auc, "acc": acc, "loss": 0.5}},
+                          "best_val": {"epoch": 1, "test": {"auc": auc - 0.1, "acc": acc, "loss": 0.6}}},
+              "history": history,
+              "timing": {"mean_epoch_seconds": 3.0, "mean_full_epoch_seconds": 4.0, "total_train_seconds": 6.0},
+              "memory": {"bytes": 3 * 2**30, "kind": "process_peak_rss"}, "parameters": {"total": 12_000_000},
+              "environment": {"device": "cpu (x86_64, 1 threads)", "git": {"revision": "abc123def456", "dirty": False},
+                              "versions": {"torch": "2.14.1"}},
+              "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00"}
+    (folder / R.RESULT).write_text(json.dumps(result))
+    R.record_status(folder, 0)
+
+
+# -- profiles ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
+def test_repository_profiles_load_and_make_valid_runs(name):
+    profile = load_profile(name, start=REPO)
+    runs = profile.runs()
+    assert runs and len({r.run_id for r in runs}) == len(runs)
+    assert profile.results == (REPO / "results" / name).resolve()
+    assert all(isinstance(r.config, RunConfig) for r in runs)
+    assert set(profile.table1) == {"3d", "acs", "attention"}
+    assert set(profile.table3) == {"attention", "mean", "max", "lstm", "transformer"}
+
+
+def test_profiles_match_the_issue():
+    assert list_profiles(REPO / "config") == ["cpu", "paper", "smoke"]
+    smoke, paper = load_profile("smoke", start=REPO), load_profile("paper", start=REPO)
+    assert set(smoke.datasets) == {"synthetic", "adrenal"} and all(r.config.weights is None for r in smoke.runs())
+    assert list(paper.datasets) == ["organ", "nodule", "fracture", "adrenal", "vessel", "synapse"]
+    assert len(paper.runs()) == 6 * 7 * 5
+    assert {r.config.epochs for r in paper.runs()} == {50} and {r.config.weights for r in paper.runs()} == {"imagenet"}
+    cpu = load_profile("cpu", start=REPO)
+    assert {"organ", "nodule", "fracture", "adrenal", "vessel", "synapse"} <= set(cpu.datasets) and len(cpu.seeds) == 1
+
+
+def test_run_ids_settings_and_filters(tmp_path):
+    p = tiny(tmp_path)
+    assert [r.run_id for r in p.runs(datasets=["adrenal"], seeds=[0])] == \
+        ["adrenal-3d-s0", "adrenal-attention-s0", "adrenal-mean-s0"]
+    run = p.run("adrenal-mean-s1")
+    assert run.config.method == "mean" and run.config.seed == 1 and run.config.dataset == "adrenal"
+    assert run.config.dataset_options == {"subset": 8} and run.config.epochs == 2 and run.config.weights is None
+    assert len(p.runs_for("table1")) == 2 * 2 * 2 and len(p.runs_for("table3")) == 2 * 2 * 2
+    assert p.runs_for("tutorial") == [] and len(p.runs_for("provenance")) == len(p.runs())
+    assert run_id("adrenal", "3d", 4) == "adrenal-3d-s4"
+
+
+def test_dataset_options_merge_and_label_names_the_run(tmp_path):
+    p = tiny(tmp_path, defaults={"dataset_options": {"subset": 16}, "weights": None},
+             datasets={"mine": {"dataset": "synthetic", "size": 16, "dataset_options": {"n_train": 8}}})
+    config = p.runs()[0].config
+    assert p.runs()[0].run_id.startswith("mine-")
+    assert config.dataset == "synthetic" and config.dataset_options == {"subset": 16, "n_train": 8}
+
+
+@pytest.mark.parametrize("values, words", [
+    ({"profil": "x"}, ["profil", "valid:", "datasets"]),
+    ({"defaults": {"epoch": 3}}, ["epoch", "valid:", "epochs"]),
+    ({"table1": ["3d", "unet"]}, ["unet", "valid:", "attention"]),
+    ({"datasets": {"my-data": {}}}, ["my-data", "letters"]),
+    ({"notebooks": {"table9": {}}}, ["table9", "valid:", "fig3"]),
+    ({"seeds": []}, ["seeds"]),
+])
+def test_profile_errors_name_the_problem_and_the_fix(tmp_path, values, words):
+    with pytest.raises(ProfileError) as err:
+        tiny(tmp_path, **values)
+    message = str(err.value)
+    assert "\n" not in message and all(w in message for w in words), message
+
+
+def test_bench_settings_become_lib25d_bench_arguments(tmp_path):
+    p = tiny(tmp_path, bench={"sizes": [16, "8x16x16"], "repeats": 1, "in_process": True, "inference": False})
+    assert p.bench_args("t.json") == ["bench", "--table2", "--methods", "3d", "attention", "--json", "t.json",
+                                      "--sizes", "16", "8x16x16", "--repeats", "1", "--in-process", "--no-inference"]
+    with pytest.raises(ProfileError, match="unknown bench setting.*size.*valid: sizes"):
+        tiny(tmp_path, bench={"size": [16]})
+    from lib25d.cli import build_parser
+
+    args = build_parser().parse_args(load_profile("smoke", start=REPO).bench_args("t.json"))
+    assert args.table2 and args.sizes == ["16"] and args.in_process
+
+
+def test_a_failed_benchmark_leaves_its_reason(tmp_path):
+    (tmp_path / "log").write_text("case 1\nRuntimeError: CUDA out of memory\n")
+    R.record_bench_failure(tmp_path / "b" / "t.json", tmp_path / "log")
+    assert json.loads((tmp_path / "b" / "t.json").read_text())["error"] == "RuntimeError: CUDA out of memory"
+
+
+def test_unknown_profile_lists_the_valid_ones():
+    with pytest.raises(ProfileError, match="valid: cpu, paper, smoke"):
+        load_profile("gpu", start=REPO)
+
+
+def test_overrides_and_resolved_profile_round_trip(tmp_path):
+    p = load_profile("smoke", overrides={"seeds": [0, 1], "results": str(tmp_path / "r")}, start=REPO)
+    assert p.seeds == [0, 1] and p.results == tmp_path / "r"
+    again = load_profile(p.save(tmp_path / "r" / "profile.yaml"))
+    assert again.to_dict() == p.to_dict()
+
+
+# -- notebooks: parameters documented, settings valid -----------------------------------------------
+@pytest.mark.parametrize("name", ["run", *NOTEBOOKS])
+def test_notebooks_have_typed_commented_parameters(name):
+    path = REPO / "notebooks" / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    params = papermill.inspect_notebook(str(path))
+    assert params, f"{name}: no parameters found by papermill"
+    lines = [x for x in tagged[0].source.splitlines() if x.strip()]
+    assert len(params) == len(lines), f"{name}: some parameter lines are not understood by papermill"
+    for p in params.values():
+        assert p["inferred_type_name"] != "None" and p["help"], f"{name}: {p['name']} needs a type and a comment"
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name}: commit notebooks without outputs"
+    if name != "run":
+        assert "profile" in params
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "paper"])
+def test_profile_notebook_settings_are_notebook_parameters(name):
+    profile = load_profile(name, start=REPO)
+    for notebook, settings in profile.notebooks.items():
+        params = papermill.inspect_notebook(str(REPO / "notebooks" / f"{notebook}.ipynb"))
+        assert set(settings) <= set(params), f"{name}: {notebook} has no parameter(s) {set(settings) - set(params)}"
+
+
+def test_run_notebook_parameters_are_runconfig_fields():
+    """Every run setting is a documented parameter; speed-only switches may be injected without one."""
+    from lib25d import config as config_module
+
+    params = papermill.inspect_notebook(str(REPO / "notebooks" / "run.ipynb"))
+    speed_only = set(getattr(config_module, "PERFORMANCE_FIELDS", ()))
+    assert set(RunConfig().to_dict()) - speed_only <= set(params)
+
+
+# -- results: one row per expected run ------------------------------------------------------------
+def test_collect_has_a_row_per_expected_run_with_status_and_reason(tmp_path):
+    p = tiny(tmp_path)
+    runs = {r.run_id: r for r in p.runs()}
+    fake_result(p, runs["adrenal-attention-s0"], 0.80)
+    fake_result(p, runs["adrenal-attention-s1"], 0.90)
+    fake_result(p, runs["adrenal-3d-s0"], 0.70)
+    failed = p.run_dir("organ-3d-s0")
+    failed.mkdir(parents=True)
+    (failed / R.STATUS).write_text(json.dumps({"status": "failed", "error": "FileNotFoundError: organmnist3d.npz "
+                                               "not found in /data: point LIB25D_DATA_ROOT at it",
+                                               "reason": "organmnist3d.npz not found in /data"}))
+    frame = R.collect(p)
+    assert len(frame) == len(p.runs()) and list(frame.run_id) == [r.run_id for r in p.runs()]
+    by_id = frame.set_index("run_id")
+    assert by_id.loc["adrenal-attention-s0", "status"] == "ok" and by_id.loc["adrenal-attention-s0", "auc"] == 0.8
+    assert by_id.loc["organ-3d-s0", "status"] == "failed"
+    assert by_id.loc["organ-3d-s0", "reason"] == "organmnist3d.npz not found in /data"
+    assert by_id.loc["organ-attention-s0", "status"] == "missing"
+    assert R.collect(p, which="best_val").set_index("run_id").loc["adrenal-attention-s0", "auc"] == pytest.approx(0.7)
+
+
+def test_summary_and_comparison_show_missing_cells_and_paper_numbers(tmp_path):
+    p = tiny(tmp_path)
+    runs = {r.run_id: r for r in p.runs()}
+    fake_result(p, runs["adrenal-attention-s0"], 0.80, 0.70)
+    fake_result(p, runs["adrenal-attention-s1"], 0.90, 0.80)
+    fake_result(p, runs["adrenal-3d-s0"], 0.70)
+    folder = p.run_dir("organ-3d-s0")
+    folder.mkdir(parents=True)
+    R.record_status(folder, 1, log=None)
+    frame = R.collect(p, p.runs_for("table1"))
+    summary = R.summarise(frame)
+    table = R.compare(summary, "table1").reset_index()
+    assert len(table) == 4 and set(zip(table.dataset, table.method)) == \
+        {(d, m) for d in ("adrenal", "organ") for m in ("3d", "attention")}
+    row = table.set_index(["dataset", "method"])
+    assert row.loc[("adrenal", "attention"), "AUROC ours"] == "85.0 ± 7.1"
+    assert row.loc[("adrenal", "attention"), "AUROC paper"] == "80.9"
+    assert row.loc[("adrenal", "3d"), "AUROC ours"].startswith("70.0 (1/2 runs; not run yet")
+    assert row.loc[("organ", "3d"), "AUROC ours"].startswith("missing (")
+    assert row.loc[("organ", "attention"), "ACC ours"] == "missing (not run yet)"
+    assert row.loc[("organ", "3d"), "AUROC paper"] == "96.5"
+    html = R.to_html(table)
+    assert html.count("<tr") == 5 and "missing (" in html and html.startswith("<div")
+    assert "adrenal: attention (85.0), paper attention (80.9)" in R.winners(frame, p.table1)
+    assert set(R.gaps(frame).status) == {"failed", "missing"}
+
+
+def test_stale_results_are_not_counted(tmp_path):
+    p = tiny(tmp_path)
+    run = p.run("adrenal-attention-s0")
+    fake_result(p, run, 0.8)
+    changed = tiny(tmp_path, defaults={"epochs": 2, "weights": None, "lr": 1e-3})
+    row = R.collect(changed).set_index("run_id").loc["adrenal-attention-s0"]
+    assert row.status == "stale" and "lr" in row.reason
+
+
+def test_setting_line_names_profile_data_weights_device(tmp_path):
+    p = tiny(tmp_path)
+    fake_result(p, p.run("adrenal-attention-s0"), 0.8)
+    text = R.setting(p, R.collect(p))
+    for words in ("Profile tiny", "adrenalmnist3d 28, subset 8 (8/8/8)", "none (random init)", "cpu (x86_64",
+                  "epochs: 2", "seeds: 0, 1", "runs finished: 1 of 12"):
+        assert words in text, text
+
+
+def test_compute_table_pools_full_epochs_and_keeps_missing_rows(tmp_path):
+    p = tiny(tmp_path)
+    fake_result(p, p.run("adrenal-attention-s0"), 0.8)
+    table = R.compute(R.collect(p, p.runs_for("table2"))).set_index(["dataset", "method"])
+    assert table.loc[("adrenal", "attention"), "s / epoch"] == "4.0"
+    assert table.loc[("adrenal", "attention"), "params (M)"] == "12.0"
+    assert table.loc[("adrenal", "attention"), "params (M) paper"] == "12.2"
+    assert table.loc[("organ", "3d"), "s / epoch"].startswith("missing")
+
+
+def test_paper_numbers_cover_tables_1_2_3():
+    paper = R.paper_results()
+    assert set(paper.table) == {"table1", "table2", "table3"}
+    t1 = paper[(paper.table == "table1") & paper.dataset.isin(["organ", "nodule", "fracture", "adrenal", "vessel", "synapse"])]
+    assert len(t1) == 3 * 6 * 2
+    assert len(paper[paper.table == "table3"]) == 5 * 6 * 2
+    value = paper.set_index(["table", "method", "dataset", "metric"])["value"]
+    assert value[("table1", "attention", "synapse", "auc")] == pytest.approx(0.743)
+    assert value[("table3", "mean", "adrenal", "auc")] == pytest.approx(0.870)
+    assert value[("table2", "3d", "pdac", "params_millions")] == pytest.approx(33.2)
+
+
+# -- status files: what the workflow records ------------------------------------------------------
+def test_failed_run_status_takes_the_error_from_the_notebook(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
+        "error", ename="FileNotFoundError", evalue="\x1b[31morganmnist3d.npz not found in /d\x1b[0m: point "
+        "LIB25D_DATA_ROOT (or --data-root) at the folder", traceback=[])])])
+    nbformat.write(nb, tmp_path / "run.ipynb")
+    status = R.record_status(tmp_path / "organ-3d-s0", 1, tmp_path / "run.ipynb")
+    saved = json.loads((tmp_path / "organ-3d-s0" / R.STATUS).read_text())
+    assert saved == status and status["status"] == "failed"
+    assert status["error"].startswith("FileNotFoundError: organmnist3d.npz not found in /d: point")
+    assert status["reason"] == "organmnist3d.npz not found in /d"
+
+
+def test_failed_run_without_notebook_gets_a_stub_and_strict_exit_code(tmp_path):
+    log = tmp_path / "log"
+    log.write_text("Executing\nNoSuchKernel: No such kernel named python3\n")
+    nb = tmp_path / "run" / "run.ipynb"
+    assert R.main(["status", str(tmp_path / "run"), "--exit-code", "1", "--notebook", str(nb), "--log", str(log)]) == 0
+    assert "No such kernel" in nbformat.read(nb, as_version=4).cells[0].source
+    assert R.main(["status", str(tmp_path / "run"), "--exit-code", "1", "--log", str(log), "--strict"]) == 1
+
+
+def test_ok_needs_a_result_file(tmp_path):
+    assert R.record_status(tmp_path / "a", 0)["status"] == "failed"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / R.RESULT).write_text("{}")
+    assert R.record_status(tmp_path / "b", 0)["status"] == "ok"
+
+
+def test_failed_status_files_are_listed_for_forcerun(tmp_path, capsys):
+    p = tiny(tmp_path)
+    R.record_status(p.run_dir("organ-3d-s1"), 2)
+    fake_result(p, p.run("adrenal-3d-s0"), 0.8)
+    assert R.failed_status_files(p) == [p.run_dir("organ-3d-s1") / R.STATUS]
+
+
+def test_stage_book_copies_and_titles_run_notebooks(tmp_path):
+    p = tiny(tmp_path)
+    p.notebook_dir.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Table 1")]), p.notebook_dir / "table1.ipynb")
+    run_nb = p.run_dir("adrenal-3d-s0") / "run.ipynb"
+    run_nb.parent.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# One training run\n\ntext")]), run_nb)
+    dest = tmp_path / "book" / "_generated"
+    (dest / "stale").mkdir(parents=True)
+    written = R.stage_book(p, dest, ["table1"])
+    assert sorted(x.relative_to(dest).as_posix() for x in written) == ["notebooks/table1.ipynb", "runs/adrenal-3d-s0.ipynb"]
+    assert not (dest / "stale").exists()
+    assert nbformat.read(dest / "runs" / "adrenal-3d-s0.ipynb", as_version=4).cells[0].source == "# Run adrenal-3d-s0\n\ntext"
+
+
+def test_changed_settings_set_the_old_run_aside(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    config = RunConfig(dataset="synthetic", weights=None, epochs=2)
+    (out / R.RESULT).write_text(json.dumps({"config": config.to_dict(), "history": [{}, {}]}))
+    assert R.set_aside_changed_run(out, config.replace(epochs=5)) is None  # more epochs: the trainer extends
+    assert R.set_aside_changed_run(out, config.replace(lr=1e-3)) == out / "previous"
+    assert (out / "previous" / R.RESULT).is_file() and not (out / R.RESULT).exists()
+
+
+def test_short_reasons_fit_a_table_cell():
+    assert R.short_reason("FileNotFoundError: x.npz not found in /d: point LIB25D_DATA_ROOT") == "x.npz not found in /d"
+    assert R.short_reason("RuntimeError: ImageNet weights for resnet18 are not in the cache (/root/x) and could not") \
+        == "ImageNet weights for resnet18 are not in the cache"
+    assert len(R.short_reason("ValueError: " + "a" * 200)) == R.REASON_CHARS
+
+
+def test_environment_yml_follows_pyproject():
+    """Conda users get Python from conda and every other package from pyproject.toml's extras."""
+    import tomllib
+
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert Version(python.split("=", 1)[1]) in SpecifierSet(project["requires-python"])
+    assert "-e .[dev]" in pip and "dev" in project["optional-dependencies"]
+
+
+def test_reference_numbers_ship_with_the_package():
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lib25d"]
+    assert "reference/*.csv" in data and (REPO / "lib25d" / "reference" / "paper_results.csv").is_file()

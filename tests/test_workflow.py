@@ -1,0 +1,199 @@
+"""The whole study end to end: the smoke workflow in a copy of the checkout, the built book
+(tables with a row per dataset and method, figures present, provenance filled), a failed run
+shown as missing, strict mode, and a SLURM dry run of the paper profile.
+
+Slow (a few minutes on 2 cores) but part of `make test`: it is the issue's definition of done.
+"""
+from __future__ import annotations
+
+import json
+import re
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from lib25d.profiles import load_profile
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+class Page(HTMLParser):
+    """Table rows (cell texts) and image sources of one HTML page."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.images: list[str] = []
+        self._cell: list[str] | None = None
+        self.text = path.read_text()
+        self.feed(self.text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self.rows:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def copy_checkout(dest: Path) -> Path:
+    """Tracked and untracked-but-not-ignored files plus .git: what a clean clone would hold."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    shutil.copytree(REPO / ".git", dest / ".git")
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, env: dict[str, str], timeout: int = 1500) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, medmnist_root):
+    """The smoke profile run once, as the README's book command runs it (cores 2, keep going)."""
+    repo = copy_checkout(tmp_path_factory.mktemp("clone"))
+    env = {**os.environ, "LIB25D_DATA_ROOT": str(medmnist_root),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = snakemake(repo, "--configfile", "config/smoke.yaml", "--cores", "2", "--keep-going", env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    profile = load_profile(repo / "config" / "smoke.yaml")
+    return repo, env, profile
+
+
+def html_dir(profile) -> Path:
+    return profile.results / "book" / "_build" / "html"
+
+
+def test_every_run_finished(study):
+    repo, _, profile = study
+    for run in profile.runs():
+        status = json.loads((profile.run_dir(run.run_id) / "status.json").read_text())
+        assert status["status"] == "ok", status
+        assert (profile.run_dir(run.run_id) / "result.json").is_file()
+
+
+@pytest.mark.parametrize("page, table", [("table1", "table1"), ("table3", "table3"), ("compute", "table2")])
+def test_tables_have_a_row_for_every_dataset_and_method(study, page, table):
+    _, _, profile = study
+    html = Page(html_dir(profile) / "book" / f"{page}.html")
+    pairs = {tuple(row[:2]) for row in html.rows}
+    expected = {(r.label, r.method) for r in profile.runs_for(table)}
+    assert expected <= pairs, f"{page}: rows missing for {expected - pairs}"
+    assert "Profile smoke" in html.text and "none (random init)" in html.text and "device: cpu" in html.text
+
+
+@pytest.mark.parametrize("page, least", [("fig1", 1), ("fig2", 1), ("interpretability", 2)])
+def test_figures_are_non_empty_pngs(study, page, least):
+    _, _, profile = study
+    path = html_dir(profile) / "book" / f"{page}.html"
+    images = [src for src in Page(path).images if not src.startswith(("http", "data:")) and "logo" not in src]
+    assert len(images) >= least, f"{page}: {images}"
+    for src in images:
+        image = (path.parent / src).resolve()
+        assert image.is_file() and image.stat().st_size > 1000, image
+        assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
+
+
+def test_table2_has_the_benchmark_of_every_method(study):
+    _, _, profile = study
+    html = Page(html_dir(profile) / "book" / "compute.html")
+    sizes = [str(s) for s in profile.bench["sizes"]]
+    assert {(m, s) for m in profile.table1 for s in sizes} <= {tuple(row[:2]) for row in html.rows}
+    assert "lib25d bench on cpu" in html.text
+
+
+def test_provenance_names_revision_versions_and_times(study):
+    repo, _, profile = study
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    html = Page(html_dir(profile) / "book" / "provenance.html")
+    assert revision and revision in html.text
+    import torch
+    versions = {row[0]: row[1] for row in html.rows if len(row) == 2}
+    assert versions.get("torch") == torch.__version__.split("+")[0] and versions.get("lib25d")
+    timed = [row for row in html.rows if row and row[0] in {r.run_id for r in profile.runs()} | {"table1", "fig3"}]
+    assert len(timed) >= len(profile.runs()) + 2
+
+
+def test_every_run_has_its_page_and_the_tutorial_ran(study):
+    _, _, profile = study
+    for run in profile.runs():
+        page = html_dir(profile) / "book" / "_generated" / "runs" / f"{run.run_id}.html"
+        assert f"Run {run.run_id}" in page.read_text()
+    tutorial = (html_dir(profile) / "book" / "_generated" / "notebooks" / "tutorial.html").read_text()
+    assert "Exercises" in tutorial and "Traceback" not in tutorial
+
+
+def test_rerun_skips_finished_work(study):
+    repo, env, _ = study
+    dry = snakemake(repo, "--configfile", "config/smoke.yaml", "--cores", "2", "-n", env=env, timeout=300)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
+
+
+MISSING = """profile: missing
+results: results/missing
+defaults: {epochs: 1, warmup_epochs: 0, batch_size: 8, weights: null, device: cpu}
+datasets: {nodule: {}}
+seeds: [0]
+table1: [attention]
+table3: [attention]
+"""
+
+
+def test_a_failed_run_is_shown_as_missing_not_dropped(study):
+    repo, env, _ = study
+    (repo / "config" / "missing.yaml").write_text(MISSING)
+    profile = load_profile(repo / "config" / "missing.yaml")
+    target = str(profile.notebook_dir / "table1.ipynb")
+    done = snakemake(repo, "--configfile", "config/missing.yaml", "--cores", "2", "--keep-going", target,
+                     env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    status = json.loads((profile.run_dir("nodule-attention-s0") / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"].startswith("FileNotFoundError: nodulemnist3d.npz not found")
+    cells = [c for c in json.loads(Path(target).read_text())["cells"] if c["cell_type"] == "code"]
+    outputs = json.dumps([c.get("outputs", []) for c in cells])
+    assert "nodule" in outputs and "missing (nodulemnist3d.npz not found" in outputs
+    failed = subprocess.run([sys.executable, "-m", "lib25d.results", "failed", str(repo / "config" / "missing.yaml")],
+                            cwd=repo, env=env, capture_output=True, text=True)
+    assert failed.stdout.strip() == str(profile.run_dir("nodule-attention-s0") / "status.json")
+
+
+def test_strict_mode_passes_strict_to_the_status_recorder(study):
+    """strict=true: the run job exits 1 when its run failed (the recorder's exit code is unit-tested)."""
+    repo, env, _ = study
+    dry = snakemake(repo, "--configfile", "config/smoke.yaml", "--config", "strict=true", "results=results/strict",
+                    "--cores", "1", "-n", "-p", "--forcerun", "run", env=env, timeout=300)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    runs = len(load_profile(repo / "config" / "smoke.yaml").runs())
+    assert dry.stdout.count("lib25d.results status") == runs and dry.stdout.count("--strict") == runs
+
+
+def test_slurm_dry_run_of_the_paper_profile(study):
+    repo, env, _ = study
+    dry = snakemake(repo, "--configfile", "config/paper.yaml", "--profile", "workflow/profiles/slurm", "-n",
+                    env=env, timeout=300)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    out = dry.stdout + dry.stderr
+    assert re.search(r"^run\s+210$", out, re.M), out[-2000:]
+    assert "gpu=1" in out and "slurm_partition=gpu" in out
