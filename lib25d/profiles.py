@@ -180,13 +180,6 @@ class Profile:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
         return path
 
-    def describe(self) -> str:
-        """One line for results pages: profile, data, weights, epochs and seeds."""
-        weights = sorted({str(r.config.weights) for r in self.runs(methods=self.methods[:1], seeds=self.seeds[:1])})
-        epochs = sorted({r.config.epochs for r in self.runs(methods=self.methods[:1], seeds=self.seeds[:1])})
-        return (f"profile {self.name}: datasets {', '.join(self.datasets)}; weights {', '.join(weights)}; "
-                f"{'/'.join(map(str, epochs))} epochs; seeds {', '.join(map(str, self.seeds))}")
-
 
 def run_id(label: str, method: str, seed: int) -> str:
     """Stable run name: ``<dataset label>-<method>-s<seed>``, e.g. ``adrenal-attention-s0``."""
