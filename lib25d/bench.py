@@ -39,11 +39,12 @@ Two measurements, each printed as a table and written (merged by section) into o
        epoch, ``--repeats`` times); compared with a full epoch (item 1) and with an uncached
        straightforward warm-up epoch (``--steps`` steps, extrapolated);
     4. memory at ``--large-shape`` (128x224x224) and batch 2: a training step with chunked
-       slice encoding and activation checkpointing, each configuration in a fresh subprocess
-       (peak RSS on CPU). The same step without checkpointing (same chunks, so the same
-       numbers) is run when its estimated peak (exact saved-activation bytes of a few slices,
-       scaled) fits into 70% of the available memory, else at batch 1 for the time factor,
-       else only estimated.
+       slice encoding and activation checkpointing, in a fresh subprocess (peak RSS on CPU).
+       The same step without checkpointing (same chunks, so the same numbers) runs in another
+       when its estimated peak (exact saved-activation bytes of a few slices, scaled) fits into
+       70% of the available memory. The time factor comes from both steps interleaved in one
+       more subprocess, ``--large-repeats`` rounds, at batch 2 if the step without
+       checkpointing fits, else at batch 1.
 
 Both are slow on a CPU (the 128x224x224 cases take minutes per step); ``--repeats``,
 ``--steps`` and ``--sizes`` bound them. Nothing here runs inside the test suite's timing:
@@ -335,6 +336,8 @@ def _case_main(spec: dict[str, Any]) -> dict[str, Any]:
     config = RunConfig.from_dict(spec.pop("config"))
     if kind == "case":
         return measure_case(config=config, **spec)
+    if kind == "time_factor":
+        return measure_time_factor(config=config, **spec)
     raise ValueError(f"unknown bench case kind {kind!r}")
 
 
@@ -614,48 +617,87 @@ def estimate_plain_peak(shape: Sequence[int], batch_size: int, config: RunConfig
     return int(total)
 
 
+def measure_time_factor(shape: Sequence[int], batch_size: int, config: RunConfig, rounds: int = 2,
+                        warmup_steps: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Training-step seconds with and without checkpointing, interleaved in one process (one model,
+    the switch toggled between steps, alternating which goes first)."""
+    from .models import set_encoder_trainable
+    from .train import loss_function
+    device = resolve_device(config.device)
+    torch.manual_seed(seed)
+    model = build_configured("attention", config).to(device)
+    set_encoder_trainable(model, True)
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch_size, 1, *shape, generator=gen).to(device)
+    y = torch.randint(0, 2, (batch_size,), generator=gen).to(device)
+    loss_fn = loss_function(2)
+    optimizer = torch.optim.NAdam(model.parameters(), lr=config.lr)
+
+    def step(ckpt: bool):
+        model.encoder.checkpointing = ckpt
+        return timed(lambda: train_step(model, x, y, loss_fn, optimizer, device, config.amp), device)[0]
+
+    for _ in range(warmup_steps):
+        step(True), step(False)
+    times: dict[str, list[float]] = {"checkpointing": [], "no_checkpointing": []}
+    for r in range(rounds):
+        for ckpt in ((True, False) if r % 2 == 0 else (False, True)):
+            times["checkpointing" if ckpt else "no_checkpointing"].append(step(ckpt))
+    return {"batch_size": batch_size, "rounds": rounds, "step_s_all": times,
+            "step_s": {k: median(v) for k, v in times.items()},
+            "time_factor": _ratio(median(times["checkpointing"]), median(times["no_checkpointing"]))}
+
+
 def compare_memory(shape: Sequence[int], batch_size: int, chunk_size: int, optimised: RunConfig,
                    repeats: int, warmup_steps: int, log: Callable[[str], None] = print,
                    fraction: float = 0.7) -> dict[str, Any]:
-    """Chunked + checkpointed training step vs the same without checkpointing, fresh process each."""
+    """Peak memory of a chunked + checkpointed training step, and what checkpointing costs in time.
+
+    Peaks: one fresh subprocess per configuration (with and without checkpointing; without only
+    if its estimated peak fits into ``fraction`` of the available memory). Time factor: both
+    interleaved in one more subprocess, ``repeats`` rounds, at ``batch_size`` if the step
+    without checkpointing fits, else at batch 1.
+    """
     dev = resolve_device(optimised.device)
     ckpt = optimised.replace(chunk_size=chunk_size, checkpointing=True)
     plain = optimised.replace(chunk_size=chunk_size, checkpointing=False)
+    threads = torch.get_num_threads()
 
     def run(config, bs):
         spec = {"kind": "case", "method": "attention", "shape": list(shape), "batch_size": bs,
-                "config": config.to_dict(), "repeats": repeats, "warmup_steps": warmup_steps,
-                "inference": False, "flops": False, "threads": torch.get_num_threads()}
-        log(f"    {'checkpointing' if config.checkpointing else 'no checkpointing'}, chunks of {chunk_size}, "
-            f"batch {bs} ...")
+                "config": config.to_dict(), "repeats": 1, "warmup_steps": 0,
+                "inference": False, "flops": False, "threads": threads}
+        log(f"    peak memory, {'checkpointing' if config.checkpointing else 'no checkpointing'}, chunks of "
+            f"{chunk_size}, batch {bs} ...")
         row = _run_subprocess(spec)
         log(f"      {_row_summary({'error': None, **row}) if 'params' in row else row.get('error')}")
         return row
 
     out: dict[str, Any] = {"shape": list(shape), "batch_size": batch_size, "chunk_size": chunk_size}
     out["checkpointing"] = run(ckpt, batch_size)
+    base = out["checkpointing"].get("baseline_memory_bytes", 0)
     available = available_memory_bytes(dev)
-    estimate = estimate_plain_peak(shape, batch_size, plain) + out["checkpointing"].get("baseline_memory_bytes", 0)
+    estimate = estimate_plain_peak(shape, batch_size, plain) + base
     out["no_checkpointing_estimate_bytes"] = estimate
     out["available_bytes"] = available
     if estimate < fraction * available:
         out["no_checkpointing"] = run(plain, batch_size)
-        out["time_factor_batch_size"] = batch_size
-        base = out["no_checkpointing"]
-        against = out["checkpointing"]
+        tf_batch = batch_size
     else:
         out["no_checkpointing"] = {"error": f"not run: estimated {estimate / 2**30:.1f} GiB > {fraction:.0%} of "
                                             f"{available / 2**30:.1f} GiB available"}
-        est1 = estimate_plain_peak(shape, 1, plain) + out["checkpointing"].get("baseline_memory_bytes", 0)
-        if batch_size > 1 and est1 < fraction * available:
-            out["time_factor_batch_size"] = 1
-            against = out["checkpointing_batch1"] = run(ckpt, 1)
-            base = out["no_checkpointing_batch1"] = run(plain, 1)
-        else:
-            out["time_factor_batch_size"] = None
-            base, against = {}, {}
-    ok = "train_step_s" in base and "train_step_s" in against
-    out["time_factor"] = _ratio(against["train_step_s"], base["train_step_s"]) if ok else float("nan")
+        tf_batch = 1 if batch_size > 1 and estimate_plain_peak(shape, 1, plain) + base < fraction * available else None
+    if tf_batch:
+        log(f"    time factor: both interleaved, batch {tf_batch}, {repeats} round(s) ...")
+        spec = {"kind": "time_factor", "shape": list(shape), "batch_size": tf_batch, "config": ckpt.to_dict(),
+                "rounds": repeats, "warmup_steps": warmup_steps, "threads": threads}
+        out["time"] = _run_subprocess(spec)
+        log(f"      {out['time'].get('step_s', out['time'].get('error'))}")
+    else:
+        out["time"] = {"error": "not measured: the step without checkpointing does not fit even at batch 1"}
+    out["time_factor"] = out["time"].get("time_factor", float("nan"))
+    out["time_factor_batch_size"] = tf_batch
     peak = out["checkpointing"].get("peak_memory_bytes")
     out["peak_gib"] = peak / 2 ** 30 if peak else float("nan")
     out["memory_kind"] = out["checkpointing"].get("memory_kind")
@@ -664,15 +706,20 @@ def compare_memory(shape: Sequence[int], batch_size: int, chunk_size: int, optim
 
 def compare(data_root: str | None = None, device: str = "auto", batch_size: int = 64, steps: int = 3,
             repeats: int = 3, memory: bool = True, large_shape: Sequence[int] = (128, 224, 224),
-            large_batch_size: int = 2, large_chunk_size: int = 64, large_repeats: int = 1,
+            large_batch_size: int = 2, large_chunk_size: int = 64, large_repeats: int = 2,
             large_warmup_steps: int | None = None, weights: str | None = None, subset: int | None = None,
             parts: Iterable[str] = ("training", "inference", "warmup", "memory"),
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The four ratios of the issue, measured side by side (see the module docstring)."""
+            log: Callable[[str], None] = print, amp: bool = True, compile: bool = False) -> dict[str, Any]:
+    """The four ratios of the issue, measured side by side (see the module docstring).
+
+    The optimised side uses the ``RunConfig`` defaults, bf16 autocast on CUDA included (``amp``);
+    the straightforward side is fp32 with every switch off.
+    """
     from .data import load_dataset
     dev = resolve_device(device)
     parts = set(parts) if memory else set(parts) - {"memory"}
-    optimised = RunConfig(device=str(dev), weights=weights, batch_size=batch_size, data_root=data_root)
+    optimised = RunConfig(device=str(dev), weights=weights, batch_size=batch_size, data_root=data_root, amp=amp,
+                          compile=compile)
     reference = optimised.straightforward()
     opts = {"subset": subset} if subset else {}
     out: dict[str, Any] = {"settings": {"optimised": performance_settings(optimised),
@@ -850,6 +897,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice, the number of cores); on a shared "
                         "machine 1 avoids most of the slow-down when another process takes a core")
+    p.add_argument("--no-amp", action="store_true",
+                   help="fp32 on CUDA instead of bf16 autocast (the optimised side; the straightforward one is fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the backbone of the optimised models (slow start; FLOPs are then not counted)")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed repetitions, the median is reported: training steps and inference passes per "
                         "--table2 case, inference passes and cached warm-up epochs for --compare (default 3)")
@@ -871,8 +922,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--in-process", action="store_true",
                    help="measure every case in this process (faster start; CPU peak memory then accumulates)")
     g.add_argument("--no-inference", action="store_true", help="skip the inference throughput")
-    g.add_argument("--no-amp", action="store_true", help="fp32 on CUDA instead of bf16 autocast")
-    g.add_argument("--compile", action="store_true", help="torch.compile the backbone (FLOPs are then not counted)")
     c = p.add_argument_group("--compare options")
     c.add_argument("--data-root", default=None,
                    help="folder with adrenalmnist3d.npz (default $LIB25D_DATA_ROOT, else ~/.medmnist)")
@@ -888,8 +937,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     c.add_argument("--large-shape", default="128x224x224", help="volume of the memory comparison (default 128x224x224)")
     c.add_argument("--large-batch-size", type=int, default=2, help="its batch size (default 2)")
     c.add_argument("--compare-chunk-size", type=int, default=64, help="its chunk size (default 64)")
-    c.add_argument("--large-repeats", type=int, default=1,
-                   help="timed steps per memory configuration (default 1: a CPU step takes minutes)")
+    c.add_argument("--large-repeats", type=int, default=2,
+                   help="rounds of the interleaved time-factor measurement (with / without checkpointing) "
+                        "at the large volume (default 2: a CPU step takes minutes)")
     p.set_defaults(func=_bench)
     return p
 
@@ -916,7 +966,7 @@ def _bench(args: argparse.Namespace) -> int:
         sections["compare"] = compare(args.data_root, args.device, args.batch_size or 64, args.steps, args.repeats,
                                       True, parse_size(args.large_shape), args.large_batch_size,
                                       args.compare_chunk_size, args.large_repeats, None, args.weights,
-                                      args.subset, args.parts, log)
+                                      args.subset, args.parts, log, amp=not args.no_amp, compile=args.compile)
         print(format_compare(sections["compare"]), flush=True)
     write_results(path, sections, dev, sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else None)
     print(f"results: {path}")

@@ -31,7 +31,6 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .config import RunConfig
-from .models import METHODS
 
 CONFIG_DIR = "config"
 DEFAULT_RESULTS = "results"
@@ -198,6 +197,8 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 def _methods(values: Any, key: str) -> list[str]:
+    from .models import METHODS  # here, not at the top: the workflow's status records stay light
+
     if not isinstance(values, list) or not values:
         raise ProfileError(f"{key} must be a non-empty list of methods from {', '.join(METHODS)}")
     unknown = [m for m in values if m not in METHODS]
@@ -305,39 +306,44 @@ def fetch_items(config: RunConfig) -> list[str]:
     return items + ([f"imagenet-{config.backbone}"] if config.weights == "imagenet" else [])
 
 
-def fetch(item: str, download: bool, root: str | None = None) -> str:
-    """Fetch one item once, before the runs that need it: ``ok: <where>`` or ``missing: <why>``.
+def fetch(item: str, download: bool, root: str | None = None) -> dict[str, str]:
+    """Fetch one item once, before the runs that need it: ``{"item", "status": ok|missing, "where"|"error"}``.
 
-    Never raises: a run whose input is missing fails alone with the same one-line message.
-    Without ``download`` only what is already on disk is checked.
+    Never raises: a run whose input is missing is then recorded as failed with this one-line
+    error, without starting. Without ``download`` only what is already on disk is checked.
     """
     kind, _, rest = item.partition("-")
-    if kind == "medmnist":
-        from .data.medmnist3d import locate
+    try:
+        if kind == "medmnist":
+            from .data.medmnist3d import locate
 
-        name, _, size = rest.rpartition("-")
-        try:
-            return f"ok: {locate(name, size=int(size), root=root, download=download)}"
-        except (FileNotFoundError, ValueError) as err:
-            return f"missing: {err}"
-    if kind == "imagenet":
-        return _imagenet(rest, download)
+            name, _, size = rest.rpartition("-")
+            return {"item": item, "status": "ok", "where": str(locate(name, size=int(size), root=root, download=download))}
+        if kind == "imagenet":
+            return {"item": item, "status": "ok", "where": _imagenet(rest, download)}
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        return {"item": item, "status": "missing", "error": f"{type(err).__name__}: {err}"}
     raise ProfileError(f"unknown fetch item {item!r}: use medmnist-<name>-<size> or imagenet-<backbone>")
 
 
 def _imagenet(backbone: str, download: bool) -> str:
+    """Path of the cached ImageNet weights of ``backbone``, downloaded when allowed."""
     import torch
     import torchvision
 
     spec = torchvision.models.get_model_weights(backbone).DEFAULT
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
-    if cached.is_file() or not download:
-        return f"ok: {cached}" if cached.is_file() else f"missing: {cached} (download is off in this profile)"
+    if cached.is_file():
+        return str(cached)
+    if not download:
+        raise FileNotFoundError(f"ImageNet weights {cached} not found and download is off in this profile: "
+                                f"put {spec.url} there or set TORCH_HOME")
     try:
         spec.get_state_dict(progress=False)
-        return f"ok: {cached}"
     except Exception as err:  # offline: URLError, OSError, ...
-        return f"missing: {spec.url} could not be downloaded ({type(err).__name__}); put it at {cached}"
+        raise RuntimeError(f"ImageNet weights for {backbone} could not be downloaded ({type(err).__name__}): "
+                           f"fetch {spec.url} into {cached.parent} or set TORCH_HOME") from None
+    return str(cached)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,10 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fetch":
             outcome = fetch(args.target, args.download, args.root)
-            print(f"{args.target}: {outcome}")
+            print(f"{args.target}: {outcome['status']}: {outcome.get('where') or outcome.get('error')}")
             if args.out:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps({"item": args.target, "outcome": outcome}, indent=1) + "\n")
+                Path(args.out).write_text(json.dumps(outcome, indent=1) + "\n")
             return 0
         profile = load_profile(args.target)
     except ProfileError as err:

@@ -8,7 +8,8 @@ never ran is a row with status ``failed`` / ``missing`` and its reason; :func:`s
 
 Command line (used by the Snakefile)::
 
-    python -m lib25d.results status RUN_DIR --exit-code N [--notebook NB] [--log LOG] [--strict]
+    python -m lib25d.results status RUN_DIR --exit-code N [--notebook NB] [--log LOG] [--fetched F..] [--strict]
+    python -m lib25d.results bench-failed JSON LOG   # a crashed benchmark leaves its reason for Table 2
     python -m lib25d.results failed PROFILE        # status files of failed runs, for --forcerun
     python -m lib25d.results stage PROFILE book/_generated --notebooks table1 ...   # the book's inputs
 """
@@ -89,16 +90,30 @@ def _stub_notebook(path: Path, error: str) -> None:
     path.write_text(json.dumps(nb, indent=1))
 
 
+def missing_input(fetched: Sequence[str | Path]) -> str | None:
+    """The error of the first input the workflow could not fetch (``fetch/<item>.json``), if any."""
+    for path in fetched:
+        outcome = read_json(Path(path)) or {}
+        if outcome.get("status") == "missing":
+            return one_line(outcome.get("error", f"{Path(path).stem} is missing"))
+    return None
+
+
 def record_status(run_dir: str | Path, exit_code: int, notebook: str | Path | None = None,
-                  log: str | Path | None = None, seconds: float | None = None) -> dict[str, Any]:
-    """Write ``status.json`` for one attempt: ok when it exited 0 and left a result file."""
+                  log: str | Path | None = None, seconds: float | None = None,
+                  fetched: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """Write ``status.json`` for one attempt: ok when it exited 0 and left a result file.
+
+    The reason of a failure is, in this order: an input that could not be fetched (the run
+    was then not started), the notebook's first error, the log's last error line.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ok = exit_code == 0 and (run_dir / RESULT).is_file()
     status: dict[str, Any] = {"run_id": run_dir.name, "status": "ok" if ok else "failed", "exit_code": int(exit_code)}
     if not ok:
-        error = (notebook_error(Path(notebook)) if notebook else None) or log_error(Path(log) if log else None) \
-            or (f"exit code {exit_code}" if exit_code else f"no {RESULT} written")
+        error = missing_input(fetched) or (notebook_error(Path(notebook)) if notebook else None) \
+            or log_error(Path(log) if log else None) or (f"exit code {exit_code}" if exit_code else f"no {RESULT} written")
         status.update(error=error, reason=short_reason(error))
         if notebook and not Path(notebook).is_file():
             _stub_notebook(Path(notebook), error)
@@ -184,8 +199,8 @@ def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
     row: dict[str, Any] = {"run_id": run.run_id, "dataset": run.label, "method": run.method, "seed": run.seed,
                            "status": state, "reason": reason, "weights": str(c.weights), "epochs": c.epochs,
                            "auc": math.nan, "acc": math.nan, "epoch_seconds": math.nan,
-                           "full_epoch_seconds": math.nan, "full_epochs": [], "train_seconds": math.nan, "peak_memory_mib": math.nan,
-                           "memory_kind": "", "parameters": math.nan, "device": "", "data": "",
+                           "full_epoch_seconds": math.nan, "full_epochs": [], "train_seconds": math.nan,
+                           "peak_memory_mib": math.nan, "memory_kind": "", "parameters": math.nan, "device": "", "data": "",
                            "revision": "", "dirty": None, "started": "", "finished": ""}
     if result is None:
         return row
@@ -276,7 +291,6 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
     Seconds are pooled over every full (not warm-up) epoch of every finished seed; memory is
     the largest peak over seeds and says what was measured (CUDA tensors or the CPU process).
     """
-    paper = paper_results("table2").pivot_table(index="method", columns="metric", values="value")
     rows = []
     for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
         ok = group[group.status == "ok"]
@@ -291,10 +305,6 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
                                      if len(ok) else missing),
                "s / epoch": f"{np.mean(epochs):.1f}{spread}" if epochs else missing,
                "runs": f"{len(ok)}/{len(group)}"}
-        if method in paper.index:
-            p = paper.loc[method]
-            row.update({"params (M) paper": f"{p.params_millions:.1f}", "memory (MiB) paper": f"{p.memory_mib:.0f}",
-                        "s / epoch paper": f"{p.epoch_seconds:.1f} ± {p.epoch_seconds_std:.2f}"})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -380,7 +390,7 @@ def provenance(frame: pd.DataFrame) -> pd.DataFrame:
 
 def to_html(frame: pd.DataFrame) -> str:
     """A table as the book shows it: no index column, four significant digits, '—' for empty values."""
-    table = frame.to_html(index=False, na_rep="—", border=0, classes="table dataframe",
+    table = frame.to_html(index=False, na_rep="—", border=0, classes="table",
                           float_format=lambda v: f"{v:.4g}")
     return f'<div class="lib25d-table" style="overflow-x: auto">{table}</div>'
 
@@ -440,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log", help="the run's log (the reason when the notebook has none)")
     p.add_argument("--seconds", type=float, help="wall time of the attempt")
     p.add_argument("--strict", action="store_true", help="exit 1 when the run failed")
+    p.add_argument("--fetched", nargs="*", default=[], help="the run's fetch/<item>.json files (a missing input is the reason)")
     p = sub.add_parser("failed", help="print the status files of failed runs (for snakemake --forcerun)")
     p.add_argument("profile", help="profile name or file (e.g. cpu or results/cpu/profile.yaml)")
     p = sub.add_parser("bench-failed", help="record a failed `lib25d bench` run in its JSON file")
@@ -451,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--notebooks", nargs="+", required=True, help="aggregate notebooks to copy")
     args = parser.parse_args(argv)
     if args.command == "status":
-        status = record_status(args.run_dir, args.exit_code, args.notebook, args.log, args.seconds)
+        status = record_status(args.run_dir, args.exit_code, args.notebook, args.log, args.seconds, args.fetched)
         if status["status"] == "failed":
             print(f"run {status['run_id']} failed: {status['error']}", file=sys.stderr)
             return 1 if args.strict else 0

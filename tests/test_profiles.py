@@ -240,7 +240,6 @@ def test_compute_table_pools_full_epochs_and_keeps_missing_rows(tmp_path):
     table = R.compute(R.collect(p, p.runs_for("table2"))).set_index(["dataset", "method"])
     assert table.loc[("adrenal", "attention"), "s / epoch"] == "4.0"
     assert table.loc[("adrenal", "attention"), "params (M)"] == "12.0"
-    assert table.loc[("adrenal", "attention"), "params (M) paper"] == "12.2"
     assert table.loc[("organ", "3d"), "s / epoch"].startswith("missing")
 
 
@@ -344,3 +343,26 @@ def test_reference_numbers_ship_with_the_package():
 
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lib25d"]
     assert "reference/*.csv" in data and (REPO / "lib25d" / "reference" / "paper_results.csv").is_file()
+
+
+def test_a_run_whose_input_was_not_fetched_is_recorded_without_starting(tmp_path):
+    from lib25d.profiles import fetch
+
+    outcome = fetch("medmnist-organ-28", download=False, root=str(tmp_path / "empty"))
+    assert outcome["status"] == "missing" and outcome["error"].startswith("FileNotFoundError: organmnist3d.npz not found")
+    (tmp_path / "fetch").mkdir()
+    (tmp_path / "fetch" / "medmnist-organ-28.json").write_text(json.dumps(outcome))
+    nb = tmp_path / "organ-3d-s0" / "run.ipynb"
+    status = R.record_status(nb.parent, 3, nb, fetched=[tmp_path / "fetch" / "medmnist-organ-28.json"])
+    assert status["status"] == "failed" and status["error"] == outcome["error"]
+    assert status["reason"].startswith("organmnist3d.npz not found in /")
+    assert "organmnist3d.npz not found" in nbformat.read(nb, as_version=4).cells[0].source
+
+
+def test_fetch_finds_the_shared_adrenal_file_and_rejects_unknown_items(medmnist_root):
+    from lib25d.profiles import fetch
+
+    assert fetch("medmnist-adrenal-28", download=False, root=str(medmnist_root)) == \
+        {"item": "medmnist-adrenal-28", "status": "ok", "where": str(medmnist_root / "adrenalmnist3d.npz")}
+    with pytest.raises(ProfileError, match="unknown fetch item"):
+        fetch("kaggle-x", download=False)
