@@ -216,12 +216,13 @@ def performance_settings(config: RunConfig) -> dict[str, Any]:
 
 
 def build_configured(method: str, config: RunConfig, in_channels: int = 1, num_classes: int = 2,
-                     weights: str | None = None) -> nn.Module:
+                     weights: str | None = None, axes: Sequence[int] = (0, 1, 2)) -> nn.Module:
     """``build_model`` + the config's performance switches (what the trainer trains)."""
     from .models import build_model
     from .train import configure_model
+    extra = {} if tuple(axes) == (0, 1, 2) else {"axes": tuple(axes)}
     model = build_model(method, weights=weights, in_channels=in_channels, num_classes=num_classes,
-                        chunk_size=config.chunk_size)
+                        chunk_size=config.chunk_size, **extra)
     return configure_model(model, config)
 
 
@@ -328,6 +329,16 @@ def _run_subprocess(spec: dict[str, Any], timeout: float | None = None) -> dict[
     return json.loads(lines[-1])
 
 
+def _run_case(spec: dict[str, Any], isolate: bool = True) -> dict[str, Any]:
+    """A measurement in a fresh subprocess (``isolate``) or in this process; errors become ``{"error": ...}``."""
+    if isolate:
+        return _run_subprocess(copy.deepcopy(spec))
+    try:
+        return _case_main(copy.deepcopy(spec))
+    except (RuntimeError, torch.OutOfMemoryError) as err:  # e.g. CUDA out of memory
+        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
+
+
 def _case_main(spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec.pop("kind")
     threads = spec.pop("threads", None)
@@ -344,8 +355,13 @@ def _case_main(spec: dict[str, Any]) -> dict[str, Any]:
 def table2(sizes: Iterable[str] = DEFAULT_SIZES, methods: Iterable[str] = DEFAULT_METHODS,
            batch_size: int | None = None, device: str = "auto", repeats: int = 3, warmup_steps: int = 1,
            large_chunk_size: int | None = 64, isolate: bool = True, inference: bool = True,
-           base: RunConfig | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measure every (size, method) case; each in its own subprocess unless ``isolate=False``."""
+           base: RunConfig | None = None, log: Callable[[str], None] = print,
+           on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Measure every (size, method) case; each in its own subprocess unless ``isolate=False``.
+
+    ``on_progress`` receives the section after every case (the command line saves it, so an
+    interrupted run keeps what it measured).
+    """
     from .models import METHODS
     dev = resolve_device(device)
     methods = list(methods)
@@ -353,7 +369,19 @@ def table2(sizes: Iterable[str] = DEFAULT_SIZES, methods: Iterable[str] = DEFAUL
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; valid: {', '.join(METHODS)}")
     shapes = [parse_size(s) for s in sizes]
-    rows = []
+    amp = (base or RunConfig()).amp
+    peak32 = matmul_peak_gflops(dev, torch.float32)
+    peak16 = matmul_peak_gflops(dev, torch.bfloat16) if dev.type == "cuda" else None
+    reference = peak16 if (peak16 and amp) else peak32
+    section: dict[str, Any] = {
+        "rows": [], "matmul_peak_gflops": {"fp32": peak32, "bf16": peak16},
+        "peak_reference": "bf16" if (peak16 and amp) else "fp32",
+        "settings": {"repeats": repeats, "warmup_steps": warmup_steps, "isolated_processes": isolate,
+                     "large_chunk_size": large_chunk_size, "data": "uniform random volumes, random weights",
+                     "batch_size": batch_size or "per size: 16 (<=28^3), 4 (<=64^3), 2 (larger)",
+                     "epoch_volumes": f"{ADRENAL_TRAIN} up to 64^3 (AdrenalMNIST3D train), "
+                                      f"{PDAC_TRAIN} above (the paper's PDAC train split)"},
+        "paper": PAPER_TABLE2}
     for shape in shapes:
         bs = batch_size or default_batch_size(shape)
         for method in methods:
@@ -363,33 +391,17 @@ def table2(sizes: Iterable[str] = DEFAULT_SIZES, methods: Iterable[str] = DEFAUL
                     "inference": inference, "threads": torch.get_num_threads()}
             log(f"  {method:11s} {size_name(shape):>12s}  batch {bs} ...")
             tic = time.perf_counter()
-            if isolate:
-                row = _run_subprocess(copy.deepcopy(spec))
-            else:
-                try:
-                    row = _case_main(copy.deepcopy(spec))
-                except (RuntimeError, torch.OutOfMemoryError) as err:  # e.g. CUDA out of memory
-                    row = {"error": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
+            row = _run_case(spec, isolate)
             row = {"method": method, "size": size_name(shape), "shape": list(shape), "batch_size": bs,
                    "error": None, **row, "repeats": repeats, "warmup_steps": warmup_steps,
                    "threads": torch.get_num_threads(), "wall_s": time.perf_counter() - tic}
-            rows.append(row)
+            g = row.get("achieved_gflops")
+            row["fraction_of_peak"] = g / reference if g else None
+            section["rows"].append(row)
             log(f"    {_row_summary(row)}")
-    amp = (base or RunConfig()).amp
-    peak32 = matmul_peak_gflops(dev, torch.float32)
-    peak16 = matmul_peak_gflops(dev, torch.bfloat16) if dev.type == "cuda" else None
-    reference = peak16 if (peak16 and amp) else peak32
-    for row in rows:
-        g = row.get("achieved_gflops")
-        row["fraction_of_peak"] = g / reference if g else None
-    return {"rows": rows, "matmul_peak_gflops": {"fp32": peak32, "bf16": peak16},
-            "peak_reference": "bf16" if (peak16 and amp) else "fp32",
-            "settings": {"repeats": repeats, "warmup_steps": warmup_steps, "isolated_processes": isolate,
-                         "large_chunk_size": large_chunk_size, "data": "uniform random volumes, random weights",
-                         "batch_size": batch_size or "per size: 16 (<=28^3), 4 (<=64^3), 2 (larger)",
-                         "epoch_volumes": f"{ADRENAL_TRAIN} up to 64^3 (AdrenalMNIST3D train), "
-                                          f"{PDAC_TRAIN} above (the paper's PDAC train split)"},
-            "paper": PAPER_TABLE2}
+            if on_progress is not None:
+                on_progress(section)
+    return section
 
 
 def _row_summary(row: dict[str, Any]) -> str:
@@ -593,7 +605,8 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     return sum(seen.values())
 
 
-def estimate_plain_peak(shape: Sequence[int], batch_size: int, config: RunConfig) -> int:
+def estimate_plain_peak(shape: Sequence[int], batch_size: int, config: RunConfig,
+                        axes: Sequence[int] = (0, 1, 2)) -> int:
     """Saved-activation bytes of a 2.5D training step without checkpointing, from a few real slices.
 
     Per slice shape: the growth of the saved bytes from 2 to 4 slices (so constant terms such as
@@ -608,8 +621,9 @@ def estimate_plain_peak(shape: Sequence[int], batch_size: int, config: RunConfig
     total = 0.0
     d, h, w = shape
     counts: dict[tuple[int, int], int] = {}
-    for plane, n in (((h, w), d), ((d, w), h), ((d, h), w)):
-        counts[plane] = counts.get(plane, 0) + n
+    for axis, (plane, n) in enumerate((((h, w), d), ((d, w), h), ((d, h), w))):
+        if axis in axes:
+            counts[plane] = counts.get(plane, 0) + n
     for (a, b), count in counts.items():
         two, four = (saved_activation_bytes(enc, torch.rand(k, 1, a, b)) for k in (2, 4))
         total += (four - two) / 2 * count * batch_size
@@ -618,14 +632,14 @@ def estimate_plain_peak(shape: Sequence[int], batch_size: int, config: RunConfig
 
 
 def measure_time_factor(shape: Sequence[int], batch_size: int, config: RunConfig, rounds: int = 2,
-                        warmup_steps: int = 0, seed: int = 0) -> dict[str, Any]:
+                        warmup_steps: int = 0, seed: int = 0, axes: Sequence[int] = (0, 1, 2)) -> dict[str, Any]:
     """Training-step seconds with and without checkpointing, interleaved in one process (one model,
     the switch toggled between steps, alternating which goes first)."""
     from .models import set_encoder_trainable
     from .train import loss_function
     device = resolve_device(config.device)
     torch.manual_seed(seed)
-    model = build_configured("attention", config).to(device)
+    model = build_configured("attention", config, axes=axes).to(device)
     set_encoder_trainable(model, True)
     model.train()
     gen = torch.Generator().manual_seed(seed)
@@ -644,20 +658,21 @@ def measure_time_factor(shape: Sequence[int], batch_size: int, config: RunConfig
     for r in range(rounds):
         for ckpt in ((True, False) if r % 2 == 0 else (False, True)):
             times["checkpointing" if ckpt else "no_checkpointing"].append(step(ckpt))
-    return {"batch_size": batch_size, "rounds": rounds, "step_s_all": times,
+    return {"batch_size": batch_size, "axes": list(axes), "rounds": rounds, "step_s_all": times,
             "step_s": {k: median(v) for k, v in times.items()},
             "time_factor": _ratio(median(times["checkpointing"]), median(times["no_checkpointing"]))}
 
 
 def compare_memory(shape: Sequence[int], batch_size: int, chunk_size: int, optimised: RunConfig,
                    repeats: int, warmup_steps: int, log: Callable[[str], None] = print,
-                   fraction: float = 0.7) -> dict[str, Any]:
+                   fraction: float = 0.5, isolate: bool = True) -> dict[str, Any]:
     """Peak memory of a chunked + checkpointed training step, and what checkpointing costs in time.
 
     Peaks: one fresh subprocess per configuration (with and without checkpointing; without only
-    if its estimated peak fits into ``fraction`` of the available memory). Time factor: both
-    interleaved in one more subprocess, ``repeats`` rounds, at ``batch_size`` if the step
-    without checkpointing fits, else at batch 1.
+    if its estimated peak fits into ``fraction`` of the available memory: the machine may be
+    shared). Time factor: both interleaved in one more subprocess, ``repeats`` rounds, in the
+    first setting whose step without checkpointing fits: ``batch_size``, batch 1, batch 1 with
+    the axial slices only (same slice size and chunks; the setting is recorded).
     """
     dev = resolve_device(optimised.device)
     ckpt = optimised.replace(chunk_size=chunk_size, checkpointing=True)
@@ -670,7 +685,7 @@ def compare_memory(shape: Sequence[int], batch_size: int, chunk_size: int, optim
                 "inference": False, "flops": False, "threads": threads}
         log(f"    peak memory, {'checkpointing' if config.checkpointing else 'no checkpointing'}, chunks of "
             f"{chunk_size}, batch {bs} ...")
-        row = _run_subprocess(spec)
+        row = _run_case(spec, isolate)
         log(f"      {_row_summary({'error': None, **row}) if 'params' in row else row.get('error')}")
         return row
 
@@ -687,17 +702,25 @@ def compare_memory(shape: Sequence[int], batch_size: int, chunk_size: int, optim
     else:
         out["no_checkpointing"] = {"error": f"not run: estimated {estimate / 2**30:.1f} GiB > {fraction:.0%} of "
                                             f"{available / 2**30:.1f} GiB available"}
-        tf_batch = 1 if batch_size > 1 and estimate_plain_peak(shape, 1, plain) + base < fraction * available else None
+        tf_batch = None
+    tf_axes: tuple[int, ...] = (0, 1, 2)
+    if tf_batch is None:
+        for bs, axes in ((1, (0, 1, 2)), (1, (0,))):
+            if estimate_plain_peak(shape, bs, plain, axes) + base < fraction * available:
+                tf_batch, tf_axes = bs, axes
+                break
     if tf_batch:
-        log(f"    time factor: both interleaved, batch {tf_batch}, {repeats} round(s) ...")
+        what = f"batch {tf_batch}" + ("" if tf_axes == (0, 1, 2) else ", axial slices only")
+        log(f"    time factor: both interleaved, {what}, {repeats} round(s) ...")
         spec = {"kind": "time_factor", "shape": list(shape), "batch_size": tf_batch, "config": ckpt.to_dict(),
-                "rounds": repeats, "warmup_steps": warmup_steps, "threads": threads}
-        out["time"] = _run_subprocess(spec)
+                "rounds": repeats, "warmup_steps": warmup_steps, "threads": threads, "axes": list(tf_axes)}
+        out["time"] = _run_case(spec, isolate)
+        out["time_factor_setting"] = what
         log(f"      {out['time'].get('step_s', out['time'].get('error'))}")
     else:
-        out["time"] = {"error": "not measured: the step without checkpointing does not fit even at batch 1"}
+        out["time"] = {"error": "not measured: the step without checkpointing does not fit"}
+        out["time_factor_setting"] = None
     out["time_factor"] = out["time"].get("time_factor", float("nan"))
-    out["time_factor_batch_size"] = tf_batch
     peak = out["checkpointing"].get("peak_memory_bytes")
     out["peak_gib"] = peak / 2 ** 30 if peak else float("nan")
     out["memory_kind"] = out["checkpointing"].get("memory_kind")
@@ -709,7 +732,8 @@ def compare(data_root: str | None = None, device: str = "auto", batch_size: int 
             large_batch_size: int = 2, large_chunk_size: int = 64, large_repeats: int = 2,
             large_warmup_steps: int | None = None, weights: str | None = None, subset: int | None = None,
             parts: Iterable[str] = ("training", "inference", "warmup", "memory"),
-            log: Callable[[str], None] = print, amp: bool = True, compile: bool = False) -> dict[str, Any]:
+            log: Callable[[str], None] = print, amp: bool = True, compile: bool = False,
+            on_progress: Callable[[dict[str, Any]], None] | None = None, isolate: bool = True) -> dict[str, Any]:
     """The four ratios of the issue, measured side by side (see the module docstring).
 
     The optimised side uses the ``RunConfig`` defaults, bf16 autocast on CUDA included (``amp``);
@@ -727,24 +751,32 @@ def compare(data_root: str | None = None, device: str = "auto", batch_size: int 
                                         "batch_size": batch_size, "steps": steps, "repeats": repeats,
                                         "weights": weights or "random (seeded)", "method": "attention",
                                         "data": "AdrenalMNIST3D 28^3" + (f" (subset {subset})" if subset else "")}}
+
+    def saved():
+        if on_progress is not None:
+            on_progress({**out, "ratios": compare_ratios(out), "targets": TARGETS})
+
     if parts & {"training", "warmup"}:
         train_data = load_dataset("adrenal", "train", root=data_root, **opts)
     if "training" in parts:
         log(f"  full-epoch training: {steps} timed steps of batch {batch_size} each ...")
         out["full_epoch"] = compare_training(train_data, reference, optimised, batch_size, steps, dev, log=log)
+        saved()
     if "inference" in parts:
         log(f"  inference over the test split, {repeats} passes each ...")
         test_data = load_dataset("adrenal", "test", root=data_root, **opts)
         out["inference"] = compare_inference(test_data, reference, optimised, batch_size, repeats, dev)
+        saved()
     if "warmup" in parts:
         log("  warm-up epochs ...")
         full = out.get("full_epoch", {}).get("epoch_s", {})
         out["warmup"] = compare_warmup(train_data, reference, optimised, batch_size, steps, repeats, dev, full)
+        saved()
     if "memory" in parts:
         log(f"  {size_name(large_shape)} at batch {large_batch_size}, chunks of {large_chunk_size} ...")
         warm = large_warmup_steps if large_warmup_steps is not None else (1 if dev.type == "cuda" else 0)
         out["memory_large"] = compare_memory(parse_size(large_shape), large_batch_size, large_chunk_size,
-                                             optimised, large_repeats, warm, log)
+                                             optimised, large_repeats, warm, log, isolate=isolate)
     out["ratios"] = compare_ratios(out)
     out["targets"] = TARGETS
     return out
@@ -805,8 +837,8 @@ def format_compare(section: dict[str, Any]) -> str:
     line("large volume, batch 2, chunks + checkpointing: peak GiB", r.get("large_peak_gib"), t["large_peak_gib"], "lower")
     if mem:
         tf = mem.get("time_factor")
-        lines.append(f"    {size_name(mem['shape'])}: checkpointing costs x{tf:.2f} time (measured at batch "
-                     f"{mem.get('time_factor_batch_size')}); without it an estimated "
+        lines.append(f"    {size_name(mem['shape'])}: checkpointing costs x{tf:.2f} time (measured at "
+                     f"{mem.get('time_factor_setting')}); without it an estimated "
                      f"{mem['no_checkpointing_estimate_bytes'] / 2**30:.1f} GiB"
                      + (f", measured {mem['no_checkpointing']['peak_memory_gib']:.1f} GiB"
                         if "peak_memory_gib" in mem.get("no_checkpointing", {}) else ""))
@@ -901,6 +933,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="fp32 on CUDA instead of bf16 autocast (the optimised side; the straightforward one is fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the backbone of the optimised models (slow start; FLOPs are then not counted)")
+    p.add_argument("--in-process", action="store_true",
+                   help="measure in this process instead of a fresh subprocess per case (faster start; the CPU "
+                        "peak memory then accumulates over the cases)")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed repetitions, the median is reported: training steps and inference passes per "
                         "--table2 case, inference passes and cached warm-up epochs for --compare (default 3)")
@@ -919,8 +954,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     g.add_argument("--large-chunk-size", type=int, default=64,
                    help="2.5D slices per encoder call, with activation checkpointing, for slices above 64x64 "
                         "(default 64; 0 = all at once, no checkpointing)")
-    g.add_argument("--in-process", action="store_true",
-                   help="measure every case in this process (faster start; CPU peak memory then accumulates)")
     g.add_argument("--no-inference", action="store_true", help="skip the inference throughput")
     c = p.add_argument_group("--compare options")
     c.add_argument("--data-root", default=None,
@@ -953,22 +986,25 @@ def _bench(args: argparse.Namespace) -> int:
     path = Path(args.json) if args.json else default_json(args.device)
     sections: dict[str, Any] = {}
     log = lambda s: print(s, flush=True)  # noqa: E731
+    argv = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else None
+    save = lambda name: lambda sec: write_results(path, {name: sec}, dev, argv)  # noqa: E731
     print(f"lib25d bench on {device_name(dev)}", flush=True)
     if args.table2:
         base = RunConfig(amp=not args.no_amp, compile=args.compile)
         print("Table 2:", flush=True)
         sections["table2"] = table2(args.sizes, args.methods, args.batch_size, args.device, args.repeats,
                                     args.warmup_steps, args.large_chunk_size or None, not args.in_process,
-                                    not args.no_inference, base, log)
+                                    not args.no_inference, base, log, on_progress=save("table2"))
         print(format_table2(sections["table2"]), flush=True)
     if args.compare:
         print("optimised vs straightforward (2.5D attention, AdrenalMNIST3D):", flush=True)
         sections["compare"] = compare(args.data_root, args.device, args.batch_size or 64, args.steps, args.repeats,
                                       True, parse_size(args.large_shape), args.large_batch_size,
                                       args.compare_chunk_size, args.large_repeats, None, args.weights,
-                                      args.subset, args.parts, log, amp=not args.no_amp, compile=args.compile)
+                                      args.subset, args.parts, log, amp=not args.no_amp, compile=args.compile,
+                                      on_progress=save("compare"), isolate=not args.in_process)
         print(format_compare(sections["compare"]), flush=True)
-    write_results(path, sections, dev, sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else None)
+    write_results(path, sections, dev, argv)
     print(f"results: {path}")
     return 0
 

@@ -221,7 +221,7 @@ def test_straightforward_config_and_resume_across_switches(tmp_path):
 def test_bench_table2_json_schema(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--table2", "--sizes", "16", "--methods", "attention", "--batch-size", "1",
-                 "--repeats", "1", "--device", "cpu", "--threads", "1", "--in-process", "--json", str(out)]) == 0
+                 "--repeats", "1", "--device", "cpu", "--threads", "1", "--json", str(out)]) == 0  # a subprocess
     printed = capsys.readouterr().out
     assert "attention" in printed and "matmul peak" in printed
     data = json.loads(out.read_text())
@@ -233,7 +233,7 @@ def test_bench_table2_json_schema(tmp_path, capsys):
     assert row["error"] is None, row["error"]
     assert row["method"] == "attention" and row["size"] == "16" and row["batch_size"] == 1
     assert abs(row["params_m"] - 12.2) < 0.1
-    assert row["memory_kind"] == "process_peak_rss" and row["peak_memory_bytes"] >= row["baseline_memory_bytes"] > 0
+    assert row["memory_kind"] == "process_peak_rss" and row["peak_memory_bytes"] > row["baseline_memory_bytes"] > 0
     for key in ("train_step_s", "epoch_s", "train_volumes_per_s", "infer_volumes_per_s", "achieved_gflops",
                 "fraction_of_peak"):
         assert row[key] > 0, key
@@ -252,7 +252,7 @@ def test_bench_compare_json_schema(tmp_path, medmnist_root, capsys):
     out = tmp_path / "bench.json"
     out.write_text(json.dumps({"schema": SCHEMA, "table2": {"rows": []}}))
     assert main(["bench", "--compare", "--subset", "4", "--batch-size", "2", "--steps", "1", "--repeats", "1",
-                 "--large-shape", "10x12x12", "--compare-chunk-size", "8", "--device", "cpu", "--threads", "1",
+                 "--large-shape", "10x12x12", "--compare-chunk-size", "8", "--device", "cpu", "--threads", "1", "--in-process",
                  "--data-root", str(medmnist_root), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "inference speed-up" in printed and "checkpointing costs" in printed
