@@ -42,9 +42,9 @@ Two measurements, each printed as a table and written (merged by section) into o
        slice encoding and activation checkpointing, in a fresh subprocess (peak RSS on CPU).
        The same step without checkpointing (same chunks, so the same numbers) runs in another
        when its estimated peak (exact saved-activation bytes of a few slices, scaled) fits into
-       70% of the available memory. The time factor comes from both steps interleaved in one
-       more subprocess, ``--large-repeats`` rounds, at batch 2 if the step without
-       checkpointing fits, else at batch 1.
+       half of the available memory. The time factor comes from both steps interleaved in one
+       more subprocess, ``--large-repeats`` rounds, in the first setting whose step without
+       checkpointing fits: batch 2, batch 1, batch 1 with the axial slices only.
 
 Both are slow on a CPU (the 128x224x224 cases take minutes per step); ``--repeats``,
 ``--steps`` and ``--sizes`` bound them. Nothing here runs inside the test suite's timing:
@@ -905,6 +905,44 @@ def table2_frame(source: str | Path | dict[str, Any]):
                     | {"paper_params_m": PAPER_TABLE2.get(r["method"], {}).get("params_m"),
                        "paper_memory_gib": paper["memory_mib"] / 1024 if paper else None,
                        "paper_epoch_s": paper.get("epoch_s")})
+    return pd.DataFrame(rows)
+
+
+COMPARE_FIGURES = (  # (ratio key, what the figure is, better)
+    ("full_epoch_speedup", "full-epoch training speed-up, 28^3 (x)", "higher"),
+    ("inference_speedup", "inference speed-up over the Adrenal test split (x)", "higher"),
+    ("warmup_epoch_cheaper", "warm-up epochs 2..N cheaper than a full epoch (x)", "higher"),
+    ("large_peak_gib", "128x224x224, batch 2, chunks + checkpointing: peak GiB", "lower"),
+    ("checkpointing_time_factor", "time factor that checkpointing costs (x)", None),
+)
+
+
+def compare_frame(source: str | Path | dict[str, Any]):
+    """The ``--compare`` figures of a bench JSON file as a DataFrame (one row per figure).
+
+    Columns: figure, value, target, met, device, measured (date), command. A part that was
+    not measured has value None (the book shows it as missing, not as a number).
+    """
+    import pandas as pd
+    data = source if isinstance(source, dict) else json.loads(Path(source).read_text())
+    section = data.get("compare", {})
+    ratios = compare_ratios(section)
+    parts = {"full_epoch_speedup": "full_epoch", "inference_speedup": "inference",
+             "warmup_epoch_cheaper": "warmup", "large_peak_gib": "memory_large",
+             "checkpointing_time_factor": "memory_large"}
+    device = section.get("environment", {}).get("device")
+    rows = []
+    for key, name, better in COMPARE_FIGURES:
+        value = ratios.get(key)
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        target = TARGETS.get(key)
+        met = None if value is None or better is None else (value >= target if better == "higher" else value <= target)
+        part = section.get(parts[key], {})
+        rows.append({"figure": name, "value": value,
+                     "target": None if target is None else f"{'>=' if better == 'higher' else '<'} {target}",
+                     "met": met, "device": device, "measured": (part.get("measured") or "")[:10] or None,
+                     "command": part.get("command")})
     return pd.DataFrame(rows)
 
 

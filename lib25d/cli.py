@@ -45,7 +45,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=d.device, help=f"auto, cpu, cuda or cuda:N (default {d.device})")
     p.add_argument("--data-root", default=d.data_root,
                    help="folder with the MedMNIST .npz files (default $LIB25D_DATA_ROOT, else ~/.medmnist)")
-    p.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (default 0)")
+    p.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers (default -1: auto, up to 4 on CUDA, 0 on CPU)")
     p.add_argument("--chunk-size", type=_none_or_int, default=d.chunk_size,
                    help="slices per encoder call, bounds memory on large volumes (default: all at once)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")

@@ -33,7 +33,7 @@ class RunConfig:
     warmup_epochs: int = 2            # epochs that train only the new modules (paper 2, authors' code 3)
     device: str = "auto"              # auto|cpu|cuda|cuda:N
     data_root: str | None = None      # else $LIB25D_DATA_ROOT, else medmnist's default
-    num_workers: int = 0              # DataLoader workers (0 on CPU keeps runs reproducible and light)
+    num_workers: int = -1             # DataLoader workers; -1: auto (up to 4 on CUDA, 0 on CPU: light, reproducible)
     chunk_size: int | None = None     # slices per encoder call; bounds memory on large volumes
     amp: bool = True                  # bf16 autocast, CUDA only
     dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. synthetic n_train, shape

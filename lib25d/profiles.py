@@ -133,9 +133,13 @@ class Profile:
             return self.runs(methods=self.table3)
         if notebook == "fig1":
             return self.runs(methods=["attention"], datasets=[settings.get("dataset", "adrenal")], seeds=self.seeds[:1])
-        if notebook == "fig3":
+        if notebook == "fig3":  # explained dataset (masks: pointing game) + real data for deletion
             label = settings.get("dataset", "adrenal")
-            return self.runs(methods=["attention", "3d", "acs"], datasets=[label])
+            runs = self.runs(methods=["attention", "3d", "acs"], datasets=[label])
+            deletion = settings.get("deletion_dataset", "adrenal")
+            if deletion != label and deletion in self.datasets:
+                runs += self.runs(methods=["attention"], datasets=[deletion])
+            return runs
         if notebook == "provenance":
             return self.runs()
         return []  # tutorial trains its own small models

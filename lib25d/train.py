@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -125,10 +126,19 @@ def _autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
+def loader_workers(config: RunConfig, device: torch.device) -> int:
+    """DataLoader workers: as configured, or for -1 (auto) a few on CUDA (the GPU should not wait
+    for batches) and none on CPU (the workers would compete with the model for the same cores)."""
+    if config.num_workers >= 0:
+        return config.num_workers
+    return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
 def _loader(data: VolumeDataset, config: RunConfig, device: torch.device, shuffle_seed: int | None) -> DataLoader:
     gen = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
+    workers = loader_workers(config, device)
     return DataLoader(data, batch_size=config.batch_size, shuffle=gen is not None, generator=gen,
-                      num_workers=config.num_workers, pin_memory=device.type == "cuda")
+                      num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
 
 
 @torch.no_grad()

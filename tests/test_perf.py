@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib25d.bench import PAPER_TABLE2, SCHEMA, parse_size, table2_frame
+from lib25d.bench import PAPER_TABLE2, SCHEMA, compare_frame, parse_size, table2_frame
 from lib25d.cli import main
 from lib25d.config import PERFORMANCE_FIELDS, RunConfig
 from lib25d.data import load_dataset
@@ -267,6 +267,14 @@ def test_bench_compare_json_schema(tmp_path, medmnist_root, capsys):
     assert len(section["full_epoch"]["losses"]["optimised"]) == 2
     assert section["memory_large"]["checkpointing"]["settings"]["checkpointing"]
     assert section["settings"]["straightforward"]["channels_last"] is False
+    # the book's view: one row per figure, values from this file, the command that measured them
+    frame = compare_frame(out)
+    assert len(frame) == 5 and frame["value"].notna().all()
+    assert frame.loc[0, "value"] == pytest.approx(ratios["full_epoch_speedup"])
+    assert frame["command"].str.startswith("lib25d bench --compare").all()
+    # a part that was not measured is missing, not a number
+    del data["compare"]["inference"]
+    assert compare_frame(data)["value"].isna().sum() == 1
 
 
 def test_bench_options(capsys):

@@ -64,6 +64,10 @@ def test_profiles_match_the_issue():
     assert {r.config.epochs for r in paper.runs()} == {50} and {r.config.weights for r in paper.runs()} == {"imagenet"}
     cpu = load_profile("cpu", start=REPO)
     assert {"organ", "nodule", "fracture", "adrenal", "vessel", "synapse"} <= set(cpu.datasets) and len(cpu.seeds) == 1
+    # Figure 3 explains the synthetic runs (masks) and tests deletion on real Adrenal attention runs
+    assert {r.run_id for r in smoke.runs_for("fig3")} == {
+        "synthetic-attention-s0", "synthetic-3d-s0", "synthetic-acs-s0", "adrenal-attention-s0"}
+    assert {r.label for r in paper.runs_for("fig3")} == {"adrenal"} and len(paper.runs_for("fig3")) == 3 * 5
 
 
 def test_run_ids_settings_and_filters(tmp_path):

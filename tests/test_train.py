@@ -162,3 +162,12 @@ def test_train_help_documents_every_setting(capsys):
                  "--batch-size", "--lr", "--warmup-epochs", "--device", "--data-root", "--num-workers",
                  "--chunk-size", "--no-amp", "--option", "--out", "--resume", "--quiet"):
         assert flag in text, flag
+
+
+def test_loader_workers_auto_by_device():
+    from lib25d.train import loader_workers
+    auto = RunConfig()
+    assert auto.num_workers == -1
+    assert loader_workers(auto, torch.device("cpu")) == 0          # CPU: workers would share the model's cores
+    assert 1 <= loader_workers(auto, torch.device("cuda")) <= 4    # CUDA: batches prepared beside the GPU
+    assert loader_workers(auto.replace(num_workers=3), torch.device("cpu")) == 3

@@ -1,0 +1,98 @@
+"""Datasets by name: MedMNIST 3D, a synthetic planted-lesion task, and your own NIfTI scans.
+
+Every loader returns a :class:`VolumeDataset` whose items are ``(float32 tensor (C, D, H, W),
+int label)``; batches are ``(B, C, D, H, W)``. Names:
+
+- ``organ``, ``nodule``, ``fracture``, ``adrenal``, ``vessel``, ``synapse``: MedMNIST 3D
+  (``size`` 28 or 64; ``root``, else ``$LIB25D_DATA_ROOT``, else ``~/.medmnist``;
+  ``download=True`` fetches a missing file). The medmnist flags (``adrenalmnist3d``) work too.
+- ``synthetic``: :func:`lib25d.data.synthetic.load_synthetic` options ``n_train``, ``n_val``,
+  ``n_test``, ``shape`` (default ``(size,)*3``), ``num_classes``, ``difficulty``, ``seed``.
+- ``nifti:<path to csv>``: :func:`lib25d.data.nifti.load_nifti` options ``window``,
+  ``normalize``, ``crop``, ``target_shape``, ``num_classes``, ``class_names``, ``cache_dir``.
+
+Every dataset takes ``subset=N``: a stratified, seeded sample of at most N volumes per split.
+``root`` and ``download`` only concern MedMNIST; ``size`` concerns MedMNIST and synthetic.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .base import SPLITS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, stratified_subset
+from .medmnist3d import FLAGS, load_medmnist3d, medmnist3d_info
+from .nifti import load_nifti, nifti_info
+from .synthetic import load_synthetic, make_synthetic, synthetic_info
+
+__all__ = [
+    "SPLITS",
+    "DatasetInfo",
+    "Uint8Volumes",
+    "VolumeDataset",
+    "available_datasets",
+    "dataset_info",
+    "load_dataset",
+    "make_synthetic",
+]
+
+NIFTI_PREFIX = "nifti:"
+_FLAG_ALIASES = {flag: short for short, flag in FLAGS.items()}
+
+
+def available_datasets() -> list[str]:
+    """Fixed dataset names; NIfTI data is named ``nifti:<path to csv>`` on top of these."""
+    return [*FLAGS, "synthetic"]
+
+
+def _parse(name: str) -> tuple[str, str]:
+    """(kind, argument): ('medmnist', short name), ('synthetic', ''), ('nifti', csv path)."""
+    valid = ", ".join([*available_datasets(), f"{NIFTI_PREFIX}<path to csv>"])
+    if not isinstance(name, str):
+        raise ValueError(f"dataset name must be a string, got {name!r}: use one of {valid}")
+    if name.startswith(NIFTI_PREFIX):
+        path = name[len(NIFTI_PREFIX):].strip()
+        if not path:
+            raise ValueError(f"{name!r} names no CSV: write {NIFTI_PREFIX}path/to/scans.csv")
+        return "nifti", path
+    key = _FLAG_ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key in FLAGS:
+        return "medmnist", key
+    if key == "synthetic":
+        return "synthetic", ""
+    raise ValueError(f"unknown dataset {name!r}: use one of {valid}")
+
+
+def _no_options(name: str, kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        raise TypeError(f"MedMNIST dataset {name!r} takes no options {sorted(kwargs)}: only size, root, download")
+
+
+def load_dataset(
+    name: str, split: str, *, size: int = 28, root=None, download: bool = False, **kwargs: Any
+) -> VolumeDataset:
+    """One split (train, val or test) of the named dataset, validated and ready for a DataLoader."""
+    subset = kwargs.pop("subset", None)  # any dataset: a stratified, seeded sample of each split
+    data = _load(name, split, size=size, root=root, download=download, **kwargs)
+    return data if subset is None else stratified_subset(data, int(subset))
+
+
+def _load(name: str, split: str, *, size: int, root, download: bool, **kwargs: Any) -> VolumeDataset:
+    kind, arg = _parse(name)
+    check_split(split)
+    if kind == "medmnist":
+        _no_options(name, kwargs)
+        return load_medmnist3d(arg, split, size=size, root=root, download=download)
+    if kind == "synthetic":
+        return load_synthetic(split, size=size, **kwargs)
+    return load_nifti(arg, split, name=name, **kwargs)
+
+
+def dataset_info(name: str, size: int = 28, root=None, **kwargs: Any) -> DatasetInfo:
+    """What :func:`load_dataset` would return as ``.info``, without loading voxels (MedMNIST needs no file)."""
+    kwargs.pop("subset", None)
+    kind, arg = _parse(name)
+    if kind == "medmnist":
+        _no_options(name, kwargs)
+        return medmnist3d_info(arg, size=size, root=root)
+    if kind == "synthetic":
+        return synthetic_info(size, **kwargs)
+    return nifti_info(arg, name=name, **kwargs)

@@ -1,0 +1,362 @@
+"""Your own scans: a CSV of NIfTI files turned into a :class:`VolumeDataset`.
+
+CSV columns: ``image`` (a path, or several joined by ``;`` for modalities stacked as
+channels), ``label`` (int >= 0), ``split`` (train/val/test) and optionally ``mask`` (a
+lesion/organ mask: crops are centred on its centre of mass, and it is returned as
+``dataset.masks`` when every row of the split has one). Relative paths are relative to the
+CSV's folder.
+
+Axis convention: nibabel gives arrays in voxel order (X, Y, Z) (i, j, k of the affine); they
+are transposed to (Z, Y, X) = (D, H, W), so D is the axial axis for the usual axial
+acquisitions, matching MedMNIST and ``lib25d.models.slicing``. The affine is not applied:
+no reorientation and no resampling to isotropic spacing.
+
+Preprocessing, in this order, per image (keyword arguments of :func:`load_nifti`):
+
+1. intensity: ``window=(lo, hi)`` clips CT to a HU window and scales it to [0, 1]; else
+   ``normalize`` = ``"minmax"`` (default when no window) or ``"zscore"`` per image (MRI),
+   or ``"none"`` to keep values as stored;
+2. ``crop=(d, h, w)``: a box around the mask's centre of mass (the volume centre for rows
+   without a mask), padded with the image's minimum where the box leaves the volume;
+3. ``target_shape=(D, H, W)``: trilinear resampling (masks: trilinear then >= 0.5).
+
+Results are cached per row in ``<csv folder>/.lib25d_cache`` (or ``cache_dir``), keyed by
+the files' paths, mtimes and sizes and the options, so a changed file or option is redone.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import torch
+
+from .base import SPLITS, DatasetInfo, VolumeDataset, check_split, task_for
+
+REQUIRED_COLUMNS = ("image", "label", "split")
+NORMALIZE = ("minmax", "zscore", "none")
+CACHE_VERSION = 1  # bump when preprocessing changes what a cached file holds
+CACHE_FOLDER = ".lib25d_cache"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One CSV row with resolved paths; ``line`` is its line in the file, for error messages."""
+
+    line: int
+    images: tuple[Path, ...]
+    label: int
+    split: str
+    mask: Path | None
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Validated preprocessing options; ``asdict`` of it is part of the cache key and identity."""
+
+    window: tuple[float, float] | None = None
+    normalize: str = "minmax"
+    crop: tuple[int, int, int] | None = None
+    target_shape: tuple[int, int, int] | None = None
+
+
+def _triple(name: str, value) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != 3 or min(out) < 1:
+        raise ValueError(f"{name} must be three positive ints (D, H, W), got {value!r}")
+    return out  # type: ignore[return-value]
+
+
+def make_preprocess(window=None, normalize: str | None = None, crop=None, target_shape=None) -> Preprocess:
+    """Check the options once, before any file is read."""
+    if window is not None:
+        try:
+            lo, hi = (float(v) for v in window)
+        except (TypeError, ValueError):
+            raise ValueError(f"window must be (low, high), e.g. (-150, 250), got {window!r}") from None
+        if not lo < hi:
+            raise ValueError(f"window low must be below high, got {window!r}")
+        if normalize not in (None, "none"):
+            raise ValueError(f"window and normalize={normalize!r} both rescale intensities: pass only one")
+        window, normalize = (lo, hi), "none"
+    normalize = normalize or "minmax"
+    if normalize not in NORMALIZE:
+        raise ValueError(f"unknown normalize {normalize!r}: use one of {', '.join(NORMALIZE)}")
+    return Preprocess(window, normalize, _triple("crop", crop), _triple("target_shape", target_shape))
+
+
+def read_table(csv_path: str | os.PathLike, num_classes: int | None = None) -> tuple[list[Row], int]:
+    """Rows of the CSV, validated as a whole (columns, labels, splits, channel counts), and num_classes."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"CSV {csv_path} not found: give the path of a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
+    rows: list[Row] = []
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(
+                f"{csv_path} lacks column(s) {', '.join(missing)}: required columns are "
+                f"{', '.join(REQUIRED_COLUMNS)} (optional: mask), found {', '.join(columns) or 'none'}"
+            )
+        for raw in reader:
+            rows.append(_parse_row({(k or "").strip(): (v or "").strip() for k, v in raw.items()},
+                                   reader.line_num, csv_path))
+    if not rows:
+        raise ValueError(f"{csv_path} has no data rows: add one row per scan")
+    channels = len(rows[0].images)
+    for row in rows:
+        if len(row.images) != channels:
+            raise ValueError(
+                f"{csv_path}:{row.line} has {len(row.images)} image(s), line {rows[0].line} has {channels}: "
+                "every row needs the same modalities"
+            )
+    top = max(r.label for r in rows)
+    if num_classes is None:
+        num_classes = max(2, top + 1)
+    elif top >= num_classes:
+        line = next(r.line for r in rows if r.label == top)
+        raise ValueError(f"{csv_path}:{line} has label {top} but num_classes={num_classes}: raise num_classes or fix the label")
+    return rows, num_classes
+
+
+def _parse_row(cells: dict[str, str], line: int, csv_path: Path) -> Row:
+    where = f"{csv_path}:{line}"
+    for col in REQUIRED_COLUMNS:
+        if not cells.get(col):
+            raise ValueError(f"{where}: empty {col!r}; fill it in or delete the row")
+    try:
+        label = int(cells["label"])
+    except ValueError:
+        raise ValueError(f"{where}: label {cells['label']!r} is not an integer class index") from None
+    if label < 0:
+        raise ValueError(f"{where}: label {label} is negative; classes are 0, 1, ...")
+    if cells["split"] not in SPLITS:
+        raise ValueError(f"{where}: split {cells['split']!r} is not one of {', '.join(SPLITS)}")
+    base = csv_path.parent
+    images = tuple(base / Path(p.strip()).expanduser() for p in cells["image"].split(";") if p.strip())
+    mask = base / Path(cells["mask"]).expanduser() if cells.get("mask") else None
+    return Row(line, images, label, cells["split"], mask)
+
+
+def _read(path: Path, row: Row, csv_path: Path) -> np.ndarray:
+    """One NIfTI as float32 (D, H, W) = (Z, Y, X)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found (CSV {csv_path} line {row.line}): fix the path; relative paths start at the CSV's folder")
+    data = nibabel.load(str(path)).get_fdata(dtype=np.float32)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"{path} (line {row.line}) has shape {data.shape}: give one 3D file per modality")
+    return np.ascontiguousarray(data.transpose(2, 1, 0))
+
+
+def _intensity(x: np.ndarray, opts: Preprocess) -> np.ndarray:
+    if opts.window is not None:
+        lo, hi = opts.window
+        return (np.clip(x, lo, hi) - lo) / (hi - lo)
+    if opts.normalize == "minmax":
+        span = float(x.max() - x.min())
+        return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+    if opts.normalize == "zscore":
+        std = float(x.std())
+        return (x - x.mean()) / std if std > 0 else x - x.mean()
+    return x
+
+
+def centre_of_mass(mask: np.ndarray) -> tuple[int, int, int]:
+    """Rounded centre of mass of the nonzero voxels."""
+    idx = np.argwhere(mask)
+    return tuple(int(round(v)) for v in idx.mean(axis=0))  # type: ignore[return-value]
+
+
+def crop_around(vol: np.ndarray, centre: tuple[int, int, int], size: tuple[int, int, int], fill) -> np.ndarray:
+    """Box of ``size`` centred on ``centre`` from (..., D, H, W), padding with ``fill`` outside the volume."""
+    lead = vol.shape[:-3]
+    out = np.empty((*lead, *size), dtype=vol.dtype)
+    out[...] = np.asarray(fill, dtype=vol.dtype).reshape(lead + (1, 1, 1)) if np.ndim(fill) else fill
+    src, dst = [], []
+    for c, s, n in zip(centre, size, vol.shape[-3:]):
+        start = c - s // 2
+        lo, hi = max(start, 0), min(start + s, n)
+        if hi <= lo:  # box entirely outside: all padding
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out[(Ellipsis, *dst)] = vol[(Ellipsis, *src)]
+    return out
+
+
+def _resample(x: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """(C, D, H, W) float -> (C, *shape) trilinear."""
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+    return torch.nn.functional.interpolate(t, size=shape, mode="trilinear", align_corners=False)[0].numpy()
+
+
+def preprocess_row(row: Row, opts: Preprocess, csv_path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Volume float32 (C, D, H, W) and mask bool (D, H, W) or None for one row."""
+    chans = [_read(p, row, csv_path) for p in row.images]
+    if len({c.shape for c in chans}) != 1:
+        raise ValueError(f"{csv_path}:{row.line}: modalities have shapes {[c.shape for c in chans]}; co-register them to one grid")
+    vol = np.stack([_intensity(c, opts) for c in chans]).astype(np.float32)
+    mask = None
+    if row.mask is not None:
+        mask = _read(row.mask, row, csv_path) > 0
+        if mask.shape != vol.shape[1:]:
+            raise ValueError(f"{csv_path}:{row.line}: mask shape {mask.shape} differs from image shape {vol.shape[1:]}")
+    if opts.crop is not None:
+        if mask is not None and mask.any():
+            centre = centre_of_mass(mask)
+        else:
+            centre = tuple(n // 2 for n in vol.shape[1:])
+        vol = crop_around(vol, centre, opts.crop, vol.reshape(len(vol), -1).min(axis=1))
+        mask = None if mask is None else crop_around(mask, centre, opts.crop, False)
+    if opts.target_shape is not None:
+        vol = _resample(vol, opts.target_shape)
+        if mask is not None:
+            mask = _resample(mask[None].astype(np.float32), opts.target_shape)[0] >= 0.5
+    return vol.astype(np.float32, copy=False), mask
+
+
+def _cache_key(row: Row, opts: Preprocess) -> str:
+    files = [*row.images, *([row.mask] if row.mask is not None else [])]
+    stamps = []
+    for p in files:
+        st = p.stat()  # a missing file is reported with its row by _read
+        stamps.append([str(p.resolve()), st.st_mtime_ns, st.st_size])
+    blob = json.dumps({"v": CACHE_VERSION, "files": stamps, "mask": row.mask is not None, "opts": asdict(opts)})
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _write_atomic(path: Path, vol: np.ndarray, mask: np.ndarray | None) -> None:
+    """temp file + os.replace: a crash or a parallel run never leaves a half-written cache file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            arrays = {"volume": vol} if mask is None else {"volume": vol, "mask": mask}
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_row(row: Row, opts: Preprocess, csv_path: Path, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Preprocessed row, from the cache when its files and options are unchanged."""
+    for p in [*row.images, *([row.mask] if row.mask is not None else [])]:
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found (CSV {csv_path} line {row.line}): fix the path; relative paths start at the CSV's folder")
+    if cache_dir is None:
+        return preprocess_row(row, opts, csv_path)
+    path = cache_dir / f"{_cache_key(row, opts)}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as npz:
+            return npz["volume"], (npz["mask"] if "mask" in npz.files else None)
+    vol, mask = preprocess_row(row, opts, csv_path)
+    try:
+        _write_atomic(path, vol, mask)
+    except OSError as err:
+        warnings.warn(f"could not write NIfTI cache {path} ({err}); pass cache_dir= a writable folder to cache", stacklevel=3)
+    return vol, mask
+
+
+def _cache_folder(csv_path: Path, cache_dir, cache: bool) -> Path | None:
+    if not cache:
+        return None
+    folder = Path(cache_dir) if cache_dir is not None else csv_path.parent / CACHE_FOLDER
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        warnings.warn(f"no NIfTI cache: cannot create {folder} ({err}); pass cache_dir= a writable folder", stacklevel=3)
+        return None
+    return folder
+
+
+def _info(name: str, csv_path: Path, num_classes: int, class_names, channels: int, shape, opts: Preprocess) -> DatasetInfo:
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class_names for {num_classes} classes: give one name per class")
+    return DatasetInfo(
+        name=name,
+        task=task_for(num_classes),
+        num_classes=num_classes,
+        class_names=names,
+        in_channels=channels,
+        shape=tuple(shape),
+        identity={
+            "dataset": "nifti",
+            "csv": str(csv_path.resolve()),
+            "sha256": hashlib.sha256(csv_path.read_bytes()).hexdigest(),
+            "preprocess": asdict(opts),
+        },
+    )
+
+
+def nifti_info(csv_path, *, num_classes=None, class_names=None, window=None, normalize=None, crop=None,
+               target_shape=None, name: str | None = None, cache_dir=None, cache: bool = True) -> DatasetInfo:
+    """Info from the CSV (and one image header when neither crop nor target_shape fixes the shape).
+
+    Takes the same keywords as :func:`load_nifti`; the cache ones are accepted and unused.
+    """
+    csv_path = Path(csv_path)
+    opts = make_preprocess(window, normalize, crop, target_shape)
+    rows, num_classes = read_table(csv_path, num_classes)
+    shape = opts.target_shape or opts.crop
+    if shape is None:
+        first = rows[0].images[0]
+        if not first.is_file():
+            raise FileNotFoundError(f"{first} not found (CSV {csv_path} line {rows[0].line}): fix the path")
+        shape = tuple(nibabel.load(str(first)).shape[:3][::-1])
+    return _info(name or f"nifti:{csv_path}", csv_path, num_classes, class_names, len(rows[0].images), shape, opts)
+
+
+def load_nifti(
+    csv_path: str | os.PathLike,
+    split: str,
+    *,
+    window: tuple[float, float] | None = None,
+    normalize: str | None = None,
+    crop: tuple[int, int, int] | None = None,
+    target_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    cache: bool = True,
+    name: str | None = None,
+) -> VolumeDataset:
+    """One split of a NIfTI CSV, preprocessed as in the module docstring and cached on disk."""
+    csv_path = Path(csv_path)
+    check_split(split)
+    opts = make_preprocess(window, normalize, crop, target_shape)
+    rows, num_classes = read_table(csv_path, num_classes)
+    name = name or f"nifti:{csv_path}"
+    chosen = [r for r in rows if r.split == split]
+    if not chosen:
+        raise ValueError(f"dataset {name!r} split {split!r} is empty: add rows with split={split} to {csv_path}")
+    folder = _cache_folder(csv_path, cache_dir, cache)
+    loaded = [_load_row(r, opts, csv_path, folder) for r in chosen]
+    first = loaded[0][0].shape
+    for row, (vol, _) in zip(chosen, loaded):
+        if vol.shape != first:
+            raise ValueError(
+                f"{csv_path}: volumes differ in shape (line {chosen[0].line}: {first[1:]}, line {row.line}: "
+                f"{vol.shape[1:]}): pass target_shape or crop"
+            )
+    volumes = np.stack([v for v, _ in loaded])
+    masks = np.stack([m for _, m in loaded]) if all(m is not None for _, m in loaded) else None
+    labels = np.array([r.label for r in chosen], dtype=np.int64)
+    info = _info(name, csv_path, num_classes, class_names, volumes.shape[1], volumes.shape[2:], opts)
+    return VolumeDataset(volumes, labels, info, split, masks=masks)

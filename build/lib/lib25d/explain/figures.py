@@ -1,0 +1,186 @@
+"""The paper's Figure 3 for any volume, and the per-head attention profiles.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so they work
+under any backend, Agg included, and display in notebooks. Panels of Figure 3:
+
+1. the middle axial slice (rows = coronal index H, columns = sagittal index W) with the
+   sagittal attention profile along its top edge and the coronal profile along its right edge;
+2. the middle coronal slice (rows = axial index D, columns = W) with the axial profile along its right edge;
+3. the slice with the highest attention over all axes (axis and index in the title);
+4. HiResCAM of the 3D model at its peak: the axial slice through the CAM maximum, CAM overlaid.
+
+Profile axes share one scale, so how sparse the attention is can be read across panels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from mpl_toolkits.axes_grid1 import make_axes_locatable
+from torch import nn
+
+from ..models import AXIS_NAMES
+from .attention import slice_attention
+from .cam import hirescam
+from .voxel import peak_voxels
+
+PROFILE_COLOR = "tab:orange"
+
+
+def _volume(volume: torch.Tensor | np.ndarray, channel: int) -> np.ndarray:
+    v = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    if v.ndim == 4:
+        v = v[channel]
+    if v.ndim != 3:
+        raise ValueError(f"expected one volume (C, D, H, W) or (D, H, W), got shape {v.shape}; index the batch first")
+    return v.astype(np.float32)
+
+
+def _profiles(volume: np.ndarray, attention: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for a, name in enumerate(AXIS_NAMES):
+        if name not in attention:
+            raise ValueError(f"Figure 3 needs attention along all three axes; {name} is missing")
+        p = np.asarray(attention[name], dtype=np.float64).reshape(-1)
+        if len(p) != volume.shape[a]:
+            raise ValueError(
+                f"{name} attention has {len(p)} values but the volume has {volume.shape[a]} {name} slices; "
+                "pass one volume's profiles (SliceAttention.by_axis()[name][b])")
+        out[name] = p
+    return out
+
+
+def _image(ax: Axes, image: np.ndarray, title: str, xlabel: str, ylabel: str) -> None:
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _edge_profile(ax: Axes, profile: np.ndarray, side: str, top: float, label: str) -> Axes:
+    """Draw an attention profile as bars along the ``top`` or ``right`` edge of an image axis."""
+    divider = make_axes_locatable(ax)
+    if side == "top":
+        edge = divider.append_axes("top", size="22%", pad=0.05, sharex=ax)
+        edge.bar(np.arange(len(profile)), profile, width=1.0, color=PROFILE_COLOR)
+        edge.set_ylim(0, top)
+        edge.tick_params(labelbottom=False, labelsize=6)
+        edge.set_ylabel(label, fontsize=7)
+    else:
+        edge = divider.append_axes("right", size="22%", pad=0.05, sharey=ax)
+        edge.barh(np.arange(len(profile)), profile, height=1.0, color=PROFILE_COLOR)
+        edge.set_xlim(0, top)
+        edge.tick_params(labelleft=False, labelsize=6)
+        edge.set_xlabel(label, fontsize=7)
+    return edge
+
+
+def _peak_slice(profiles: dict[str, np.ndarray]) -> tuple[str, int, float]:
+    name = max(AXIS_NAMES, key=lambda n: profiles[n].max())
+    i = int(profiles[name].argmax())
+    return name, i, float(profiles[name][i])
+
+
+def _take(volume: np.ndarray, axis_name: str, index: int) -> tuple[np.ndarray, str, str]:
+    """A slice of an axis and the names of its image rows and columns."""
+    axis = AXIS_NAMES.index(axis_name)
+    rest = [n for n in AXIS_NAMES if n != axis_name]
+    return np.take(volume, index, axis=axis), f"{rest[1]} index", f"{rest[0]} index"
+
+
+def _cam_panel(ax: Axes, volume: np.ndarray, cam: np.ndarray | None, cam_label: str) -> None:
+    if cam is None:
+        ax.text(0.5, 0.5, "no 3D model given", ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_axis_off()
+        return
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.shape != volume.shape:
+        raise ValueError(f"CAM of shape {cam.shape} does not match the volume {volume.shape}; pass one volume's map")
+    d, h, w = peak_voxels(cam[None])[0]
+    if d < 0:
+        _image(ax, volume[volume.shape[0] // 2], f"{cam_label} is blank (no positive evidence)",
+               "sagittal index", "coronal index")
+        return
+    _image(ax, volume[d], f"{cam_label} peak: axial slice {d}", "sagittal index", "coronal index")
+    top = float(cam.max()) or 1.0
+    ax.imshow(cam[d], cmap="jet", alpha=0.45, vmin=0, vmax=top, interpolation="bilinear")
+    ax.plot([w], [h], marker="+", color="white", markersize=10, markeredgewidth=2)
+
+
+def figure3(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray], cam: np.ndarray | None = None,
+            *, title: str | None = None, channel: int = 0, cam_label: str = "HiResCAM (3D)",
+            save: str | Path | None = None) -> Figure:
+    """Paper Figure 3 for one volume; ``attention`` = one volume's per-axis profiles, ``cam`` = (D, H, W) or None."""
+    v = _volume(volume, channel)
+    profiles = _profiles(v, attention)
+    top = max(p.max() for p in profiles.values()) * 1.05 or 1.0
+    fig = Figure(figsize=(16, 4.6), layout="constrained")
+    ax = fig.subplots(1, 4)
+    d, h = v.shape[0] // 2, v.shape[1] // 2
+    _image(ax[0], v[d], "", "sagittal index", "coronal index")
+    edge = _edge_profile(ax[0], profiles["sagittal"], "top", top, "sagittal")
+    edge.set_title(f"middle axial slice ({d})", fontsize=9)  # above the profile, not hidden under it
+    _edge_profile(ax[0], profiles["coronal"], "right", top, "coronal")
+    _image(ax[1], v[:, h, :], f"middle coronal slice ({h})", "sagittal index", "axial index")
+    _edge_profile(ax[1], profiles["axial"], "right", top, "axial")
+    name, i, weight = _peak_slice(profiles)
+    image, xlabel, ylabel = _take(v, name, i)
+    _image(ax[2], image, f"highest attention: {name} slice {i} (weight {weight:.3f})", xlabel, ylabel)
+    _cam_panel(ax[3], v, cam, cam_label)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, save)
+
+
+def head_figure(head_profiles: Mapping[str, np.ndarray], *, title: str | None = None,
+                save: str | Path | None = None) -> Figure:
+    """Per-head attention of one volume: per axis a heads x slices heat map on one shared colour scale.
+
+    ``head_profiles`` maps axis names to ``(heads, n)`` arrays (``SliceAttention.by_axis(per_head=True)[name][b]``).
+    Heat maps rather than 8 x 3 bar charts: the same information, readable at a glance, and fast to draw.
+    """
+    arrays = {name: np.asarray(head_profiles[name], dtype=np.float64) for name in AXIS_NAMES if name in head_profiles}
+    if not arrays or any(a.ndim != 2 for a in arrays.values()) or len({a.shape[0] for a in arrays.values()}) != 1:
+        raise ValueError("head_profiles must map axis names to (heads, n) arrays of one volume, e.g. "
+                         "SliceAttention.by_axis(per_head=True)[name][b]")
+    heads = next(iter(arrays.values())).shape[0]
+    top = max(a.max() for a in arrays.values()) or 1.0
+    fig = Figure(figsize=(4.0 * len(arrays) + 0.8, 0.32 * heads + 1.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(arrays), sharey=True))
+    for ax, (name, a) in zip(axes, arrays.items()):
+        image = ax.imshow(a, aspect="auto", cmap="magma", vmin=0, vmax=top, interpolation="nearest")
+        ax.set_title(f"{name} slices", fontsize=9)
+        ax.set_xlabel("slice index", fontsize=8)
+        ax.set_yticks(range(heads))
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("head", fontsize=8)
+    fig.colorbar(image, ax=list(axes), label="attention weight", shrink=0.9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, save)
+
+
+def figure3_for(attention_model: nn.Module, volume: torch.Tensor | np.ndarray, model_3d: nn.Module | None = None,
+                *, title: str | None = None, save: str | Path | None = None,
+                heads_save: str | Path | None = None) -> tuple[Figure, Figure]:
+    """Figure 3 and the per-head figure for one volume ``(C, D, H, W)``, computed from the models."""
+    x = torch.as_tensor(np.asarray(volume), dtype=torch.float32)
+    if x.dim() != 4:
+        raise ValueError(f"expected one volume (C, D, H, W), got shape {tuple(x.shape)}")
+    att = slice_attention(attention_model, x[None])
+    cam = None if model_3d is None else hirescam(model_3d, x[None])[0]
+    main = figure3(x, {k: v[0] for k, v in att.by_axis().items()}, cam, title=title, save=save)
+    heads = head_figure({k: v[0] for k, v in att.by_axis(per_head=True).items()}, title=title, save=heads_save)
+    return main, heads
+
+
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig

@@ -1,0 +1,176 @@
+"""Study figures: learning curves, Figure 1 (the method on a volume), Figure 2 (AUROC boxes).
+
+Plots take plain data (histories, tidy frames, numpy volumes) so notebooks stay thin and the
+same figure can be redrawn from result files alone. Figure 3 (interpretability) lives with
+the explanations in :mod:`lib25d.explain`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import io
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+AXES = ("axial", "coronal", "sagittal")
+METHOD_LABELS = {"3d": "3D", "acs": "ACS", "attention": "Attention", "mean": "Mean", "max": "Max",
+                 "lstm": "LSTM", "transformer": "Transformer"}
+
+
+def learning_curves(history: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
+    """Train/validation loss and validation AUROC/ACC per epoch; warm-up epochs shaded."""
+    frame = pd.DataFrame(list(history))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    for ax in (left, right):
+        warm = frame.epoch[frame.phase == "warm-up"]
+        if len(warm):
+            ax.axvspan(warm.min() - 0.5, warm.max() + 0.5, color="0.92", label="warm-up (head only)")
+        ax.set_xlabel("epoch")
+    left.plot(frame.epoch, frame.train_loss, "o-", label="train loss")
+    left.plot(frame.epoch, frame.val_loss, "s-", label="validation loss")
+    left.set_ylabel("loss")
+    right.plot(frame.epoch, frame.val_auc, "o-", label="validation AUROC")
+    right.plot(frame.epoch, frame.val_acc, "s-", label="validation ACC")
+    right.set_ylim(0, 1.02)
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+        ax.set_xticks(frame.epoch)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame | None = None,
+                metric: str = "auc") -> Figure:
+    """Figure 2: one panel per dataset, a box of per-seed test AUROC per method.
+
+    Missing runs are written into the panel ("missing") instead of leaving an unexplained gap;
+    the paper's mean (when published) is a red diamond.
+    """
+    datasets = list(dict.fromkeys(frame.dataset))
+    cols = min(3, max(1, len(datasets)))
+    rows = math.ceil(len(datasets) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, constrained_layout=True)
+    published = {} if paper is None else paper[paper.metric == metric].set_index(["dataset", "method"])["value"].to_dict()
+    for ax, dataset in zip(axes.flat, datasets):
+        sub = frame[frame.dataset == dataset]
+        for i, method in enumerate(methods, start=1):
+            values = sub[(sub.method == method) & (sub.status == "ok")][metric].dropna().to_numpy() * 100
+            if len(values):
+                ax.boxplot([values], positions=[i], widths=0.55, showfliers=False)
+                ax.plot(np.full(len(values), i), values, "o", color="C0", alpha=0.6, ms=4)
+            else:
+                ax.text(i, 50, "missing", rotation=90, ha="center", va="center", color="0.4", fontsize=8)
+            if (dataset, method) in published:
+                ax.plot([i], [published[(dataset, method)] * 100], "D", color="C3", ms=6,
+                        label="paper (mean of 5)" if i == 1 else None)
+        ax.set_xticks(range(1, len(methods) + 1), [METHOD_LABELS.get(m, m) for m in methods])
+        ax.set_xlim(0.4, len(methods) + 0.6)
+        ax.set_ylim(0, 100)
+        ax.set_title(dataset)
+        ax.set_ylabel("test AUROC (%)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.set_visible(False)
+    return fig
+
+
+def _weighted_image(volume: np.ndarray, axis: int, weights: np.ndarray) -> np.ndarray:
+    """Attention-weighted mean of the slices of one axis: what the model 'sums' in image space."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum() if w.sum() > 0 else np.full_like(w, 1 / len(w))
+    return np.tensordot(w, np.moveaxis(volume, axis, 0), axes=1)
+
+
+def _montage(volume: np.ndarray, axis: int, picks: Sequence[int], per_row: int = 3) -> np.ndarray:
+    """Slices side by side, ``per_row`` to a row, separated by a one-pixel gap."""
+    slices = [np.take(volume, i, axis=axis) for i in picks]
+    slices += [np.full_like(slices[0], np.nan)] * (-len(slices) % per_row)
+    h, w = slices[0].shape
+    rows = []
+    for start in range(0, len(slices), per_row):
+        row = slices[start:start + per_row]
+        gap = np.full((h, 1), np.nan)
+        rows.append(np.concatenate([x for s in row for x in (s, gap)][:-1], axis=1))
+    gap = np.full((1, rows[0].shape[1]), np.nan)
+    return np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
+
+
+def method_figure(volume: np.ndarray, attention: Mapping[str, np.ndarray], pooled: np.ndarray | None = None,
+                  title: str = "", n_slices: int = 5) -> Figure:
+    """Figure 1: (A) slices along the three axes, (B) their attention, (C) the weighted sum.
+
+    ``volume`` is (D, H, W); ``attention`` maps axial/coronal/sagittal to per-slice weights
+    (together summing to 1); ``pooled`` is the attention-pooled feature vector, drawn as a strip.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    rows = 4 if pooled is not None else 3
+    fig = plt.figure(figsize=(12, 2.6 * rows), constrained_layout=True)
+    grid = fig.add_gridspec(rows, 3, height_ratios=[1.3, 0.8, 1, 0.25][:rows])
+    top = max(float(np.max(attention[a])) for a in AXES)
+    for k, name in enumerate(AXES):
+        w = np.asarray(attention[name])
+        best = int(np.argmax(w))
+        picks = sorted(set(np.linspace(len(w) // 6, len(w) - 1 - len(w) // 6, n_slices).round().astype(int).tolist())
+                       | {best})
+        ax = fig.add_subplot(grid[0, k])
+        ax.imshow(_montage(volume, k, picks), cmap="gray", vmin=0, vmax=max(1e-6, float(volume.max())))
+        ax.set_title(f"(A) {name} slices {', '.join(map(str, picks))}", fontsize=9)
+        ax.axis("off")
+        ax = fig.add_subplot(grid[1, k])
+        ax.bar(np.arange(len(w)), w, color=["C3" if i == best else "C0" for i in range(len(w))])
+        ax.set_ylim(0, top * 1.1)
+        ax.set_xlabel(f"{name} slice")
+        ax.set_ylabel("attention")
+        ax.set_title(f"(B) {name}: {w.sum():.0%} of all attention, peak at slice {best}", fontsize=9)
+        ax = fig.add_subplot(grid[2, k])
+        ax.imshow(_weighted_image(volume, k, w), cmap="magma")
+        ax.set_title(f"(C) attention-weighted sum of {name} slices", fontsize=9)
+        ax.axis("off")
+    if pooled is not None:
+        ax = fig.add_subplot(grid[3, :])
+        ax.imshow(np.asarray(pooled, dtype=np.float32).reshape(1, -1), aspect="auto", cmap="coolwarm")
+        ax.set_yticks([])
+        ax.set_title(f"(D) pooled feature vector ({np.size(pooled)} values) -> linear classifier", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def png(fig: Figure, dpi: int = 110):
+    """A figure as an IPython PNG image: what ``myst_nb.glue`` needs to show it on another page.
+
+    Gluing the Figure itself only works for pyplot figures under the inline backend; figures
+    made with ``Figure()`` (lib25d.explain) would be glued as their text repr.
+    """
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return Image(data=buffer.getvalue(), format="png")
+
+
+def placeholder(text: str, size: tuple[float, float] = (8, 1.6)) -> Figure:
+    """A figure that says why the real one is missing: the book shows the gap, it never hides it."""
+    fig, ax = plt.subplots(figsize=size)
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10, color="0.3")
+    ax.axis("off")
+    return fig
+
+
+def bars(frame: pd.DataFrame, columns: Sequence[str], labels: Sequence[str] | None = None) -> Figure:
+    """One small bar chart per column (Table 2: parameters, memory, seconds per epoch by method)."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.3 * len(columns), 2.8), squeeze=False, constrained_layout=True)
+    for ax, col, label in zip(axes.flat, columns, labels or columns):
+        values = pd.to_numeric(frame[col], errors="coerce")
+        ax.bar([METHOD_LABELS.get(str(m), str(m)) for m in frame.index], values.fillna(0), color="C0")
+        for i, v in enumerate(values):
+            ax.text(i, 0, "missing" if np.isnan(v) else "", rotation=90, ha="center", va="bottom", fontsize=8)
+        ax.set_title(label, fontsize=9)
+    return fig

@@ -1,0 +1,102 @@
+"""3D and ACS baselines: the same 2D network converted with ``acsconv``.
+
+3D keeps the 2D kernels by i3d inflation (repeat along depth, divide by its size), which is
+what the paper says; the authors' code skipped it and trained 3D from random weights.
+
+acsconv 0.1.1 crashes on current PyTorch when it converts BatchNorm (it passes the bias
+tensor to the new boolean ``bias`` argument). The fix lives here only: norm layers are
+turned 3D by us first, as a subclass whose name acsconv does not know, so it leaves them.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import torch
+from torch import nn
+
+with contextlib.redirect_stdout(io.StringIO()):  # acsconv prints a banner on import
+    from acsconv.converters import ACSConverter, Conv3dConverter
+
+from .encoder import Weights, backbone_network, channel_adapter, use_tiny_conv_matmul
+from .slicing import check_volume
+
+CONVERTIBLE = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "wide_resnet50_2")
+
+
+class BatchNorm3dFromBN2d(nn.BatchNorm3d):
+    """BatchNorm3d carrying a BatchNorm2d's parameters and statistics (see module docstring)."""
+
+    @classmethod
+    def from_2d(cls, bn: nn.BatchNorm2d) -> "BatchNorm3dFromBN2d":
+        new = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                  track_running_stats=bn.track_running_stats)
+        new.load_state_dict(bn.state_dict())
+        return new
+
+
+def _norms_to_3d(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, BatchNorm3dFromBN2d.from_2d(child))
+        else:
+            _norms_to_3d(child)
+    return module
+
+
+def convert_to_3d(network: nn.Module) -> nn.Module:
+    """2D -> 3D convolutions with inflated kernels."""
+    return Conv3dConverter(_norms_to_3d(network), i3d_repeat_axis=-3).model
+
+
+def convert_to_acs(network: nn.Module) -> nn.Module:
+    """2D -> ACS convolutions: each kernel's output channels split over the three planes."""
+    return ACSConverter(_norms_to_3d(network)).model
+
+
+class VolumeClassifier(nn.Module):
+    """A converted network on whole volumes: adapter -> 3D/ACS backbone -> linear head."""
+
+    def __init__(self, network: nn.Module, features: int, in_channels: int, num_outputs: int):
+        super().__init__()
+        self.encoder = nn.Sequential(channel_adapter(in_channels, dims=3), network)
+        self.head = nn.Linear(features, num_outputs)
+        self.in_channels = in_channels
+
+    def new_modules(self) -> list[nn.Module]:
+        return [self.head]
+
+    def configure(self, *, tiny_convs: bool | None = None, **ignored) -> "VolumeClassifier":
+        """Performance switches (see :class:`~lib25d.models.encoder.SliceEncoder`); returns self.
+
+        Only ``tiny_convs`` applies here: the single-output-voxel 3D convolutions of ``layer4``
+        at 28^3 run as matrix products (exact rewrite; ACS convolutions are not touched). The
+        slice switches (``dedupe``, ``checkpointing``, ``chunk_size``) have no meaning for a
+        whole-volume network, and ``channels_last`` (NDHWC) was slower for the 3D network on
+        CPU and impossible for ACS (2D kernels), so they are ignored.
+        """
+        if tiny_convs is not None:
+            use_tiny_conv_matmul(self.encoder, tiny_convs)
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> pooled features (B, F): everything but the head."""
+        check_volume(x, self.in_channels)
+        return self.encoder(x)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, F) -> logits (B, outputs)."""
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+
+def build_baseline(kind: str, backbone: str, weights: Weights, in_channels: int,
+                   num_outputs: int) -> VolumeClassifier:
+    if backbone not in CONVERTIBLE:
+        raise ValueError(f"the {kind} baseline needs a ResNet-family backbone; got {backbone!r}, "
+                         f"valid: {', '.join(CONVERTIBLE)}")
+    network, features = backbone_network(backbone, weights)
+    convert = {"3d": convert_to_3d, "acs": convert_to_acs}[kind]
+    return VolumeClassifier(convert(network), features, in_channels, num_outputs)

@@ -1,0 +1,309 @@
+"""A torchvision classification backbone as a per-slice (or per-volume) feature extractor.
+
+Weights are ``"imagenet"`` (torchvision's weights API, cached under ``$TORCH_HOME``),
+a path to a local state dict of the full torchvision classifier, or ``None`` (random).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+import torchvision
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.checkpoint import checkpoint
+
+Weights = str | os.PathLike | None
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
+             "wide_resnet50_2", "densenet121", "efficientnet_b0", "mobilenet_v3_small",
+             "mobilenet_v3_large", "convnext_tiny", "regnet_y_400mf")
+
+
+def _check_backbone(name: str) -> None:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+
+
+def load_state_dict(name: str, weights: Weights) -> dict[str, torch.Tensor] | None:
+    """Resolve a weights spec to a state dict of torchvision's ``name`` classifier."""
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        spec = torchvision.models.get_model_weights(name).DEFAULT
+        try:
+            return spec.get_state_dict(progress=False)
+        except Exception as err:  # offline: URLError, OSError, ...
+            cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
+            raise RuntimeError(
+                f"ImageNet weights for {name} are not in the cache ({cache}) and could not be downloaded "
+                f"({type(err).__name__}); fetch {spec.url} into that folder on a machine with internet, "
+                "or pass weights=<path to a state dict file>") from err
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; pass 'imagenet', None or the path "
+                                "to a torchvision state dict (torch.save(model.state_dict(), path))")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:  # a training checkpoint
+        state = state["state_dict"]
+    return state
+
+
+def _classifier_slot(model: nn.Module) -> tuple[nn.Module, str]:
+    """Where the final Linear layer of a torchvision classifier lives: (parent, attribute)."""
+    for attr in ("fc", "classifier", "head", "heads"):
+        child = getattr(model, attr, None)
+        if isinstance(child, nn.Linear):
+            return model, attr
+        if isinstance(child, nn.Sequential):
+            idx = max(i for i, m in enumerate(child) if isinstance(m, nn.Linear))
+            return child, str(idx)
+    raise ValueError(f"cannot find the classifier of {type(model).__name__}")
+
+
+def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int]:
+    """torchvision ``name`` with ``weights`` loaded and its last Linear replaced by Identity.
+
+    Returns the network and its feature width. Weights load into the full classifier
+    (strict) before the head is dropped, so a wrong file fails loudly.
+    """
+    _check_backbone(name)
+    model = torchvision.models.get_model(name, weights=None)
+    state = load_state_dict(name, weights)
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"weights do not fit torchvision's {name}: {str(err).splitlines()[0]} "
+                             "(was the file saved from a different architecture?)") from err
+    parent, attr = _classifier_slot(model)
+    features = getattr(parent, attr).in_features
+    setattr(parent, attr, nn.Identity())
+    return model, features
+
+
+class ChannelAdapter(nn.Module):
+    """Maps C input channels to the 3 an ImageNet network expects: a 1x1 convolution.
+
+    Initialised to 1/C, so every RGB channel starts as the mean of the input channels; for
+    C=1 this is the authors' ones-initialisation (the grey image repeated). It trains with
+    the backbone. ``dims`` is 2 for slices, 3 for volumes.
+    """
+
+    def __init__(self, in_channels: int, dims: int = 2, out_channels: int = 3):
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        self.conv = conv(in_channels, out_channels, kernel_size=1, bias=False)
+        nn.init.constant_(self.conv.weight, 1.0 / in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def channel_adapter(in_channels: int, dims: int) -> nn.Module:
+    return nn.Identity() if in_channels == 3 else ChannelAdapter(in_channels, dims)
+
+
+# ---------------------------------------------------------------------------------------------
+# Performance switches (all exact rewrites of the same function; see lib25d/bench.py for numbers)
+
+
+def _single_output_taps(conv: nn.Module, spatial: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Input extent each axis contributes when a convolution has a single output pixel/voxel.
+
+    Such a convolution is a matrix product: output (0, ..) reads input positions
+    ``kernel_index - padding``, so only the taps ``padding .. padding + used`` ever meet real
+    input and all others multiply zero padding. Returns the used input extent per axis, or
+    ``None`` when the convolution does not qualify (more than one output position, groups,
+    dilation, non-zero padding modes, string padding).
+    """
+    if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return None
+    if any(d != 1 for d in conv.dilation):
+        return None
+    used = []
+    for size, k, s, p in zip(spatial, conv.kernel_size, conv.stride, conv.padding):
+        if (size + 2 * p - k) // s + 1 != 1 or k - p < 1:
+            return None
+        used.append(min(size, k - p))
+    return tuple(used)
+
+
+class _TinyConvMixin:
+    """A convolution that runs as one matrix product when its output is a single position.
+
+    At 28x28 slices ResNet-18's ``layer4`` works on 1x1 (and 2x2 -> 1x1) maps: its 3x3
+    kernels touch real input with their centre tap only, the rest multiply padding. oneDNN
+    still computes (and, slowly, back-propagates) all nine taps; the matrix product over the
+    used taps is the same function (identical up to float summation order) and its gradient
+    is the same too (zero for the unused taps). Other shapes use the ordinary convolution.
+    Swapped in by class (same parameters, same state_dict): see :func:`use_tiny_conv_matmul`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        used = _single_output_taps(self, tuple(x.shape[2:]))
+        if used is None:
+            return super().forward(x)
+        region = (slice(None), slice(None), *(slice(0, u) for u in used))
+        taps = (slice(None), slice(None), *(slice(p, p + u) for p, u in zip(self.padding, used)))
+        out = F.linear(x[region].flatten(1), self.weight[taps].flatten(1), self.bias)
+        return out.view(*out.shape, *([1] * len(used)))
+
+
+class TinyConv2d(_TinyConvMixin, nn.Conv2d):
+    pass
+
+
+class TinyConv3d(_TinyConvMixin, nn.Conv3d):
+    pass
+
+
+_TINY = {nn.Conv2d: TinyConv2d, nn.Conv3d: TinyConv3d}
+_PLAIN = {v: k for k, v in _TINY.items()}
+
+
+def use_tiny_conv_matmul(module: nn.Module, enabled: bool = True) -> int:
+    """Switch every plain Conv2d/Conv3d in ``module`` to (or back from) :class:`TinyConv2d`/``3d``.
+
+    Parameters, buffers, hooks and state_dict keys stay as they are. Returns how many changed.
+    """
+    table = _TINY if enabled else _PLAIN
+    changed = 0
+    for m in module.modules():
+        new = table.get(type(m))
+        if new is not None:
+            m.__class__ = new
+            changed += 1
+    return changed
+
+
+class _NoRunningStatsUpdate:
+    """During a checkpoint recomputation BatchNorm must not update its running statistics twice.
+
+    Momentum 0 makes the update ``1 * running + 0 * batch``, exactly the old value, while the
+    recomputation runs the same kernels (and saves the same tensors) as the first pass; the
+    batch counter is put back afterwards.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.training
+                      and m.track_running_stats]
+        self.saved: list[tuple[float | None, torch.Tensor | None]] = []
+
+    def __enter__(self):
+        self.saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+                      for m in self.norms]
+        for m in self.norms:
+            m.momentum = 0.0
+
+    def __exit__(self, *exc):
+        for m, (momentum, count) in zip(self.norms, self.saved):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+def batch_statistics_in_use(module: nn.Module) -> bool:
+    """True if some BatchNorm in ``module`` normalises by the statistics of the current batch."""
+    return any(isinstance(m, _BatchNorm) and (m.training or m.running_mean is None) for m in module.modules())
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Forward hooks inside ``module`` (Grad-CAM and the like) expect one activation row per slice."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules() if m is not module)
+
+
+def unique_slices(slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(unique slices, inverse index) if some slices are exact duplicates of others, else None.
+
+    Exact: slices are compared voxel by voxel (``torch.unique`` over flattened slices), so
+    ``unique[inverse]`` reproduces ``slices`` bit for bit.
+    """
+    n = slices.shape[0]
+    if n < 2:
+        return None
+    uniq, inverse = torch.unique(slices.reshape(n, -1), dim=0, return_inverse=True)
+    if uniq.shape[0] == n:
+        return None
+    return uniq.view(uniq.shape[0], *slices.shape[1:]), inverse
+
+
+class SliceEncoder(nn.Module):
+    """2D backbone applied to a batch of slices, optionally in chunks to bound peak memory.
+
+    Chunking is exact in eval mode; in train mode BatchNorm sees per-chunk statistics.
+
+    Performance switches (off by default; :meth:`configure` turns them on, the trainer does
+    from its :class:`~lib25d.config.RunConfig`):
+
+    - ``dedupe``: identical slices (the empty background of a shape mask, typically) are
+      encoded once and their features copied, whenever BatchNorm uses its running statistics
+      (eval mode: inference and the frozen warm-up), the input needs no gradient and no
+      forward hook watches the encoder's layers. The encoder is per-slice then, so the
+      result is the same function of the input.
+    - ``channels_last``: NHWC memory format for the network and its input.
+    - ``checkpointing``: each chunk's activations are recomputed in the backward pass instead
+      of being kept (with ``chunk_size``: memory of one chunk instead of the whole batch, for
+      about one extra forward pass). Running statistics are updated once per chunk, as without.
+    - ``tiny_convs``: single-output-position convolutions run as matrix products (exact
+      rewrite; see :class:`TinyConv2d`).
+    """
+
+    def __init__(self, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1,
+                 chunk_size: int | None = None):
+        super().__init__()
+        self.adapter = channel_adapter(in_channels, dims=2)
+        self.network, self.out_features = backbone_network(backbone, weights)
+        self.in_channels = in_channels
+        self.chunk_size = chunk_size
+        self.dedupe = False
+        self.channels_last = False
+        self.checkpointing = False
+        self.last_dedupe: tuple[int, int] | None = None  # (unique, total) slices of the last deduplicated call
+
+    def configure(self, *, channels_last: bool | None = None, dedupe: bool | None = None,
+                  checkpointing: bool | None = None, tiny_convs: bool | None = None,
+                  chunk_size: int | None | str = "keep") -> "SliceEncoder":
+        """Set performance switches (``None`` / ``"keep"`` leaves one as it is); returns self."""
+        if channels_last is not None:
+            self.channels_last = bool(channels_last)
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            self.to(memory_format=fmt)
+        if dedupe is not None:
+            self.dedupe = bool(dedupe)
+        if checkpointing is not None:
+            self.checkpointing = bool(checkpointing)
+        if tiny_convs is not None:
+            use_tiny_conv_matmul(self, tiny_convs)
+        if chunk_size != "keep":
+            self.chunk_size = chunk_size
+        return self
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.adapter(x))
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return checkpoint(self._net, x, use_reentrant=False,
+                              context_fn=lambda: (contextlib.nullcontext(), _NoRunningStatsUpdate(self)))
+        return self._net(x)
+
+    def _encode(self, slices: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            slices = slices.contiguous(memory_format=torch.channels_last)
+        if self.chunk_size is None or slices.shape[0] <= self.chunk_size:
+            return self._run(slices)
+        return torch.cat([self._run(c) for c in slices.split(self.chunk_size)])
+
+    def forward(self, slices: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) -> (N, F)."""
+        if self.dedupe and not slices.requires_grad and not batch_statistics_in_use(self) and not _hooked(self):
+            found = unique_slices(slices)
+            self.last_dedupe = (slices.shape[0], slices.shape[0]) if found is None else \
+                (found[0].shape[0], slices.shape[0])
+            if found is not None:
+                uniq, inverse = found
+                return self._encode(uniq).index_select(0, inverse)
+        return self._encode(slices)

@@ -1,0 +1,96 @@
+"""Reducers: slice tokens (B, N, F) -> one vector per volume, as in the paper and its appendix.
+
+Every reducer returns a :class:`Reduced`; only attention pooling fills the weights, which
+is what makes it interpretable.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class Reduced(NamedTuple):
+    vector: torch.Tensor                      # (B, out_features)
+    weights: torch.Tensor | None = None       # (B, N), averaged over heads, sums to 1
+    head_weights: torch.Tensor | None = None  # (B, heads, N), each head sums to 1
+
+
+class AttentionPool(nn.Module):
+    """Multi-head attention with the mean token as the only query (Radford et al.'s CLIP pool).
+
+    As in the authors' code: no positional embedding, no LayerNorm, no residual.
+    """
+
+    def __init__(self, dim: int, heads: int = 8):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"feature width {dim} is not divisible by heads={heads}; choose a divisor of {dim}")
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.out_features = dim
+
+    def forward(self, tokens: torch.Tensor) -> Reduced:
+        query = tokens.mean(dim=1, keepdim=True)
+        out, w = self.attn(query, tokens, tokens, need_weights=True, average_attn_weights=False)
+        head_weights = w[:, :, 0, :]  # (B, heads, N)
+        return Reduced(out[:, 0], head_weights.mean(dim=1), head_weights)
+
+
+class MeanPool(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.out_features = dim
+
+    def forward(self, tokens: torch.Tensor) -> Reduced:
+        return Reduced(tokens.mean(dim=1))
+
+
+class MaxPool(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.out_features = dim
+
+    def forward(self, tokens: torch.Tensor) -> Reduced:
+        return Reduced(tokens.amax(dim=1))
+
+
+class LSTMReducer(nn.Module):
+    """Two-layer LSTM over the slice sequence, hidden 128; the last time step is the summary."""
+
+    def __init__(self, dim: int, hidden: int = 128, layers: int = 2):
+        super().__init__()
+        self.lstm = nn.LSTM(dim, hidden, num_layers=layers, batch_first=True)
+        self.out_features = hidden
+
+    def forward(self, tokens: torch.Tensor) -> Reduced:
+        out, _ = self.lstm(tokens)
+        return Reduced(out[:, -1])
+
+
+class TransformerReducer(nn.Module):
+    """A full ``nn.Transformer`` (6 + 6 layers) whose decoder reads the mean token, as in the authors' code."""
+
+    def __init__(self, dim: int, heads: int = 8):
+        super().__init__()
+        self.transformer = nn.Transformer(d_model=dim, nhead=heads, batch_first=True)
+        self.out_features = dim
+
+    def forward(self, tokens: torch.Tensor) -> Reduced:
+        out = self.transformer(tokens, tokens.mean(dim=1, keepdim=True))
+        return Reduced(out[:, 0])
+
+
+REDUCERS: dict[str, type[nn.Module]] = {
+    "attention": AttentionPool,
+    "mean": MeanPool,
+    "max": MaxPool,
+    "lstm": LSTMReducer,
+    "transformer": TransformerReducer,
+}
+
+
+def build_reducer(name: str, dim: int) -> nn.Module:
+    if name not in REDUCERS:
+        raise ValueError(f"unknown reducer {name!r}; valid: {', '.join(REDUCERS)}")
+    return REDUCERS[name](dim)

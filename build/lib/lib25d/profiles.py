@@ -1,0 +1,384 @@
+"""Study profiles: one YAML file per way of running the whole study (``config/<name>.yaml``).
+
+A profile is the single description of a grid: the run settings shared by every run
+(``defaults``, any :class:`~lib25d.config.RunConfig` field), the datasets with their own
+overrides, the seeds, the methods of Table 1 and Table 3, and the settings of the aggregate
+notebooks. The Snakefile, the notebooks and the tests all enumerate runs through
+:meth:`Profile.runs`, so the grid is written exactly once.
+
+Example (``config/smoke.yaml``, abridged)::
+
+    profile: smoke
+    defaults: {epochs: 2, warmup_epochs: 1, weights: null, batch_size: 16}
+    datasets:
+      synthetic: {size: 16, dataset_options: {n_train: 32, n_val: 16, n_test: 16}}
+      adrenal: {dataset_options: {subset: 32}}
+    seeds: [0]
+    table1: [3d, acs, attention]
+    table3: [attention, mean, max, lstm, transformer]
+
+A dataset key is a short label that names the run (``adrenal-attention-s0``); it is also the
+dataset name unless the entry sets ``dataset`` (``myct: {dataset: "nifti:scans.csv"}``).
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from .config import RunConfig
+
+CONFIG_DIR = "config"
+DEFAULT_RESULTS = "results"
+NOTEBOOKS = ("table1", "fig2", "table3", "table2", "fig1", "fig3", "tutorial", "provenance")
+TOP_KEYS = {
+    "profile": "name of the profile (matches config/<profile>.yaml)",
+    "description": "one line shown on every results page",
+    "results": "results folder (default results/<profile>)",
+    "strict": "true: a failed run fails the workflow; false: it is recorded and shown as missing",
+    "download": "try to download missing MedMNIST files and ImageNet weights before the runs",
+    "threads": "CPU threads per training run",
+    "gpus": "GPUs per training run (a Snakemake resource named gpu)",
+    "defaults": "RunConfig fields shared by every run",
+    "datasets": "label -> RunConfig overrides for that dataset",
+    "seeds": "list of seeds",
+    "table1": "methods of Table 1 / Figure 2 / Table 2 (3D vs ACS vs attention)",
+    "table3": "reducers of Table 3",
+    "notebooks": "settings of the aggregate notebooks, by notebook name",
+    "bench": "settings of `lib25d bench --table2` for Table 2 (omit: Table 2 from the runs' own timings)",
+}
+BENCH_KEYS = {"sizes": "--sizes", "repeats": "--repeats", "batch_size": "--batch-size", "device": "--device",
+              "threads": "--threads", "large_chunk_size": "--large-chunk-size", "in_process": "--in-process",
+              "inference": "--no-inference", "amp": "--no-amp"}
+LABEL = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot describe a study; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of the grid: a dataset label, a method, a seed and the full run settings."""
+
+    run_id: str
+    label: str
+    method: str
+    seed: int
+    config: RunConfig
+
+
+@dataclass
+class Profile:
+    """A validated profile; ``results`` is absolute so every consumer agrees on it."""
+
+    name: str
+    results: Path
+    defaults: dict[str, Any]
+    datasets: dict[str, dict[str, Any]]
+    seeds: list[int]
+    table1: list[str]
+    table3: list[str]
+    notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+    strict: bool = False
+    download: bool = True
+    threads: int = 1
+    gpus: int = 0
+    bench: dict[str, Any] | None = None
+    source: Path | None = None
+
+    # -- the grid ---------------------------------------------------------------------------
+    @property
+    def methods(self) -> list[str]:
+        """Every method of the profile, Table 1's first, without repeats."""
+        return list(dict.fromkeys([*self.table1, *self.table3]))
+
+    def config_for(self, label: str, method: str, seed: int) -> RunConfig:
+        """Run settings: RunConfig defaults < profile defaults < dataset overrides < cell."""
+        if label not in self.datasets:
+            raise ProfileError(f"dataset {label!r} is not in profile {self.name!r}; valid: {', '.join(self.datasets)}")
+        values = merge(self.defaults, self.datasets[label])
+        values.setdefault("dataset", label)
+        return RunConfig.from_dict({**values, "method": method, "seed": int(seed)})
+
+    def runs(self, methods: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
+             seeds: Iterable[int] | None = None) -> list[Run]:
+        """Expected runs (dataset-major, then method, then seed), optionally filtered."""
+        methods = self.methods if methods is None else [m for m in self.methods if m in set(methods)]
+        labels = list(self.datasets) if datasets is None else [d for d in self.datasets if d in set(datasets)]
+        seeds = self.seeds if seeds is None else [s for s in self.seeds if s in set(seeds)]
+        return [Run(run_id(label, method, seed), label, method, seed, self.config_for(label, method, seed))
+                for label in labels for method in methods for seed in seeds]
+
+    def run(self, rid: str) -> Run:
+        for r in self.runs():
+            if r.run_id == rid:
+                return r
+        raise ProfileError(f"run {rid!r} is not in profile {self.name!r}; ids look like "
+                           f"{run_id(next(iter(self.datasets)), self.methods[0], self.seeds[0])}")
+
+    def runs_for(self, notebook: str) -> list[Run]:
+        """The runs an aggregate notebook reads: what the workflow makes it wait for."""
+        if notebook not in NOTEBOOKS:
+            raise ProfileError(f"unknown notebook {notebook!r}; valid: {', '.join(NOTEBOOKS)}")
+        settings = self.notebooks.get(notebook, {})
+        if notebook in ("table1", "fig2", "table2"):
+            return self.runs(methods=self.table1)
+        if notebook == "table3":
+            return self.runs(methods=self.table3)
+        if notebook == "fig1":
+            return self.runs(methods=["attention"], datasets=[settings.get("dataset", "adrenal")], seeds=self.seeds[:1])
+        if notebook == "fig3":
+            label = settings.get("dataset", "adrenal")
+            return self.runs(methods=["attention", "3d", "acs"], datasets=[label])
+        if notebook == "provenance":
+            return self.runs()
+        return []  # tutorial trains its own small models
+
+    def bench_args(self, json_path: str | Path) -> list[str]:
+        """Arguments of ``lib25d bench`` for Table 2: the profile's Table 1 methods, its settings."""
+        args = ["bench", "--table2", "--methods", *self.table1, "--json", str(json_path)]
+        for key, value in (self.bench or {}).items():
+            flag = BENCH_KEYS[key]
+            if key in ("inference", "amp"):
+                args += [] if value else [flag]
+            elif key == "in_process":
+                args += [flag] if value else []
+            elif key == "sizes":
+                args += [flag, *map(str, value)]
+            else:
+                args += [flag, str(value)]
+        return args
+
+    # -- paths ------------------------------------------------------------------------------
+    def run_dir(self, rid: str) -> Path:
+        return self.results / "runs" / rid
+
+    @property
+    def notebook_dir(self) -> Path:
+        return self.results / "notebooks"
+
+    # -- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"profile": self.name, "description": self.description, "results": str(self.results),
+                "strict": self.strict, "download": self.download, "threads": self.threads, "gpus": self.gpus,
+                "defaults": copy.deepcopy(self.defaults), "datasets": copy.deepcopy(self.datasets),
+                "seeds": list(self.seeds), "table1": list(self.table1), "table3": list(self.table3),
+                "notebooks": copy.deepcopy(self.notebooks),
+                **({"bench": copy.deepcopy(self.bench)} if self.bench is not None else {})}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved profile (overrides applied, absolute results folder)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
+def run_id(label: str, method: str, seed: int) -> str:
+    """Stable run name: ``<dataset label>-<method>-s<seed>``, e.g. ``adrenal-attention-s0``."""
+    return f"{label}-{method}-s{int(seed)}"
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of two mappings (``dataset_options`` of a dataset extend the defaults')."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _methods(values: Any, key: str) -> list[str]:
+    from .models import METHODS  # here, not at the top: the workflow's status records stay light
+
+    if not isinstance(values, list) or not values:
+        raise ProfileError(f"{key} must be a non-empty list of methods from {', '.join(METHODS)}")
+    unknown = [m for m in values if m not in METHODS]
+    if unknown:
+        raise ProfileError(f"{key} names unknown method(s) {', '.join(map(str, unknown))}; valid: {', '.join(METHODS)}")
+    return [str(m) for m in values]
+
+
+def _datasets(values: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(values, Mapping) or not values:
+        raise ProfileError("datasets must map dataset labels to settings, e.g. {adrenal: {}, synthetic: {size: 16}}")
+    out = {}
+    for label, settings in values.items():
+        if not LABEL.match(str(label)):
+            raise ProfileError(f"dataset label {label!r} may hold only letters, digits and _; "
+                               "set the real name with `dataset:` (e.g. myct: {dataset: 'nifti:scans.csv'})")
+        out[str(label)] = dict(settings or {})
+    return out
+
+
+def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source: Path | None = None) -> Profile:
+    """Validate a profile mapping; relative ``results`` are resolved against ``root`` (the project)."""
+    unknown = sorted(set(values) - set(TOP_KEYS))
+    if unknown:
+        raise ProfileError(f"unknown profile key(s) {', '.join(unknown)}; valid: {', '.join(TOP_KEYS)}")
+    if not values.get("profile"):
+        raise ProfileError("a profile needs `profile: <name>` (its file is config/<name>.yaml)")
+    name = str(values["profile"])
+    seeds = values.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ProfileError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    notebooks = dict(values.get("notebooks") or {})
+    bad = sorted(set(notebooks) - set(NOTEBOOKS))
+    if bad:
+        raise ProfileError(f"unknown notebook(s) {', '.join(bad)} under notebooks; valid: {', '.join(NOTEBOOKS)}")
+    bench = values.get("bench")
+    if bench is not None:
+        if not isinstance(bench, Mapping) or set(bench) - set(BENCH_KEYS):
+            raise ProfileError(f"unknown bench setting(s) {', '.join(sorted(set(bench or {}) - set(BENCH_KEYS)))}; "
+                               f"valid: {', '.join(BENCH_KEYS)}")
+        bench = dict(bench)
+    root = Path(root) if root is not None else Path.cwd()
+    results = Path(values.get("results") or f"{DEFAULT_RESULTS}/{name}").expanduser()
+    profile = Profile(
+        name=name, results=(results if results.is_absolute() else root / results).resolve(),
+        defaults=dict(values.get("defaults") or {}), datasets=_datasets(values.get("datasets")),
+        seeds=[int(s) for s in seeds], table1=_methods(values.get("table1", ["3d", "acs", "attention"]), "table1"),
+        table3=_methods(values.get("table3", ["attention", "mean", "max", "lstm", "transformer"]), "table3"),
+        notebooks={k: dict(v or {}) for k, v in notebooks.items()}, description=str(values.get("description", "")),
+        strict=bool(values.get("strict", False)), download=bool(values.get("download", True)),
+        threads=int(values.get("threads", 1)), gpus=int(values.get("gpus", 0)), bench=bench, source=source)
+    try:
+        profile.runs()  # every cell must make a valid RunConfig
+    except (ValueError, TypeError) as err:
+        raise ProfileError(f"profile {name!r}: {err}") from None
+    return profile
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The nearest folder (from ``start``, else the working directory, upwards) holding ``config/``."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_DIR).is_dir():
+            return folder
+    raise ProfileError(f"no {CONFIG_DIR}/ folder in {here} or above: run from the lib25d checkout, "
+                       "or pass the path of a profile file")
+
+
+def profile_path(name: str | Path, start: str | Path | None = None) -> Path:
+    """A profile file from a name (``smoke``) or a path (``config/smoke.yaml``)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ProfileError(f"profile file {path} does not exist")
+        return path.resolve()
+    folder = project_root(start) / CONFIG_DIR
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"no profile {str(name)!r} in {folder}; valid: {', '.join(list_profiles(folder))}")
+    return path
+
+
+def list_profiles(folder: str | Path | None = None) -> list[str]:
+    folder = Path(folder) if folder is not None else project_root() / CONFIG_DIR
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def load_profile(name: str | Path, overrides: Mapping[str, Any] | None = None,
+                 start: str | Path | None = None) -> Profile:
+    """Load and validate ``config/<name>.yaml`` (or a file path), optionally deep-merging overrides."""
+    path = profile_path(name, start)
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, Mapping):
+        raise ProfileError(f"{path} must hold a YAML mapping (profile:, defaults:, datasets:, ...)")
+    root = path.parent.parent if path.parent.name == CONFIG_DIR else Path.cwd()
+    return from_dict(merge(values, overrides or {}), root=root, source=path)
+
+
+# -- what the runs need from the internet ---------------------------------------------------------
+def fetch_items(config: RunConfig) -> list[str]:
+    """Downloadable inputs of a run: ``medmnist-<name>-<size>`` and ``imagenet-<backbone>``."""
+    from .data.medmnist3d import FLAGS
+
+    items = [f"medmnist-{config.dataset}-{config.size}"] if config.dataset in FLAGS else []
+    return items + ([f"imagenet-{config.backbone}"] if config.weights == "imagenet" else [])
+
+
+def fetch(item: str, download: bool, root: str | None = None) -> dict[str, str]:
+    """Fetch one item once, before the runs that need it: ``{"item", "status": ok|missing, "where"|"error"}``.
+
+    Never raises: a run whose input is missing is then recorded as failed with this one-line
+    error, without starting. Without ``download`` only what is already on disk is checked.
+    """
+    kind, _, rest = item.partition("-")
+    try:
+        if kind == "medmnist":
+            from .data.medmnist3d import locate
+
+            name, _, size = rest.rpartition("-")
+            return {"item": item, "status": "ok", "where": str(locate(name, size=int(size), root=root, download=download))}
+        if kind == "imagenet":
+            return {"item": item, "status": "ok", "where": _imagenet(rest, download)}
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        return {"item": item, "status": "missing", "error": f"{type(err).__name__}: {err}"}
+    raise ProfileError(f"unknown fetch item {item!r}: use medmnist-<name>-<size> or imagenet-<backbone>")
+
+
+def _imagenet(backbone: str, download: bool) -> str:
+    """Path of the cached ImageNet weights of ``backbone``, downloaded when allowed."""
+    import torch
+    import torchvision
+
+    spec = torchvision.models.get_model_weights(backbone).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
+    if cached.is_file():
+        return str(cached)
+    if not download:
+        raise FileNotFoundError(f"ImageNet weights {cached} not found and download is off in this profile: "
+                                f"put {spec.url} there or set TORCH_HOME")
+    try:
+        spec.get_state_dict(progress=False)
+    except Exception as err:  # offline: URLError, OSError, ...
+        raise RuntimeError(f"ImageNet weights for {backbone} could not be downloaded ({type(err).__name__}): "
+                           f"fetch {spec.url} into {cached.parent} or set TORCH_HOME") from None
+    return str(cached)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lib25d.profiles runs|check PROFILE`` and ``fetch ITEM``: the grid, a check, one download."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m lib25d.profiles", description=main.__doc__)
+    parser.add_argument("command", choices=["runs", "check", "fetch"])
+    parser.add_argument("target", help="runs/check: a profile name or file; fetch: medmnist-<name>-<size> or "
+                                       "imagenet-<backbone>")
+    parser.add_argument("--download", action="store_true", help="fetch: download what is not on disk")
+    parser.add_argument("--root", help="fetch: MedMNIST folder (default $LIB25D_DATA_ROOT, else ~/.medmnist)")
+    parser.add_argument("--out", help="fetch: write the outcome here as JSON")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fetch":
+            outcome = fetch(args.target, args.download, args.root)
+            print(f"{args.target}: {outcome['status']}: {outcome.get('where') or outcome.get('error')}")
+            if args.out:
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps(outcome, indent=1) + "\n")
+            return 0
+        profile = load_profile(args.target)
+    except ProfileError as err:
+        print(f"profile error: {err}", file=sys.stderr)
+        return 2
+    if args.command == "runs":
+        for r in profile.runs():
+            print(r.run_id)
+    else:
+        print(f"{profile.name}: {len(profile.runs())} runs, results in {profile.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,349 @@
+"""The paper's training protocol, resumable.
+
+NAdam (lr 2e-4), batch 64, the first ``warmup_epochs`` train only the new modules (reducer
+and head) with the pretrained encoder frozen — its BatchNorm statistics included, so the
+pretrained weights are protected and frozen features are a pure function of the input (the
+authors' code still updated the statistics). A checkpoint is written atomically after every
+epoch; ``resume=True`` continues from it and ends with the same numbers as an uninterrupted
+run on CPU, because each epoch's shuffling and dropout are seeded from (seed, epoch) alone.
+
+Performance (``RunConfig`` switches, all on by default, ``RunConfig.straightforward()`` turns
+them off): the model is configured through its ``configure`` method (channels_last, tiny
+convolutions as matrix products, deduplicated slices, checkpointing); with
+``cache_warmup_features`` the frozen features (slice tokens, or pooled features of a 3D/ACS
+network) of the whole training split are computed once, in the first warm-up epoch, and every
+warm-up epoch trains the reducer and head on them in the same shuffled order, so epochs 2..N
+of the warm-up cost a small fraction of a full epoch. The cache stays in memory (on the
+training device) and is skipped above ``WARMUP_CACHE_LIMIT_BYTES``.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .config import PERFORMANCE_FIELDS, RunConfig
+from .data import VolumeDataset, load_dataset
+from .metrics import evaluate_scores, scores_from_logits
+from .models import Model25D, build_model, count_parameters, set_encoder_trainable
+from .runinfo import environment, peak_memory, reset_peak_memory, resolve_device, write_atomic, write_json
+
+CHECKPOINT, BEST, RESULT = "checkpoint.pt", "best.pt", "result.json"
+RUNTIME_FIELDS = ("device", "num_workers", "data_root", "epochs", "chunk_size",
+                  *PERFORMANCE_FIELDS)  # may change on resume
+WARMUP_CACHE_LIMIT_BYTES = 4 * 2**30  # larger feature caches fall back to encoding every warm-up epoch
+EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+def load_splits(config: RunConfig) -> dict[str, VolumeDataset]:
+    return {split: load_dataset(config.dataset, split, size=config.size, root=config.data_root,
+                                **config.dataset_options) for split in ("train", "val", "test")}
+
+
+def model_for(config: RunConfig, data: VolumeDataset) -> nn.Module:
+    info = data.info
+    model = build_model(config.method, backbone=config.backbone, weights=config.weights,
+                        in_channels=info.in_channels, num_classes=info.num_classes, chunk_size=config.chunk_size)
+    return configure_model(model, config)
+
+
+def configure_model(model: nn.Module, config: RunConfig) -> nn.Module:
+    """Apply the run's performance switches to a freshly built model (same parameters and state_dict)."""
+    model.configure(**config.performance())
+    if config.compile:
+        network = model.encoder.network if isinstance(model, Model25D) else model.encoder
+        network.compile()  # in place: parameter names and checkpoints stay the same
+    return model
+
+
+def frozen_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What a frozen encoder gives for a volume batch: slice tokens (2.5D) or pooled features (3D/ACS)."""
+    return model.encode(x)[0] if isinstance(model, Model25D) else model.features(x)
+
+
+def logits_from_features(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The trainable rest of the model on :func:`frozen_features`."""
+    return model.classify(features)[0] if isinstance(model, Model25D) else model.classify(features)
+
+
+class _Indices(Dataset):
+    """(index, label) of every volume: a loader over it, seeded and iterated like the volume loader
+    (through the same tqdm wrapper, which calls ``iter`` twice), visits the same batches."""
+
+    def __init__(self, labels: np.ndarray):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return i, int(self.labels[i])
+
+
+@torch.no_grad()
+def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
+                  device: torch.device) -> torch.Tensor | None:
+    """Frozen features of every volume of ``data`` in order, or None if they would exceed the limit.
+
+    The encoder must be frozen in eval mode (its BatchNorm statistics too): then the features
+    are a pure function of the input, the same as the warm-up forward pass computes.
+    """
+    was_training = model.training
+    model.eval()
+    out: list[torch.Tensor] = []
+    try:
+        for x, _ in _loader(data, config, device, None):
+            with _autocast(device, config.amp):
+                out.append(frozen_features(model, x.to(device, non_blocking=True)))
+            if out[0][0].numel() * out[0].element_size() * len(data) > WARMUP_CACHE_LIMIT_BYTES:
+                return None
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def loss_function(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if num_classes == 2:
+        bce = nn.BCEWithLogitsLoss()
+        return lambda logits, y: bce(logits[:, 0], y.float())
+    return nn.CrossEntropyLoss()
+
+
+def _autocast(device: torch.device, amp: bool):
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def loader_workers(config: RunConfig, device: torch.device) -> int:
+    """DataLoader workers: as configured, or for -1 (auto) a few on CUDA (the GPU should not wait
+    for batches) and none on CPU (the workers would compete with the model for the same cores)."""
+    if config.num_workers >= 0:
+        return config.num_workers
+    return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
+def _loader(data: VolumeDataset, config: RunConfig, device: torch.device, shuffle_seed: int | None) -> DataLoader:
+    gen = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
+    workers = loader_workers(config, device)
+    return DataLoader(data, batch_size=config.batch_size, shuffle=gen is not None, generator=gen,
+                      num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: VolumeDataset, config: RunConfig, device: torch.device,
+            loss_fn: Callable | None = None) -> tuple[torch.Tensor, float]:
+    """Logits for a whole split (in order) and the mean loss."""
+    model.eval()
+    out, total = [], 0.0
+    for x, y in _loader(data, config, device, None):
+        with _autocast(device, config.amp):
+            logits = model(x.to(device, non_blocking=True)).float()
+        if loss_fn is not None:
+            total += loss_fn(logits, y.to(device)).item() * len(y)
+        out.append(logits.cpu())
+    return torch.cat(out), total / len(data)
+
+
+def evaluate(model: nn.Module, data: VolumeDataset, config: RunConfig, device: torch.device,
+             loss_fn: Callable | None = None) -> dict[str, Any]:
+    logits, loss = predict(model, data, config, device, loss_fn)
+    scores = scores_from_logits(logits)
+    return {**evaluate_scores(data.labels, scores, data.info.task), "loss": loss, "scores": scores}
+
+
+def _train_epoch(model: nn.Module, loader, loss_fn, optimizer, device: torch.device,
+                 config: RunConfig, warmup: bool, desc: str, quiet: bool,
+                 forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, int]:
+    """One pass over ``loader``'s (input, label) batches; ``forward`` maps an input to logits.
+
+    Inputs are volumes (``forward`` = the model) or, in a cached warm-up, indices of the
+    volumes (``forward`` = cached frozen features -> reducer + head).
+    """
+    model.train()
+    if warmup:
+        model.encoder.eval()  # frozen BatchNorm statistics too
+    forward = model if forward is None else forward
+    total, seen = 0.0, 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=desc, disable=quiet, leave=False, unit="batch")
+    for step, (x, y) in enumerate(bar):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, config.amp):
+            loss = loss_fn(forward(x).float(), y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss ({loss.item()}) in {desc}, step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(y)
+        seen += len(y)
+        bar.set_postfix(loss=f"{total / seen:.4f}", vol_s=f"{seen / (time.perf_counter() - start):.1f}")
+    return total / seen, seen
+
+
+def _index_loader(data: VolumeDataset, config: RunConfig, shuffle_seed: int) -> DataLoader:
+    """(indices, labels) batches, in the order the seeded volume loader visits the volumes."""
+    gen = torch.Generator().manual_seed(shuffle_seed)
+    return DataLoader(_Indices(data.labels), batch_size=config.batch_size, shuffle=True, generator=gen)
+
+
+def _check_out(out: Path, config: RunConfig, resume: bool) -> dict[str, Any] | None:
+    """Refuse to overwrite an earlier run; return its checkpoint when resuming."""
+    ckpt = out / CHECKPOINT
+    has_run = ckpt.exists() or (out / RESULT).exists()
+    if has_run and not resume:
+        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
+                              "or choose another output folder")
+    if not ckpt.exists():
+        return None
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    old = {k: v for k, v in state["config"].items() if k not in RUNTIME_FIELDS}
+    new = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+    if old != new:
+        diff = sorted(k for k in new if old.get(k) != new[k])
+        raise ValueError(f"cannot resume {out}: its run used different settings ({', '.join(diff)}); "
+                         "use the same settings or another output folder")
+    return state
+
+
+def _better(record: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Best model = highest validation AUROC (lowest validation loss where AUROC is undefined)."""
+    if best is None:
+        return True
+    if not math.isnan(record["val_auc"]) and not math.isnan(best["val_auc"]):
+        return record["val_auc"] > best["val_auc"]
+    return record["val_loss"] < best["val_loss"]
+
+
+def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bool = False,
+          on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
+    """Train, checkpoint every epoch, test the final and the best-validation model, write result.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _check_out(out, config, resume)
+    device = resolve_device(config.device)
+    splits = load_splits(config)
+    info = splits["train"].info
+    torch.manual_seed(config.seed)  # model initialisation
+    model = model_for(config, splits["train"]).to(device)
+    optimizer = torch.optim.NAdam(model.parameters(), lr=config.lr)
+    loss_fn = loss_function(info.num_classes)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, best = state["history"], state["best"]
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    reset_peak_memory(device)
+    cache: torch.Tensor | None = None
+    cache_tried = False
+
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        warmup = epoch <= config.warmup_epochs
+        set_encoder_trainable(model, not warmup)
+        tic = time.perf_counter()
+        if warmup and config.cache_warmup_features and not cache_tried:
+            cache_tried = True  # built once, in the first warm-up epoch this process runs (its time counts there)
+            cache = feature_cache(model, splits["train"], config, device)
+        if not warmup:
+            cache = None  # free it
+        shuffle_seed = config.seed * 100_003 + epoch
+        torch.manual_seed(shuffle_seed)  # dropout etc. depend on (seed, epoch) only
+        if cache is not None:
+            loader = _index_loader(splits["train"], config, shuffle_seed)
+            forward = lambda idx, c=cache: logits_from_features(model, c[idx.to(c.device)])  # noqa: E731
+        else:
+            loader, forward = _loader(splits["train"], config, device, shuffle_seed=shuffle_seed), None
+        desc = f"epoch {epoch}/{config.epochs}" + (" (warm-up)" if warmup else "")
+        try:
+            train_loss, seen = _train_epoch(model, loader, loss_fn, optimizer, device, config, warmup, desc, quiet,
+                                            forward)
+        except FloatingPointError as err:
+            kept = f"the last good checkpoint is {out / CHECKPOINT} (epoch {len(history)})" if history else \
+                "no epoch had finished, so there is no checkpoint"
+            raise FloatingPointError(f"{err}; {kept}; lower --lr or check the data") from None
+        seconds = time.perf_counter() - tic
+        val = evaluate(model, splits["val"], config, device, loss_fn)
+        record = {"epoch": epoch, "phase": "warm-up" if warmup else "full", "train_loss": train_loss,
+                  "val_loss": val["loss"], "val_auc": val["auc"], "val_acc": val["acc"],
+                  "seconds": seconds, "volumes_per_second": seen / seconds,
+                  "cached_features": cache is not None}
+        history.append(record)
+        if _better(record, best):
+            best = {k: record[k] for k in ("epoch", "val_auc", "val_loss")}
+            snapshot = copy.deepcopy(model.state_dict())
+            write_atomic(out / BEST, lambda p: torch.save({"model": snapshot, "epoch": epoch}, p))
+        checkpoint = {"config": config.to_dict(), "model": model.state_dict(),
+                      "optimizer": optimizer.state_dict(), "history": history, "best": best}
+        write_atomic(out / CHECKPOINT, lambda p: torch.save(checkpoint, p))
+        if not quiet:
+            tqdm.write(f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val['loss']:.4f}  "
+                       f"val auc {val['auc']:.3f}  acc {val['acc']:.3f}  {seconds:.1f}s")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    result = _finish(model, config, splits, device, loss_fn, out, history, best, started)
+    write_json(out / RESULT, result)
+    return result
+
+
+def _finish(model, config, splits, device, loss_fn, out, history, best, started) -> dict[str, Any]:
+    """Test the final-epoch model (what the paper's code reports) and the best-validation model."""
+    final = evaluate(model, splits["test"], config, device, loss_fn)
+    model.load_state_dict(torch.load(out / BEST, map_location=device, weights_only=False)["model"])
+    best_test = evaluate(model, splits["test"], config, device, loss_fn)
+    seconds = [h["seconds"] for h in history]
+    strip = lambda m: {k: m[k] for k in ("auc", "acc", "loss")}  # noqa: E731
+    return {
+        "config": config.to_dict(),
+        "data": {"task": splits["train"].info.task, "num_classes": splits["train"].info.num_classes,
+                 "class_names": list(splits["train"].info.class_names),
+                 "in_channels": splits["train"].info.in_channels,
+                 "identity": splits["train"].info.identity,
+                 "samples": {k: len(v) for k, v in splits.items()}},
+        "metrics": {"final": {"epoch": len(history), "test": strip(final),
+                              "val": {"auc": history[-1]["val_auc"], "acc": history[-1]["val_acc"]}},
+                    "best_val": {"epoch": best["epoch"], "test": strip(best_test),
+                                 "val": {"auc": best["val_auc"]}}},
+        "history": history,
+        "timing": {"epoch_seconds": seconds, "mean_epoch_seconds": float(np.mean(seconds)),
+                   "mean_full_epoch_seconds": float(np.mean([h["seconds"] for h in history if h["phase"] == "full"]
+                                                            or [float("nan")])),
+                   "total_train_seconds": float(np.sum(seconds))},
+        "memory": peak_memory(device),
+        "parameters": {"total": count_parameters(model, trainable_only=False)},
+        "predictions": {"labels": splits["test"].labels.tolist(), "final": final["scores"].tolist(),
+                        "best_val": best_test["scores"].tolist()},
+        "environment": environment(device),
+        "started": started,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def evaluate_run(run: str | Path, split: str = "test", which: str = "final", device: str = "auto") -> dict[str, Any]:
+    """Metrics of a run folder's final checkpoint or best-validation model on one split."""
+    run = Path(run)
+    if not (run / CHECKPOINT).exists():
+        raise FileNotFoundError(f"no {CHECKPOINT} in {run}: is it a folder written by 'lib25d train'?")
+    state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)
+    config = RunConfig.from_dict(state["config"]).replace(device=device, weights=None)  # weights come from the file
+    dev = resolve_device(device)
+    data = load_dataset(config.dataset, split, size=config.size, root=config.data_root, **config.dataset_options)
+    model = model_for(config, data).to(dev)
+    weights = state["model"] if which == "final" else torch.load(run / BEST, map_location="cpu", weights_only=False)["model"]
+    model.load_state_dict(weights)
+    metrics = evaluate(model, data, config, dev, loss_function(data.info.num_classes))
+    return {"auc": metrics["auc"], "acc": metrics["acc"], "loss": metrics["loss"], "n": len(data)}
