@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from mpl_toolkits.axes_grid1 import make_axes_locatable
 from torch import nn
 
@@ -70,12 +71,14 @@ def _edge_profile(ax: Axes, profile: np.ndarray, side: str, top: float, label: s
         edge.bar(np.arange(len(profile)), profile, width=1.0, color=PROFILE_COLOR)
         edge.set_ylim(0, top)
         edge.tick_params(labelbottom=False, labelsize=6)
+        edge.yaxis.set_major_locator(MaxNLocator(2, prune="lower"))  # no "0" label on the image's "0"
         edge.set_ylabel(label, fontsize=7)
     else:
         edge = divider.append_axes("right", size="22%", pad=0.05, sharey=ax)
         edge.barh(np.arange(len(profile)), profile, height=1.0, color=PROFILE_COLOR)
         edge.set_xlim(0, top)
         edge.tick_params(labelleft=False, labelsize=6)
+        edge.xaxis.set_major_locator(MaxNLocator(2, prune="lower"))
         edge.set_xlabel(label, fontsize=7)
     return edge
 
