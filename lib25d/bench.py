@@ -53,12 +53,10 @@ the tests call it on tiny configurations only.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -71,8 +69,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import RunConfig
-from .runinfo import device_name, environment, resolve_device, write_json
+from .config import PERFORMANCE_FIELDS, RunConfig
+from .runinfo import (device_name, environment, peak_memory, reset_peak_memory, resolve_device,
+                      write_json)
+from .train import autocast_for
 
 SCHEMA = "lib25d.bench/v1"
 DEFAULT_SIZES = ("28", "64", "128x224x224")
@@ -136,36 +136,6 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
     return time.perf_counter() - tic, out
 
 
-def _autocast(device: torch.device, amp: bool):
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_bytes(device: torch.device) -> tuple[int, str]:
-    """CUDA: max allocated since :func:`reset_peak`. CPU: this process's peak resident set.
-
-    On Linux the peak is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this
-    program's own memory map. ``getrusage``'s ``ru_maxrss`` is not used: Linux carries it over
-    ``exec``, so a fresh subprocess would report at least its parent's size at the fork.
-    """
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024, "process_peak_rss"
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_peak_rss"
-
-
 def current_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.memory_allocated(device))
@@ -209,10 +179,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def performance_settings(config: RunConfig) -> dict[str, Any]:
-    return {"channels_last": config.channels_last, "tiny_convs": config.tiny_convs,
-            "dedupe_slices": config.dedupe_slices, "cache_warmup_features": config.cache_warmup_features,
-            "checkpointing": config.checkpointing, "chunk_size": config.chunk_size, "amp": config.amp,
-            "compile": config.compile}
+    return {name: getattr(config, name) for name in (*PERFORMANCE_FIELDS, "chunk_size", "amp")}
 
 
 def build_configured(method: str, config: RunConfig, in_channels: int = 1, num_classes: int = 2,
@@ -228,7 +195,7 @@ def build_configured(method: str, config: RunConfig, in_channels: int = 1, num_c
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, optimizer, device: torch.device,
                amp: bool) -> float:
-    with _autocast(device, amp):
+    with autocast_for(device, amp):
         loss = loss_fn(model(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -271,7 +238,7 @@ def measure_case(method: str, shape: Sequence[int], batch_size: int, config: Run
     loss_fn = loss_function(2)
     optimizer = torch.optim.NAdam(model.parameters(), lr=config.lr)
     model.train()
-    reset_peak(device)
+    reset_peak_memory(device)
     baseline = current_bytes(device)
     step = lambda: train_step(model, x, y, loss_fn, optimizer, device, config.amp)  # noqa: E731
     flop_count = None
@@ -285,7 +252,7 @@ def measure_case(method: str, shape: Sequence[int], batch_size: int, config: Run
     times = [timed(step, device)[0] for _ in range(repeats)]
     if flops and flop_count is None and not config.compile:
         flop_count, _ = count_step_flops(step)  # no untimed step was asked for: count after timing
-    peak, kind = peak_bytes(device)
+    peak, kind = peak_memory(device).values()
     row: dict[str, Any] = {
         "method": method, "size": size_name(shape), "shape": list(shape), "batch_size": batch_size,
         "params": params, "params_m": params / 1e6,
@@ -303,7 +270,7 @@ def measure_case(method: str, shape: Sequence[int], batch_size: int, config: Run
         model.eval()
 
         def infer():
-            with torch.no_grad(), _autocast(device, config.amp):
+            with torch.no_grad(), autocast_for(device, config.amp):
                 return model(x)
 
         timed(infer, device)
@@ -515,12 +482,12 @@ def compare_inference(data, reference: RunConfig, optimised: RunConfig, batch_si
     chunks = [volumes[i:i + batch_size].to(device) for i in range(0, len(volumes), batch_size)]
 
     def run(model, config):
-        with torch.no_grad(), _autocast(device, config.amp):
+        with torch.no_grad(), autocast_for(device, config.amp):
             return torch.cat([model(x).float() for x in chunks]).cpu()
 
-    with torch.no_grad(), _autocast(device, reference.amp):
+    with torch.no_grad(), autocast_for(device, reference.amp):
         a(chunks[0][:2])
-    with torch.no_grad(), _autocast(device, optimised.amp):
+    with torch.no_grad(), autocast_for(device, optimised.amp):
         b(chunks[0][:2])
     res = _interleaved({"straightforward": lambda: run(a, reference), "optimised": lambda: run(b, optimised)},
                        repeats, device)
@@ -908,12 +875,12 @@ def table2_frame(source: str | Path | dict[str, Any]):
     return pd.DataFrame(rows)
 
 
-COMPARE_FIGURES = (  # (ratio key, what the figure is, better)
-    ("full_epoch_speedup", "full-epoch training speed-up, 28^3 (x)", "higher"),
-    ("inference_speedup", "inference speed-up over the Adrenal test split (x)", "higher"),
-    ("warmup_epoch_cheaper", "warm-up epochs 2..N cheaper than a full epoch (x)", "higher"),
-    ("large_peak_gib", "128x224x224, batch 2, chunks + checkpointing: peak GiB", "lower"),
-    ("checkpointing_time_factor", "time factor that checkpointing costs (x)", None),
+COMPARE_FIGURES = (  # (ratio key, what the figure is, better, section part measuring it)
+    ("full_epoch_speedup", "full-epoch training speed-up, 28^3 (x)", "higher", "full_epoch"),
+    ("inference_speedup", "inference speed-up over the Adrenal test split (x)", "higher", "inference"),
+    ("warmup_epoch_cheaper", "warm-up epochs 2..N cheaper than a full epoch (x)", "higher", "warmup"),
+    ("large_peak_gib", "128x224x224, batch 2, chunks + checkpointing: peak GiB", "lower", "memory_large"),
+    ("checkpointing_time_factor", "time factor that checkpointing costs (x)", None, "memory_large"),
 )
 
 
@@ -927,18 +894,15 @@ def compare_frame(source: str | Path | dict[str, Any]):
     data = source if isinstance(source, dict) else json.loads(Path(source).read_text())
     section = data.get("compare", {})
     ratios = compare_ratios(section)
-    parts = {"full_epoch_speedup": "full_epoch", "inference_speedup": "inference",
-             "warmup_epoch_cheaper": "warmup", "large_peak_gib": "memory_large",
-             "checkpointing_time_factor": "memory_large"}
     device = section.get("environment", {}).get("device")
     rows = []
-    for key, name, better in COMPARE_FIGURES:
+    for key, name, better, part_name in COMPARE_FIGURES:
         value = ratios.get(key)
         if isinstance(value, float) and math.isnan(value):
             value = None
         target = TARGETS.get(key)
         met = None if value is None or better is None else (value >= target if better == "higher" else value <= target)
-        part = section.get(parts[key], {})
+        part = section.get(part_name, {})
         rows.append({"figure": name, "value": value,
                      "target": None if target is None else f"{'>=' if better == 'higher' else '<'} {target}",
                      "met": met, "device": device, "measured": (part.get("measured") or "")[:10] or None,

@@ -61,13 +61,26 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
-    """CUDA: max allocated by tensors. CPU: the process's peak resident set (includes Python)."""
+    """CUDA: max allocated by tensors since :func:`reset_peak_memory`. CPU: the process's peak
+    resident set (includes Python).
+
+    On Linux the CPU peak is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this
+    program's own memory map. ``getrusage``'s ``ru_maxrss`` is only the fallback: Linux carries
+    it over ``exec``, so a fresh subprocess would report at least its parent's size at the fork.
+    """
     if device.type == "cuda":
         return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "cuda_max_allocated"}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return {"bytes": int(line.split()[1]) * 1024, "kind": "process_peak_rss"}
+    except OSError:
+        pass
     return {"bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "process_peak_rss"}
 
 

@@ -104,7 +104,7 @@ def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
     out: list[torch.Tensor] = []
     try:
         for x, _ in _loader(data, config, device, None):
-            with _autocast(device, config.amp):
+            with autocast_for(device, config.amp):
                 out.append(frozen_features(model, x.to(device, non_blocking=True)))
             if out[0][0].numel() * out[0].element_size() * len(data) > WARMUP_CACHE_LIMIT_BYTES:
                 return None
@@ -120,7 +120,8 @@ def loss_function(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], to
     return nn.CrossEntropyLoss()
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast_for(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when ``amp``; nothing elsewhere (CPU runs stay fp32 and reproducible)."""
     if device.type == "cuda" and amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -148,7 +149,7 @@ def predict(model: nn.Module, data: VolumeDataset, config: RunConfig, device: to
     model.eval()
     out, total = [], 0.0
     for x, y in _loader(data, config, device, None):
-        with _autocast(device, config.amp):
+        with autocast_for(device, config.amp):
             logits = model(x.to(device, non_blocking=True)).float()
         if loss_fn is not None:
             total += loss_fn(logits, y.to(device)).item() * len(y)
@@ -180,7 +181,7 @@ def _train_epoch(model: nn.Module, loader, loss_fn, optimizer, device: torch.dev
     bar = tqdm(loader, desc=desc, disable=quiet, leave=False, unit="batch")
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, config.amp):
+        with autocast_for(device, config.amp):
             loss = loss_fn(forward(x).float(), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss ({loss.item()}) in {desc}, step {step}")
