@@ -22,22 +22,21 @@ Two measurements, each printed as a table and written (merged by section) into o
     checkpointing (the 2.5D methods; switch off with ``--large-chunk-size 0``).
 
 ``--compare``
-    The optimised implementation against the straightforward one (``RunConfig.straightforward()``:
-    the 2D network over all slices at once, fp32, default memory format, no tiny-convolution
-    rewrite, no deduplication, warm-up trained like the rest), 2.5D attention on the real
-    AdrenalMNIST3D (28^3), both models from the same random initialisation, interleaved in one
-    process (alternating which goes first), medians reported:
+    lib25d (the ``RunConfig`` defaults) against the authors' design (:mod:`lib25d.authors`: plain
+    torchvision ResNet-18 called per axis, fp32, default memory format, their warm-up), 2.5D
+    attention on the real AdrenalMNIST3D (28^3), both from the same random initialisation,
+    interleaved in one process (alternating which goes first), medians reported:
 
     1. full-epoch training: ``--steps`` timed training steps on the same real batches of
        ``--batch-size`` (64) after one untimed step, extrapolated to the 1188-volume epoch
        (step time x 1188 / batch); the per-step losses of both are reported (same loss curve
-       up to float summation order);
+       up to float summation order). Part ``bf16`` repeats it with bf16 autocast on CPU and
+       trains one whole epoch in bf16 and in fp32 from the same start (the loss curves);
     2. inference over the whole test split (298 volumes), ``--repeats`` passes each, with the
        predictions of both compared;
-    3. warm-up: the first warm-up epoch encodes the training split once (timed), every later
-       warm-up epoch trains reducer and head on the cached tokens (timed over the whole
-       epoch, ``--repeats`` times); compared with a full epoch (item 1) and with an uncached
-       straightforward warm-up epoch (``--steps`` steps, extrapolated);
+    3. warm-up epochs with the encoder frozen, both BatchNorm modes: the authors' (train-mode
+       statistics; ``--steps`` interleaved steps of each, extrapolated) and lib25d's frozen mode
+       with the feature cache (epochs 2..N timed whole, ``--repeats`` times);
     4. memory at ``--large-shape`` (128x224x224) and batch 2: a training step with chunked
        slice encoding and activation checkpointing, in a fresh subprocess (peak RSS on CPU).
        The same step without checkpointing (same chunks, so the same numbers) runs in another
@@ -72,7 +71,8 @@ from torch import nn
 from .config import PERFORMANCE_FIELDS, RunConfig
 from .runinfo import (device_name, environment, peak_memory, reset_peak_memory, resolve_device,
                       write_json)
-from .train import autocast_for
+from . import authors
+from .train import autocast, autocast_for
 
 SCHEMA = "lib25d.bench/v1"
 DEFAULT_SIZES = ("28", "64", "128x224x224")
@@ -86,8 +86,7 @@ PAPER_TABLE2 = {
     "acs": {"params_m": 11.2, "memory_mib": 14475, "epoch_s": 222.7, "epoch_s_std": 29.4},
     "attention": {"params_m": 12.2, "memory_mib": 19091, "epoch_s": 434.3, "epoch_s_std": 0.45},
 }
-TARGETS = {"full_epoch_speedup": 1.3, "inference_speedup": 1.8, "warmup_epoch_cheaper": 5.0,
-           "large_peak_gib": 8.0}
+TARGETS = {"full_epoch_speedup": 3.0, "inference_speedup": 2.0, "large_peak_gib": 8.0}  # against the authors' design
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -194,8 +193,8 @@ def build_configured(method: str, config: RunConfig, in_channels: int = 1, num_c
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, optimizer, device: torch.device,
-               amp: bool) -> float:
-    with autocast_for(device, amp):
+               config: RunConfig) -> float:
+    with autocast(device, config):
         loss = loss_fn(model(x).float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -240,7 +239,7 @@ def measure_case(method: str, shape: Sequence[int], batch_size: int, config: Run
     model.train()
     reset_peak_memory(device)
     baseline = current_bytes(device)
-    step = lambda: train_step(model, x, y, loss_fn, optimizer, device, config.amp)  # noqa: E731
+    step = lambda: train_step(model, x, y, loss_fn, optimizer, device, config)  # noqa: E731
     flop_count = None
     for i in range(warmup_steps):
         if i == 0 and flops and not config.compile:
@@ -270,7 +269,7 @@ def measure_case(method: str, shape: Sequence[int], batch_size: int, config: Run
         model.eval()
 
         def infer():
-            with torch.no_grad(), autocast_for(device, config.amp):
+            with torch.no_grad(), autocast(device, config):
                 return model(x)
 
         timed(infer, device)
@@ -428,129 +427,183 @@ def _batches(data, batch_size: int, seed: int, count: int) -> list[tuple[torch.T
     return out
 
 
-def compare_training(data, reference: RunConfig, optimised: RunConfig, batch_size: int, steps: int,
-                     device: torch.device, seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Full-phase training steps of both implementations on the same real batches (interleaved)."""
-    from .models import set_encoder_trainable
-    from .train import loss_function
+def _pair(config: RunConfig, seed: int) -> tuple[nn.Module, nn.Module]:
+    """lib25d's attention model with ``config``'s switches and the authors' model with the same weights."""
     torch.manual_seed(seed)
-    models = {"straightforward": build_configured("attention", reference, weights=reference.weights),
-              "optimised": None}
-    models["optimised"] = build_configured("attention", optimised, weights=optimised.weights)
-    models["optimised"].load_state_dict(models["straightforward"].state_dict())
-    configs = {"straightforward": reference, "optimised": optimised}
+    ours = build_configured("attention", config, weights=config.weights)
+    return ours, authors.from_lib25d(ours)
+
+
+def compare_training(data, optimised: RunConfig, batch_size: int, steps: int, device: torch.device,
+                     seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Full-phase training steps of the authors' design and of lib25d on the same real batches
+    (same initial weights, interleaved, alternating which goes first)."""
+    from .train import loss_function
+    ours, ref = _pair(optimised, seed)
     loss_fn = loss_function(2)
-    opts = {}
-    for name, m in models.items():
+    steps_of = {}
+    for name, m in (("authors", ref), ("lib25d", ours)):
         m.to(device).train()
-        set_encoder_trainable(m, True)
-        opts[name] = torch.optim.NAdam(m.parameters(), lr=reference.lr)
+        m.requires_grad_(True)
+        opt = torch.optim.NAdam(m.parameters(), lr=optimised.lr)
+        steps_of[name] = (lambda x, y, m=m, opt=opt: authors.train_step(m, x, y, opt)) if name == "authors" else \
+            (lambda x, y, m=m, opt=opt: train_step(m, x, y, loss_fn, opt, device, optimised))
     batches = [(x.to(device), y.to(device)) for x, y in _batches(data, batch_size, seed, steps + 1)]
-    times: dict[str, list[float]] = {n: [] for n in models}
-    losses: dict[str, list[float]] = {n: [] for n in models}
+    times: dict[str, list[float]] = {n: [] for n in steps_of}
+    losses: dict[str, list[float]] = {n: [] for n in steps_of}
     for i, (x, y) in enumerate(batches):
-        order = list(models) if i % 2 == 0 else list(models)[::-1]
-        for n in order:
-            dt, loss = timed(lambda: train_step(models[n], x, y, loss_fn, opts[n], device, configs[n].amp), device)
+        for n in (list(steps_of) if i % 2 == 0 else list(steps_of)[::-1]):
+            dt, loss = timed(lambda: steps_of[n](x, y), device)
             losses[n].append(loss)
             if i > 0:  # the first step is not timed (allocator, oneDNN primitive caches)
                 times[n].append(dt)
         log(f"    step {i}: " + ", ".join(f"{n} {times[n][-1] if i else float('nan'):.2f} s loss {losses[n][-1]:.6f}"
-                                          for n in models))
+                                          for n in steps_of))
     step = {n: median(t) for n, t in times.items()}
-    diffs = [abs(a - b) for a, b in zip(losses["straightforward"], losses["optimised"])]
+    diffs = [abs(a - b) for a, b in zip(losses["authors"], losses["lib25d"])]
     return {"batch_size": batch_size, "timed_steps": steps, "step_s": step, "step_s_all": times,
             "epoch_s": {n: s * len(data) / batch_size for n, s in step.items()},
             "epoch_volumes": len(data), "losses": losses, "loss_max_abs_diff": max(diffs),
-            "loss_max_rel_diff": max(d / abs(b) for d, b in zip(diffs, losses["straightforward"])),
-            "speedup": _ratio(step["straightforward"], step["optimised"]),
+            "loss_max_rel_diff": max(d / abs(b) for d, b in zip(diffs, losses["authors"])),
+            "speedup": _ratio(step["authors"], step["lib25d"]), "bf16_cpu": optimised.bf16_cpu,
             "note": "epoch time = median step time x training volumes / batch size"}
 
 
-def compare_inference(data, reference: RunConfig, optimised: RunConfig, batch_size: int, repeats: int,
-                      device: torch.device, seed: int = 0) -> dict[str, Any]:
-    """Whole-split inference of both implementations (interleaved), predictions compared."""
+def compare_bf16_epoch(data, optimised: RunConfig, batch_size: int, device: torch.device, seed: int = 0,
+                       log: Callable[[str], None] = print) -> dict[str, Any]:
+    """One whole training epoch of lib25d in fp32 and with bf16 autocast, from the same weights and
+    batches, interleaved step by step: the effect of bf16 on the loss curve and its speed."""
+    from .train import loss_function
+    loss_fn = loss_function(2)
+    runs = {}
+    for name, config in (("fp32", optimised.replace(bf16_cpu=False)), ("bf16", optimised.replace(bf16_cpu=True))):
+        model, _ = _pair(config, seed)
+        model.to(device).train()
+        runs[name] = (model, torch.optim.NAdam(model.parameters(), lr=config.lr), config)
+    batches = _batches(data, batch_size, seed, -(-len(data) // batch_size))
+    losses: dict[str, list[float]] = {n: [] for n in runs}
+    times: dict[str, list[float]] = {n: [] for n in runs}
+    for i, (x, y) in enumerate(batches):
+        x, y = x.to(device), y.to(device)
+        for n in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+            model, opt, config = runs[n]
+            dt, loss = timed(lambda: train_step(model, x, y, loss_fn, opt, device, config), device)
+            losses[n].append(loss)
+            times[n].append(dt)
+        log(f"    step {i}: fp32 loss {losses['fp32'][-1]:.4f}, bf16 loss {losses['bf16'][-1]:.4f}")
+    diffs = np.abs(np.subtract(losses["bf16"], losses["fp32"]))
+    step = {n: median(t[1:]) for n, t in times.items()}
+    return {"batch_size": batch_size, "steps": len(batches), "losses": losses, "step_s": step,
+            "loss_max_abs_diff": float(diffs.max()), "loss_mean_abs_diff": float(diffs.mean()),
+            "epoch_mean_loss": {n: float(np.mean(v)) for n, v in losses.items()},
+            "speedup": _ratio(step["fp32"], step["bf16"]), "native_bf16": native_bf16()}
+
+
+def native_bf16() -> bool:
+    """Whether this CPU reports native bf16 arithmetic (avx512_bf16 or AMX); False where unknown."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def compare_inference(data, optimised: RunConfig, batch_size: int, repeats: int, device: torch.device,
+                      seed: int = 0) -> dict[str, Any]:
+    """Whole-split inference of the authors' design and of lib25d (interleaved), predictions compared."""
     from .models.encoder import unique_slices
     from .models.slicing import slice_axis
-    torch.manual_seed(seed)
-    a = build_configured("attention", reference, weights=reference.weights)
-    b = build_configured("attention", optimised, weights=optimised.weights)
-    b.load_state_dict(a.state_dict())
-    a.to(device).eval()
-    b.to(device).eval()
+    ours, ref = _pair(optimised, seed)
+    ours.to(device).eval()
+    ref.to(device).eval()
     volumes = torch.as_tensor(np.asarray(data.volumes, dtype=np.float32))
     chunks = [volumes[i:i + batch_size].to(device) for i in range(0, len(volumes), batch_size)]
 
-    def run(model, config):
-        with torch.no_grad(), autocast_for(device, config.amp):
-            return torch.cat([model(x).float() for x in chunks]).cpu()
+    def run(forward, bf16):
+        with torch.no_grad(), autocast_for(device, bf16, bf16):
+            return torch.cat([forward(x).float() for x in chunks]).cpu()
 
-    with torch.no_grad(), autocast_for(device, reference.amp):
-        a(chunks[0][:2])
-    with torch.no_grad(), autocast_for(device, optimised.amp):
-        b(chunks[0][:2])
-    res = _interleaved({"straightforward": lambda: run(a, reference), "optimised": lambda: run(b, optimised)},
-                       repeats, device)
-    la, lb = res["straightforward"][-1][1], res["optimised"][-1][1]
+    fns = {"authors": lambda: run(lambda x: ref(x)[0], False),
+           "lib25d": lambda: run(ours, optimised.amp if device.type == "cuda" else optimised.bf16_cpu)}
+    for fn in fns.values():  # untimed: allocator, primitive caches
+        fn()
+    res = _interleaved(fns, repeats, device)
+    la, lb = res["authors"][-1][1], res["lib25d"][-1][1]
     same = bool(torch.equal((la > 0) if la.shape[1] == 1 else la.argmax(1), (lb > 0) if lb.shape[1] == 1 else lb.argmax(1)))
     secs = {n: median([t for t, _ in v]) for n, v in res.items()}
     total = unique = 0
     for x in chunks:
-        s = torch.cat([slice_axis(x.cpu(), ax) for ax in range(3)])
-        found = unique_slices(s)
-        total += s.shape[0]
-        unique += s.shape[0] if found is None else found[0].shape[0]
+        for ax in range(3):  # per axis, as the encoder sees them
+            s = slice_axis(x.cpu(), ax)
+            found = unique_slices(s)
+            total += s.shape[0]
+            unique += s.shape[0] if found is None else found[0].shape[0]
     return {"volumes": len(volumes), "batch_size": batch_size, "repeats": repeats, "seconds": secs,
             "seconds_all": {n: [t for t, _ in v] for n, v in res.items()},
             "volumes_per_s": {n: len(volumes) / s for n, s in secs.items()},
-            "speedup": _ratio(secs["straightforward"], secs["optimised"]),
+            "speedup": _ratio(secs["authors"], secs["lib25d"]),
             "identical_predictions": same, "max_abs_logit_diff": float((la - lb).abs().max()),
             "logits_bitwise_equal": bool(torch.equal(la, lb)), "unique_slice_fraction": unique / total}
 
 
-def compare_warmup(train_data, reference: RunConfig, optimised: RunConfig, batch_size: int, steps: int,
-                   repeats: int, device: torch.device, full_epoch_s: dict[str, float], seed: int = 0) -> dict[str, Any]:
-    """Cost of the cached warm-up (epoch 1: encode once; epochs 2..N: reducer + head on tokens)."""
+def compare_warmup(train_data, optimised: RunConfig, batch_size: int, steps: int, repeats: int,
+                   device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """Warm-up epochs (encoder frozen, reducer and head train) under both BatchNorm modes.
+
+    ``authors``: the authors' warm-up epochs 2..N (train-mode BatchNorm) against lib25d's
+    (deduplicated, counted BatchNorm), ``steps`` interleaved steps each, extrapolated to the epoch.
+    ``frozen``: lib25d's cached warm-up (epoch 1 encodes the split once; epochs 2..N train on
+    the cached tokens, timed over the whole epoch ``repeats`` times) against the authors' warm-up.
+    """
     from .models import set_encoder_trainable
     from .train import _index_loader, _train_epoch, feature_cache, logits_from_features, loss_function
-    config = optimised.replace(batch_size=batch_size)
-    torch.manual_seed(seed)
-    model = build_configured("attention", config, weights=config.weights).to(device)
-    set_encoder_trainable(model, False)
     loss_fn = loss_function(2)
-    optimizer = torch.optim.NAdam(model.parameters(), lr=config.lr)
-    build_s, cache = timed(lambda: feature_cache(model, train_data, config, device), device)
+    config = optimised.replace(batch_size=batch_size)
+    ours, ref = _pair(config, seed)
+    authors.prepare(ref, 3)
+    set_encoder_trainable(ours, False)
+    for m in (ours, ref):
+        m.to(device).train()  # BatchNorm on batch statistics, weights frozen: the authors' epochs 2..N
+    ropt = torch.optim.NAdam(ref.parameters(), lr=config.lr)
+    oopt = torch.optim.NAdam(ours.parameters(), lr=config.lr)
+    batches = [(x.to(device), y.to(device)) for x, y in _batches(train_data, batch_size, seed, steps + 1)]
+    res = {"authors": [], "lib25d": []}
+    for i, (x, y) in enumerate(batches):
+        fns = {"authors": lambda: authors.train_step(ref, x, y, ropt),
+               "lib25d": lambda: train_step(ours, x, y, loss_fn, oopt, device, config)}
+        for n in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
+            dt, _ = timed(fns[n], device)
+            if i > 0:
+                res[n].append(dt)
+    per_epoch = len(train_data) / batch_size
+    authors_epoch = median(res["authors"]) * per_epoch
+    ours_epoch = median(res["lib25d"]) * per_epoch
+    # frozen statistics: the cached warm-up
+    frozen = config.replace(warmup_bn="frozen")
+    model, _ = _pair(frozen, seed)
+    model.to(device)
+    set_encoder_trainable(model, False)
+    model.train()
+    model.encoder.eval()
+    optimizer = torch.optim.NAdam(model.parameters(), lr=frozen.lr)
+    build_s, cache = timed(lambda: feature_cache(model, train_data, frozen, device), device)
     if cache is None:
         raise RuntimeError("the feature cache exceeds WARMUP_CACHE_LIMIT_BYTES; nothing to compare")
 
     def cached_epoch(epoch):
-        loader = _index_loader(train_data, config, seed * 100_003 + epoch)
-        return _train_epoch(model, loader, loss_fn, optimizer, device, config, True, "warm-up", True,
+        loader = _index_loader(train_data, frozen, seed * 100_003 + epoch)
+        return _train_epoch(model, loader, loss_fn, optimizer, device, frozen, "warm-up", True,
                             lambda idx: logits_from_features(model, cache[idx.to(cache.device)]))
 
     epochs = [timed(lambda e=e: cached_epoch(e), device)[0] for e in range(1, repeats + 1)]
-    # the straightforward warm-up: a frozen-encoder forward of every batch, every epoch
-    torch.manual_seed(seed)
-    ref = build_configured("attention", reference, weights=reference.weights).to(device)
-    set_encoder_trainable(ref, False)
-    ref.train()
-    ref.encoder.eval()
-    ropt = torch.optim.NAdam(ref.parameters(), lr=reference.lr)
-    batches = [(x.to(device), y.to(device)) for x, y in _batches(train_data, batch_size, seed, steps + 1)]
-    rtimes = [timed(lambda: train_step(ref, x, y, loss_fn, ropt, device, reference.amp), device)[0]
-              for x, y in batches][1:]
-    ref_epoch = median(rtimes) * len(train_data) / batch_size
     cached = median(epochs)
-    return {"cache_build_s": build_s, "cache_bytes": cache.numel() * cache.element_size(),
-            "cached_epoch_s": cached, "cached_epoch_s_all": epochs,
-            "first_warmup_epoch_s": build_s + cached,
-            "straightforward_warmup_epoch_s": ref_epoch,
-            "straightforward_warmup_step_s_all": rtimes,
-            "full_epoch_s": full_epoch_s,
-            "cheaper_than_full_epoch": {n: _ratio(s, cached) for n, s in full_epoch_s.items()},
-            "cheaper_than_straightforward_warmup": _ratio(ref_epoch, cached),
-            "note": "epochs 2..N: measured over the whole training split; straightforward warm-up "
-                    "extrapolated from its steps"}
+    return {"authors_bn": {"authors_epoch_s": authors_epoch, "lib25d_epoch_s": ours_epoch,
+                           "step_s_all": res, "speedup": _ratio(authors_epoch, ours_epoch)},
+            "frozen_bn": {"cache_build_s": build_s, "cache_bytes": cache.numel() * cache.element_size(),
+                          "cached_epoch_s": cached, "cached_epoch_s_all": epochs,
+                          "first_warmup_epoch_s": build_s + cached,
+                          "speedup": _ratio(authors_epoch, cached)},
+            "note": "authors' warm-up epochs extrapolated from their steps; cached epochs measured whole"}
 
 
 def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
@@ -617,7 +670,7 @@ def measure_time_factor(shape: Sequence[int], batch_size: int, config: RunConfig
 
     def step(ckpt: bool):
         model.encoder.checkpointing = ckpt
-        return timed(lambda: train_step(model, x, y, loss_fn, optimizer, device, config.amp), device)[0]
+        return timed(lambda: train_step(model, x, y, loss_fn, optimizer, device, config), device)[0]
 
     for _ in range(warmup_steps):
         step(True), step(False)
@@ -701,20 +754,20 @@ def compare(data_root: str | None = None, device: str = "auto", batch_size: int 
             parts: Iterable[str] = ("training", "inference", "warmup", "memory"),
             log: Callable[[str], None] = print, amp: bool = True, compile: bool = False,
             on_progress: Callable[[dict[str, Any]], None] | None = None, isolate: bool = True) -> dict[str, Any]:
-    """The four ratios of the issue, measured side by side (see the module docstring).
+    """lib25d (``RunConfig`` defaults) against the authors' design (:mod:`lib25d.authors`), side by side.
 
-    The optimised side uses the ``RunConfig`` defaults, bf16 autocast on CUDA included (``amp``);
-    the straightforward side is fp32 with every switch off.
+    ``parts``: training, bf16 (training steps and a whole epoch with bf16 autocast on CPU),
+    inference, warmup (both BatchNorm modes), memory (large volumes, lib25d only).
     """
     from .data import load_dataset
     dev = resolve_device(device)
     parts = set(parts) if memory else set(parts) - {"memory"}
     optimised = RunConfig(device=str(dev), weights=weights, batch_size=batch_size, data_root=data_root, amp=amp,
                           compile=compile)
-    reference = optimised.straightforward()
     opts = {"subset": subset} if subset else {}
-    out: dict[str, Any] = {"settings": {"optimised": performance_settings(optimised),
-                                        "straightforward": performance_settings(reference),
+    out: dict[str, Any] = {"settings": {"lib25d": performance_settings(optimised),
+                                        "before": "the authors' design (lib25d.authors): plain torchvision "
+                                                  "ResNet-18 per axis, fp32",
                                         "batch_size": batch_size, "steps": steps, "repeats": repeats,
                                         "weights": weights or "random (seeded)", "method": "attention",
                                         "data": "AdrenalMNIST3D 28^3" + (f" (subset {subset})" if subset else "")}}
@@ -723,21 +776,27 @@ def compare(data_root: str | None = None, device: str = "auto", batch_size: int 
         if on_progress is not None:
             on_progress({**out, "ratios": compare_ratios(out), "targets": TARGETS})
 
-    if parts & {"training", "warmup"}:
+    if parts & {"training", "warmup", "bf16"}:
         train_data = load_dataset("adrenal", "train", root=data_root, **opts)
     if "training" in parts:
         log(f"  full-epoch training: {steps} timed steps of batch {batch_size} each ...")
-        out["full_epoch"] = compare_training(train_data, reference, optimised, batch_size, steps, dev, log=log)
+        out["full_epoch"] = compare_training(train_data, optimised, batch_size, steps, dev, log=log)
+        saved()
+    if "bf16" in parts and dev.type == "cpu":
+        log("  bf16 autocast on CPU: training steps against the authors' design ...")
+        out["full_epoch_bf16"] = compare_training(train_data, optimised.replace(bf16_cpu=True), batch_size, steps,
+                                                  dev, log=log)
+        log("  bf16 autocast on CPU: one whole epoch against fp32, loss curves ...")
+        out["bf16_epoch"] = compare_bf16_epoch(train_data, optimised, batch_size, dev, log=log)
         saved()
     if "inference" in parts:
         log(f"  inference over the test split, {repeats} passes each ...")
         test_data = load_dataset("adrenal", "test", root=data_root, **opts)
-        out["inference"] = compare_inference(test_data, reference, optimised, batch_size, repeats, dev)
+        out["inference"] = compare_inference(test_data, optimised, batch_size, repeats, dev)
         saved()
     if "warmup" in parts:
-        log("  warm-up epochs ...")
-        full = out.get("full_epoch", {}).get("epoch_s", {})
-        out["warmup"] = compare_warmup(train_data, reference, optimised, batch_size, steps, repeats, dev, full)
+        log("  warm-up epochs, both BatchNorm modes ...")
+        out["warmup"] = compare_warmup(train_data, optimised, batch_size, steps, repeats, dev)
         saved()
     if "memory" in parts:
         log(f"  {size_name(large_shape)} at batch {large_batch_size}, chunks of {large_chunk_size} ...")
@@ -749,60 +808,53 @@ def compare(data_root: str | None = None, device: str = "auto", batch_size: int 
     return out
 
 
-COMPARE_PARTS = {"training": "full_epoch", "inference": "inference", "warmup": "warmup", "memory": "memory_large"}
+COMPARE_PARTS = {"training": "full_epoch", "bf16": "full_epoch_bf16", "bf16_epoch": "bf16_epoch",
+                 "inference": "inference", "warmup": "warmup", "memory": "memory_large"}
 
 
 def compare_ratios(section: dict[str, Any]) -> dict[str, Any]:
     """The issue's figures from the parts of a ``compare`` section."""
-    full = section.get("full_epoch", {})
     warm = section.get("warmup", {})
-    cached = warm.get("cached_epoch_s")
-    # warm-up against the full epoch measured in the same section (also when measured by another run)
-    epoch = full.get("epoch_s", warm.get("full_epoch_s", {}))
     return {
-        "full_epoch_speedup": full.get("speedup"),
+        "full_epoch_speedup": section.get("full_epoch", {}).get("speedup"),
+        "full_epoch_bf16_speedup": section.get("full_epoch_bf16", {}).get("speedup"),
+        "bf16_epoch_loss_max_abs_diff": section.get("bf16_epoch", {}).get("loss_max_abs_diff"),
         "inference_speedup": section.get("inference", {}).get("speedup"),
-        "warmup_epoch_cheaper": _ratio(epoch["optimised"], cached) if cached and "optimised" in epoch else None,
-        "warmup_epoch_cheaper_than_straightforward_full":
-            _ratio(epoch["straightforward"], cached) if cached and "straightforward" in epoch else None,
+        "warmup_speedup_authors_bn": warm.get("authors_bn", {}).get("speedup"),
+        "warmup_speedup_frozen_bn": warm.get("frozen_bn", {}).get("speedup"),
         "large_peak_gib": section.get("memory_large", {}).get("peak_gib"),
         "checkpointing_time_factor": section.get("memory_large", {}).get("time_factor"),
     }
 
 
 def format_compare(section: dict[str, Any]) -> str:
-    r, t = section["ratios"], section["targets"]
-    lines = []
-
-    def line(name, value, target, better):
+    r, lines = section["ratios"], []
+    for key, name, better, part in COMPARE_FIGURES:
+        value, target = r.get(key), TARGETS.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
-            lines.append(f"{name:55s} {'not measured':>12s}")
-            return
-        ok = value >= target if better == "higher" else value <= target
-        lines.append(f"{name:55s} {value:12.2f}   target {'>=' if better == 'higher' else '<'} {target}"
-                     f"   {'met' if ok else 'NOT met'}")
-
-    fe = section.get("full_epoch")
-    line("full-epoch training speed-up (x)", r.get("full_epoch_speedup"), t["full_epoch_speedup"], "higher")
-    if fe:
-        lines.append(f"    epoch s: straightforward {fe['epoch_s']['straightforward']:.0f}, optimised "
-                     f"{fe['epoch_s']['optimised']:.0f} (extrapolated); losses max |diff| {fe['loss_max_abs_diff']:.2e}")
-    inf = section.get("inference")
-    line("inference speed-up over the test split (x)", r.get("inference_speedup"), t["inference_speedup"], "higher")
-    if inf:
-        lines.append(f"    {inf['volumes']} volumes: {inf['seconds']['straightforward']:.1f} s vs "
-                     f"{inf['seconds']['optimised']:.1f} s; identical predictions: {inf['identical_predictions']}; "
-                     f"max |logit diff| {inf['max_abs_logit_diff']:.2e}; unique slices {inf['unique_slice_fraction']:.0%}")
-    wu = section.get("warmup")
-    line("warm-up epoch 2..N cheaper than a full epoch (x)", r.get("warmup_epoch_cheaper"), t["warmup_epoch_cheaper"],
-         "higher")
-    if wu:
-        lines.append(f"    cached epoch {wu['cached_epoch_s']:.2f} s; first warm-up epoch {wu['first_warmup_epoch_s']:.1f} s "
-                     f"(cache {wu['cache_bytes'] / 2**20:.0f} MiB); straightforward warm-up epoch "
-                     f"{wu['straightforward_warmup_epoch_s']:.0f} s")
-    mem = section.get("memory_large")
-    line("large volume, batch 2, chunks + checkpointing: peak GiB", r.get("large_peak_gib"), t["large_peak_gib"], "lower")
-    if mem:
+            lines.append(f"{name:62s} {'not measured':>10s}")
+            continue
+        verdict = "" if target is None else \
+            f"   target {'>=' if better == 'higher' else '<'} {target}   " + \
+            ("met" if (value >= target if better == "higher" else value <= target) else "NOT met")
+        lines.append(f"{name:62s} {value:10.3g}{verdict}")
+    if fe := section.get("full_epoch"):
+        lines.append(f"    epoch s: authors {fe['epoch_s']['authors']:.0f}, lib25d {fe['epoch_s']['lib25d']:.0f} "
+                     f"(extrapolated); per-step losses max |diff| {fe['loss_max_abs_diff']:.2e}")
+    if be := section.get("bf16_epoch"):
+        lines.append(f"    bf16 epoch ({be['steps']} steps): mean loss {be['epoch_mean_loss']['bf16']:.4f} vs fp32 "
+                     f"{be['epoch_mean_loss']['fp32']:.4f}, per-step max |diff| {be['loss_max_abs_diff']:.2e}; "
+                     f"native bf16: {be['native_bf16']}")
+    if inf := section.get("inference"):
+        lines.append(f"    {inf['volumes']} volumes: {inf['seconds']['authors']:.1f} s vs {inf['seconds']['lib25d']:.1f} s; "
+                     f"identical predictions: {inf['identical_predictions']}; max |logit diff| "
+                     f"{inf['max_abs_logit_diff']:.2e}; unique slices {inf['unique_slice_fraction']:.0%}")
+    if wu := section.get("warmup"):
+        a, f = wu["authors_bn"], wu["frozen_bn"]
+        lines.append(f"    warm-up epoch s: authors {a['authors_epoch_s']:.0f}, lib25d (authors' BN) "
+                     f"{a['lib25d_epoch_s']:.0f}, lib25d cached (frozen BN) {f['cached_epoch_s']:.2f} "
+                     f"(first epoch {f['first_warmup_epoch_s']:.0f}, cache {f['cache_bytes'] / 2**20:.0f} MiB)")
+    if mem := section.get("memory_large"):
         tf = mem.get("time_factor")
         lines.append(f"    {size_name(mem['shape'])}: checkpointing costs x{tf:.2f} time (measured at "
                      f"{mem.get('time_factor_setting')}); without it an estimated "
@@ -876,9 +928,13 @@ def table2_frame(source: str | Path | dict[str, Any]):
 
 
 COMPARE_FIGURES = (  # (ratio key, what the figure is, better, section part measuring it)
-    ("full_epoch_speedup", "full-epoch training speed-up, 28^3 (x)", "higher", "full_epoch"),
-    ("inference_speedup", "inference speed-up over the Adrenal test split (x)", "higher", "inference"),
-    ("warmup_epoch_cheaper", "warm-up epochs 2..N cheaper than a full epoch (x)", "higher", "warmup"),
+    ("full_epoch_speedup", "full-epoch training vs the authors' design, 28^3 (x)", "higher", "full_epoch"),
+    ("full_epoch_bf16_speedup", "the same with bf16 autocast on CPU (x)", None, "full_epoch_bf16"),
+    ("bf16_epoch_loss_max_abs_diff", "bf16 vs fp32 over one epoch: max |loss diff|", None, "bf16_epoch"),
+    ("inference_speedup", "inference over the Adrenal test split vs the authors' (x)", "higher", "inference"),
+    ("warmup_speedup_authors_bn", "warm-up epoch, authors' BatchNorm mode, vs the authors' (x)", None, "warmup"),
+    ("warmup_speedup_frozen_bn", "warm-up epoch 2..N, frozen BatchNorm (cached), vs the authors' (x)", None,
+     "warmup"),
     ("large_peak_gib", "128x224x224, batch 2, chunks + checkpointing: peak GiB", "lower", "memory_large"),
     ("checkpointing_time_factor", "time factor that checkpointing costs (x)", None, "memory_large"),
 )
@@ -914,7 +970,7 @@ def compare_frame(source: str | Path | dict[str, Any]):
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to ``lib25d``'s parser."""
     p = subparsers.add_parser(
-        "bench", help="Table 2 on this machine (--table2) and the optimised vs straightforward ratios (--compare)",
+        "bench", help="Table 2 on this machine (--table2) and lib25d vs the authors' design (--compare)",
         description=__doc__.split("\n\n")[0] + " Measures Table 2 (--table2) and/or the optimisations' ratios "
                     "(--compare); prints tables and writes JSON.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -922,8 +978,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="params, peak memory, step/epoch time, volumes/s (train, inference) and GFLOP/s per "
                         "method and size")
     p.add_argument("--compare", action="store_true",
-                   help="optimised vs straightforward 2.5D attention on real AdrenalMNIST3D: full-epoch, "
-                        "inference and warm-up ratios, and large-volume memory with chunks + checkpointing")
+                   help="lib25d vs the authors' design (2.5D attention, real AdrenalMNIST3D): full-epoch, "
+                        "inference and warm-up ratios, bf16, and large-volume memory with chunks + checkpointing")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--json", default=None,
                    help="JSON file to write, merged into an existing one (other sections, and Table 2 rows "
@@ -932,7 +988,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="CPU threads for torch (default: torch's choice, the number of cores); on a shared "
                         "machine 1 avoids most of the slow-down when another process takes a core")
     p.add_argument("--no-amp", action="store_true",
-                   help="fp32 on CUDA instead of bf16 autocast (the optimised side; the straightforward one is fp32)")
+                   help="fp32 on CUDA instead of bf16 autocast (lib25d's side; the authors' design runs fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the backbone of the optimised models (slow start; FLOPs are then not counted)")
     p.add_argument("--in-process", action="store_true",
@@ -967,8 +1023,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     c.add_argument("--weights", default=None,
                    help="backbone weights: 'imagenet', a state-dict file or none (default none: seeded random)")
     c.add_argument("--parts", nargs="+", default=["training", "inference", "warmup", "memory"],
-                   choices=["training", "inference", "warmup", "memory"],
-                   help="which comparisons to run (default all four)")
+                   choices=["training", "bf16", "inference", "warmup", "memory"],
+                   help="which comparisons to run (default training inference warmup memory; bf16 = bf16 "
+                        "autocast on CPU: steps against the authors' and one whole epoch against fp32)")
     c.add_argument("--large-shape", default="128x224x224", help="volume of the memory comparison (default 128x224x224)")
     c.add_argument("--large-batch-size", type=int, default=2, help="its batch size (default 2)")
     c.add_argument("--compare-chunk-size", type=int, default=64, help="its chunk size (default 64)")
@@ -999,7 +1056,7 @@ def _bench(args: argparse.Namespace) -> int:
                                     not args.no_inference, base, log, on_progress=save("table2"))
         print(format_table2(sections["table2"]), flush=True)
     if args.compare:
-        print("optimised vs straightforward (2.5D attention, AdrenalMNIST3D):", flush=True)
+        print("lib25d vs the authors' design (2.5D attention, AdrenalMNIST3D):", flush=True)
         sections["compare"] = compare(args.data_root, args.device, args.batch_size or 64, args.steps, args.repeats,
                                       True, parse_size(args.large_shape), args.large_batch_size,
                                       args.compare_chunk_size, args.large_repeats, None, args.weights,

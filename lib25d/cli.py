@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import RunConfig
+from .config import WARMUP_BN, RunConfig
 from .models import METHODS
 
 
@@ -41,7 +41,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"volumes per step (default {d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"NAdam learning rate (default {d.lr})")
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
-                   help=f"first epochs train only the new modules (default {d.warmup_epochs}; authors' code 3)")
+                   help=f"first epochs train only the new modules (default {d.warmup_epochs}: the authors' code; "
+                        "the paper says 2)")
+    p.add_argument("--warmup-bn", default=d.warmup_bn, choices=WARMUP_BN,
+                   help="the frozen encoder's BatchNorm in the warm-up: 'authors' = first epoch in eval mode, "
+                        "then train mode (statistics move; needed from scratch), 'frozen' = eval mode "
+                        f"throughout (protects pretrained statistics; allows the feature cache) (default {d.warmup_bn})")
     p.add_argument("--device", default=d.device, help=f"auto, cpu, cuda or cuda:N (default {d.device})")
     p.add_argument("--data-root", default=d.data_root,
                    help="folder with the MedMNIST .npz files (default $LIB25D_DATA_ROOT, else ~/.medmnist)")
@@ -49,6 +54,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=_none_or_int, default=d.chunk_size,
                    help="slices per encoder call, bounds memory on large volumes (default: all at once)")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bf16 autocast on CUDA")
+    p.add_argument("--bf16-cpu", action="store_true",
+                   help="bf16 autocast on CPU too (changes the numbers; faster only on CPUs with native bf16)")
     # performance switches (same numbers up to float summation order; see lib25d/bench.py)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep the slice encoder in the default NCHW memory format (default: channels_last)")
@@ -56,9 +63,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run single-output-position convolutions (ResNet layer4 at 28^3) as convolutions, "
                         "not as matrix products")
     p.add_argument("--no-dedupe-slices", dest="dedupe_slices", action="store_false",
-                   help="encode identical slices every time, also when BatchNorm is frozen")
+                   help="encode identical slices every time (default: once, BatchNorm weighing each by its count)")
     p.add_argument("--no-cache-warmup-features", dest="cache_warmup_features", action="store_false",
-                   help="re-encode the training volumes in every warm-up epoch instead of once")
+                   help="with --warmup-bn frozen: re-encode the training volumes in every warm-up epoch, not once")
     p.add_argument("--checkpointing", action="store_true",
                    help="recompute slice-encoder activations per chunk in the backward pass (use with "
                         "--chunk-size): memory of one chunk, about one extra forward pass of time")
@@ -114,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_params)
 
     p = sub.add_parser("train", help="train and test one run; writes checkpoints and result.json into --out",
-                       description="Train one run with the paper's protocol (NAdam, warm-up, per-epoch "
+                       description="Train one run with the authors' protocol (NAdam, warm-up, per-epoch "
                                    "checkpoints) and test the final and the best-validation model.")
     _add_run_options(p)
     p.add_argument("--out", required=True, help="output folder (refused if it holds a run, unless --resume)")

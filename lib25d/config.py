@@ -18,6 +18,8 @@ STRAIGHTFORWARD: dict[str, Any] = {"channels_last": False, "tiny_convs": False, 
 PERFORMANCE_FIELDS = ("channels_last", "tiny_convs", "dedupe_slices", "cache_warmup_features", "checkpointing",
                       "compile")
 
+WARMUP_BN = ("authors", "frozen")  # see lib25d.train
+
 
 @dataclass
 class RunConfig:
@@ -30,18 +32,20 @@ class RunConfig:
     epochs: int = 50
     batch_size: int = 64
     lr: float = 2e-4                  # NAdam
-    warmup_epochs: int = 2            # epochs that train only the new modules (paper 2, authors' code 3)
+    warmup_epochs: int = 3            # epochs that train only the new modules (authors' code 3, paper 2)
+    warmup_bn: str = "authors"        # frozen encoder's BatchNorm in the warm-up: authors|frozen (lib25d.train)
     device: str = "auto"              # auto|cpu|cuda|cuda:N
     data_root: str | None = None      # else $LIB25D_DATA_ROOT, else medmnist's default
     num_workers: int = -1             # DataLoader workers; -1: auto (up to 4 on CUDA, 0 on CPU: light, reproducible)
     chunk_size: int | None = None     # slices per encoder call; bounds memory on large volumes
-    amp: bool = True                  # bf16 autocast, CUDA only
+    amp: bool = True                  # bf16 autocast on CUDA
+    bf16_cpu: bool = False            # bf16 autocast on CPU too: changes the numbers; fast with native bf16 only
     dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. synthetic n_train, shape
     # performance switches: same numbers (within float tolerance), different speed / memory
     channels_last: bool = True        # NHWC slice encoder (2.5D methods; faster on CPU here)
     tiny_convs: bool = True           # convolutions with one output position run as matrix products
-    dedupe_slices: bool = True        # identical slices encoded once whenever BatchNorm is frozen
-    cache_warmup_features: bool = True  # warm-up: encode the training split once, reuse every epoch
+    dedupe_slices: bool = True        # identical slices encoded once (BatchNorm weighs them by multiplicity)
+    cache_warmup_features: bool = True  # warm-up with warmup_bn=frozen: encode the training split once
     checkpointing: bool = False       # recompute slice-encoder activations per chunk (with chunk_size)
     compile: bool = False             # torch.compile the backbone
 
@@ -51,6 +55,8 @@ class RunConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_epochs:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.warmup_bn not in WARMUP_BN:
+            raise ValueError(f"unknown warmup_bn {self.warmup_bn!r}; valid: {', '.join(WARMUP_BN)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if isinstance(self.weights, str) and self.weights.lower() in ("none", "null", "random", ""):

@@ -1,20 +1,26 @@
-"""The paper's training protocol, resumable.
+"""The authors' training protocol, resumable.
 
-NAdam (lr 2e-4), batch 64, the first ``warmup_epochs`` train only the new modules (reducer
-and head) with the pretrained encoder frozen — its BatchNorm statistics included, so the
-pretrained weights are protected and frozen features are a pure function of the input (the
-authors' code still updated the statistics). A checkpoint is written atomically after every
-epoch; ``resume=True`` continues from it and ends with the same numbers as an uninterrupted
-run on CPU, because each epoch's shuffling and dropout are seeded from (seed, epoch) alone.
+NAdam (lr 2e-4), batch 64, BCE on one logit (binary) or cross-entropy. The first
+``warmup_epochs`` (authors' code 3, paper 2) train only the new modules (reducer and head) with
+the encoder frozen. ``warmup_bn`` says what the frozen encoder's BatchNorm does meanwhile:
 
-Performance (``RunConfig`` switches, all on by default, ``RunConfig.straightforward()`` turns
-them off): the model is configured through its ``configure`` method (channels_last, tiny
-convolutions as matrix products, deduplicated slices, checkpointing); with
-``cache_warmup_features`` the frozen features (slice tokens, or pooled features of a 3D/ACS
-network) of the whole training split are computed once, in the first warm-up epoch, and every
-warm-up epoch trains the reducer and head on them in the same shuffled order, so epochs 2..N
-of the warm-up cost a small fraction of a full epoch. The cache stays in memory (on the
-training device) and is skipped above ``WARMUP_CACHE_LIMIT_BYTES``.
+- ``"authors"`` (default; their ``train.py``): the first epoch runs the whole model in eval
+  mode, later warm-up epochs in train mode, so batch statistics normalise and the running
+  statistics move although no weight does. Their LSTM config trains in train mode from the
+  first epoch, and so does lib25d's ``lstm``. From scratch this is what makes training work:
+  eval-mode statistics of a random network leave tiny, uncentred tokens (see the book).
+- ``"frozen"``: the encoder stays in eval mode throughout the warm-up, protecting pretrained
+  statistics. Frozen features are then a pure function of the input, and with
+  ``cache_warmup_features`` the training split is encoded once and reused every warm-up epoch.
+
+After the warm-up everything trains in train mode. The final-epoch model is what the authors
+test; lib25d also tests the best-validation model. A checkpoint is written atomically after
+every epoch; ``resume=True`` continues from it and ends with the same numbers as an
+uninterrupted run on CPU, because each epoch's shuffling and dropout are seeded from
+(seed, epoch) alone.
+
+Performance switches (``RunConfig``; exact rewrites, see :mod:`lib25d.models.encoder`) are
+applied once when the model is built; ``RunConfig.straightforward()`` turns them off.
 """
 from __future__ import annotations
 
@@ -79,7 +85,7 @@ def logits_from_features(model: nn.Module, features: torch.Tensor) -> torch.Tens
 
 class _Indices(Dataset):
     """(index, label) of every volume: a loader over it, seeded and iterated like the volume loader
-    (through the same tqdm wrapper, which calls ``iter`` twice), visits the same batches."""
+    (one ``iter`` per epoch), visits the same batches."""
 
     def __init__(self, labels: np.ndarray):
         self.labels = labels
@@ -104,7 +110,7 @@ def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
     out: list[torch.Tensor] = []
     try:
         for x, _ in _loader(data, config, device, None):
-            with autocast_for(device, config.amp):
+            with autocast(device, config):
                 out.append(frozen_features(model, x.to(device, non_blocking=True)))
             if out[0][0].numel() * out[0].element_size() * len(data) > WARMUP_CACHE_LIMIT_BYTES:
                 return None
@@ -116,15 +122,37 @@ def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
 def loss_function(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if num_classes == 2:
         bce = nn.BCEWithLogitsLoss()
-        return lambda logits, y: bce(logits[:, 0], y.float())
+        return lambda logits, y: bce(logits[:, 0], y.to(logits.dtype))
     return nn.CrossEntropyLoss()
 
 
-def autocast_for(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when ``amp``; nothing elsewhere (CPU runs stay fp32 and reproducible)."""
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast_for(device: torch.device, amp: bool, bf16_cpu: bool = False):
+    """bf16 autocast on CUDA when ``amp``, on CPU only when ``bf16_cpu`` (CPU runs stay fp32 and
+    reproducible by default; bf16 pays off only on processors with native bf16, avx512_bf16 / AMX)."""
+    if (device.type == "cuda" and amp) or (device.type == "cpu" and bf16_cpu):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def autocast(device: torch.device, config: RunConfig):
+    return autocast_for(device, config.amp, config.bf16_cpu)
+
+
+def set_epoch_mode(model: nn.Module, config: RunConfig, epoch: int) -> bool:
+    """Trainable parts and train/eval mode of (1-based) ``epoch``; True during the warm-up."""
+    warmup = epoch <= config.warmup_epochs
+    set_encoder_trainable(model, not warmup)
+    model.train()
+    if warmup and config.warmup_bn == "frozen":
+        model.encoder.eval()
+    elif warmup and epoch == 1 and config.method != "lstm":
+        model.eval()  # the authors' epoch 0 (their LSTM config trains in train mode from the start)
+    return warmup
+
+
+def cache_applies(config: RunConfig) -> bool:
+    """The feature cache is exact only while the frozen encoder's BatchNorm uses running statistics."""
+    return config.cache_warmup_features and config.warmup_bn == "frozen" and config.warmup_epochs > 0
 
 
 def loader_workers(config: RunConfig, device: torch.device) -> int:
@@ -133,6 +161,11 @@ def loader_workers(config: RunConfig, device: torch.device) -> int:
     if config.num_workers >= 0:
         return config.num_workers
     return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
+def shuffle_seed(config: RunConfig, epoch: int) -> int:
+    """Each epoch's shuffling and dropout depend on (seed, epoch) alone: resume is exact."""
+    return config.seed * 100_003 + epoch
 
 
 def _loader(data: VolumeDataset, config: RunConfig, device: torch.device, shuffle_seed: int | None) -> DataLoader:
@@ -149,7 +182,7 @@ def predict(model: nn.Module, data: VolumeDataset, config: RunConfig, device: to
     model.eval()
     out, total = [], 0.0
     for x, y in _loader(data, config, device, None):
-        with autocast_for(device, config.amp):
+        with autocast(device, config):
             logits = model(x.to(device, non_blocking=True)).float()
         if loss_fn is not None:
             total += loss_fn(logits, y.to(device)).item() * len(y)
@@ -165,23 +198,23 @@ def evaluate(model: nn.Module, data: VolumeDataset, config: RunConfig, device: t
 
 
 def _train_epoch(model: nn.Module, loader, loss_fn, optimizer, device: torch.device,
-                 config: RunConfig, warmup: bool, desc: str, quiet: bool,
+                 config: RunConfig, desc: str, quiet: bool,
                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, int]:
-    """One pass over ``loader``'s (input, label) batches; ``forward`` maps an input to logits.
+    """One pass over ``loader``'s (input, label) batches in the mode :func:`set_epoch_mode` set;
+    ``forward`` maps an input to logits.
 
     Inputs are volumes (``forward`` = the model) or, in a cached warm-up, indices of the
     volumes (``forward`` = cached frozen features -> reducer + head).
     """
-    model.train()
-    if warmup:
-        model.encoder.eval()  # frozen BatchNorm statistics too
     forward = model if forward is None else forward
     total, seen = 0.0, 0
     start = time.perf_counter()
-    bar = tqdm(loader, desc=desc, disable=quiet, leave=False, unit="batch")
-    for step, (x, y) in enumerate(bar):
+    # a bar beside the loader, not around it: tqdm.auto's wrapper calls iter() on its iterable
+    # twice, which draws the shuffle twice (and starts DataLoader workers twice)
+    bar = tqdm(total=len(loader), desc=desc, disable=quiet, leave=False, unit="batch")
+    for step, (x, y) in enumerate(loader):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast_for(device, config.amp):
+        with autocast(device, config):
             loss = loss_fn(forward(x).float(), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss ({loss.item()}) in {desc}, step {step}")
@@ -190,7 +223,9 @@ def _train_epoch(model: nn.Module, loader, loss_fn, optimizer, device: torch.dev
         optimizer.step()
         total += loss.item() * len(y)
         seen += len(y)
+        bar.update(1)
         bar.set_postfix(loss=f"{total / seen:.4f}", vol_s=f"{seen / (time.perf_counter() - start):.1f}")
+    bar.close()
     return total / seen, seen
 
 
@@ -253,25 +288,23 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
     cache_tried = False
 
     for epoch in range(len(history) + 1, config.epochs + 1):
-        warmup = epoch <= config.warmup_epochs
-        set_encoder_trainable(model, not warmup)
+        warmup = set_epoch_mode(model, config, epoch)
         tic = time.perf_counter()
-        if warmup and config.cache_warmup_features and not cache_tried:
+        if warmup and cache_applies(config) and not cache_tried:
             cache_tried = True  # built once, in the first warm-up epoch this process runs (its time counts there)
             cache = feature_cache(model, splits["train"], config, device)
         if not warmup:
             cache = None  # free it
-        shuffle_seed = config.seed * 100_003 + epoch
-        torch.manual_seed(shuffle_seed)  # dropout etc. depend on (seed, epoch) only
+        seed = shuffle_seed(config, epoch)
+        torch.manual_seed(seed)  # dropout etc. depend on (seed, epoch) only
         if cache is not None:
-            loader = _index_loader(splits["train"], config, shuffle_seed)
+            loader = _index_loader(splits["train"], config, seed)
             forward = lambda idx, c=cache: logits_from_features(model, c[idx.to(c.device)])  # noqa: E731
         else:
-            loader, forward = _loader(splits["train"], config, device, shuffle_seed=shuffle_seed), None
+            loader, forward = _loader(splits["train"], config, device, shuffle_seed=seed), None
         desc = f"epoch {epoch}/{config.epochs}" + (" (warm-up)" if warmup else "")
         try:
-            train_loss, seen = _train_epoch(model, loader, loss_fn, optimizer, device, config, warmup, desc, quiet,
-                                            forward)
+            train_loss, seen = _train_epoch(model, loader, loss_fn, optimizer, device, config, desc, quiet, forward)
         except FloatingPointError as err:
             kept = f"the last good checkpoint is {out / CHECKPOINT} (epoch {len(history)})" if history else \
                 "no epoch had finished, so there is no checkpoint"

@@ -25,3 +25,13 @@ def resnet18_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
     torch.save(torchvision.models.resnet18().state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: tiny workloads gain nothing from more, and lose a lot on a busy machine.
+    Test modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

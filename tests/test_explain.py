@@ -28,13 +28,7 @@ TINY = {"n_train": 4, "n_val": 4, "n_test": 4}  # 12^3 volumes: small enough for
 TINY_SIZE = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared machine, two threads contend and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

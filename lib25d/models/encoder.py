@@ -179,6 +179,60 @@ def use_tiny_conv_matmul(module: nn.Module, enabled: bool = True) -> int:
     return changed
 
 
+class CountedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose batch rows may each stand for several identical slices.
+
+    With ``counts`` set (one multiplicity per row, see :meth:`SliceEncoder.forward`) and batch
+    statistics in use, the mean, the variance and the running-statistics update are those of
+    the batch with every row repeated ``counts[i]`` times: the same function, gradients and
+    running statistics as the full batch (up to float summation order), for about the cost of
+    the distinct rows. Without ``counts`` it is plain BatchNorm2d (same parameters and state_dict).
+    """
+
+    counts: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.counts is None or not (self.training or self.running_mean is None):
+            return super().forward(x)
+        w = self.counts.to(x.dtype).view(-1, 1)
+        n = self.counts.sum() * x[0, 0].numel()  # values per channel in the full batch
+        mean = (x.sum((2, 3)) * w).sum(0) / n
+        centred = x - mean.view(1, -1, 1, 1)
+        var = (centred.square().sum((2, 3)) * w).sum(0) / n
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1), m)  # unbiased, as BatchNorm stores it
+        scale = torch.rsqrt(var + self.eps) if self.weight is None else self.weight * torch.rsqrt(var + self.eps)
+        out = centred * scale.view(1, -1, 1, 1)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
+def use_counted_batch_norm(module: nn.Module, enabled: bool = True) -> int:
+    """Switch every BatchNorm2d in ``module`` to (or back from) :class:`CountedBatchNorm2d`."""
+    old, new = (nn.BatchNorm2d, CountedBatchNorm2d) if enabled else (CountedBatchNorm2d, nn.BatchNorm2d)
+    changed = 0
+    for m in module.modules():
+        if type(m) is old:
+            m.__class__ = new
+            changed += 1
+    return changed
+
+
+@contextlib.contextmanager
+def _row_counts(module: nn.Module, counts: torch.Tensor):
+    norms = [m for m in module.modules() if isinstance(m, CountedBatchNorm2d)]
+    for m in norms:
+        m.counts = counts
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.counts = None
+
+
 class _NoRunningStatsUpdate:
     """During a checkpoint recomputation BatchNorm must not update its running statistics twice.
 
@@ -239,10 +293,12 @@ class SliceEncoder(nn.Module):
     from its :class:`~lib25d.config.RunConfig`):
 
     - ``dedupe``: identical slices (the empty background of a shape mask, typically) are
-      encoded once and their features copied, whenever BatchNorm uses its running statistics
-      (eval mode: inference and the frozen warm-up), the input needs no gradient and no
-      forward hook watches the encoder's layers. The encoder is per-slice then, so the
-      result is the same function of the input.
+      encoded once and their features copied, when the input needs no gradient and no forward
+      hook watches the encoder's layers. With running statistics (eval mode) the encoder is a
+      per-slice function; with batch statistics (train mode) every BatchNorm weighs each
+      distinct slice by its multiplicity (:class:`CountedBatchNorm2d`), so outputs, gradients
+      and running statistics are those of the full batch. Not combined with chunking or
+      checkpointing in train mode (those change the batch a BatchNorm sees).
     - ``channels_last``: NHWC memory format for the network and its input.
     - ``checkpointing``: each chunk's activations are recomputed in the backward pass instead
       of being kept (with ``chunk_size``: memory of one chunk instead of the whole batch, for
@@ -256,6 +312,7 @@ class SliceEncoder(nn.Module):
         super().__init__()
         self.adapter = channel_adapter(in_channels, dims=2)
         self.network, self.out_features = backbone_network(backbone, weights)
+        self.backbone = backbone
         self.in_channels = in_channels
         self.chunk_size = chunk_size
         self.dedupe = False
@@ -273,6 +330,7 @@ class SliceEncoder(nn.Module):
             self.to(memory_format=fmt)
         if dedupe is not None:
             self.dedupe = bool(dedupe)
+            use_counted_batch_norm(self, self.dedupe)
         if checkpointing is not None:
             self.checkpointing = bool(checkpointing)
         if tiny_convs is not None:
@@ -297,13 +355,26 @@ class SliceEncoder(nn.Module):
             return self._run(slices)
         return torch.cat([self._run(c) for c in slices.split(self.chunk_size)])
 
+    def _dedupe_applies(self, slices: torch.Tensor) -> bool:
+        if not self.dedupe or slices.requires_grad or _hooked(self):
+            return False
+        if not batch_statistics_in_use(self):
+            return True  # running statistics: the encoder is a per-slice function
+        # batch statistics: exact through CountedBatchNorm2d, for one un-chunked call without recomputation
+        whole = self.chunk_size is None or slices.shape[0] <= self.chunk_size
+        return whole and not self.checkpointing and all(
+            isinstance(m, CountedBatchNorm2d) for m in self.modules() if isinstance(m, _BatchNorm))
+
     def forward(self, slices: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) -> (N, F)."""
-        if self.dedupe and not slices.requires_grad and not batch_statistics_in_use(self) and not _hooked(self):
-            found = unique_slices(slices)
-            self.last_dedupe = (slices.shape[0], slices.shape[0]) if found is None else \
-                (found[0].shape[0], slices.shape[0])
-            if found is not None:
-                uniq, inverse = found
-                return self._encode(uniq).index_select(0, inverse)
-        return self._encode(slices)
+        if not self._dedupe_applies(slices):
+            return self._encode(slices)
+        found = unique_slices(slices)
+        n = slices.shape[0]
+        self.last_dedupe = (n, n) if found is None else (found[0].shape[0], n)
+        if found is None:
+            return self._encode(slices)
+        uniq, inverse = found
+        counts = torch.bincount(inverse, minlength=uniq.shape[0])
+        with _row_counts(self, counts):
+            return self._encode(uniq).index_select(0, inverse)

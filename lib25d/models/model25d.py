@@ -58,12 +58,9 @@ class Model25D(nn.Module):
         check_volume(x, self.encoder.in_channels)
         b = x.shape[0]
         layout = SliceLayout.for_shape(tuple(x.shape[2:]), self.axes)
-        slices = [slice_axis(x, a) for a in self.axes]
-        if len({s.shape[1:] for s in slices}) == 1:
-            # one encoder call for all axes (a cube): BatchNorm sees every slice, as in the paper's code
-            feats = self.encoder(torch.cat(slices)).split([s.shape[0] for s in slices])
-        else:
-            feats = [self.encoder(s) for s in slices]
+        # one encoder call per axis, as in the authors' code: BatchNorm batch statistics are per axis
+        # and its running statistics move once per axis and step
+        feats = [self.encoder(slice_axis(x, a)) for a in self.axes]
         tokens = torch.cat([f.reshape(b, -1, f.shape[-1]) for f in feats], dim=1)
         return tokens, layout
 

@@ -1,0 +1,121 @@
+"""The authors' design (TUM-AIMED/2.5DAttention), rewritten small: the reference lib25d must match.
+
+Written from reading their ``models/twoandahalfdmodel.py`` and ``train.py`` (no code copied):
+
+- forward: the feature extractor (1x1 ones-initialised conv + ResNet without ``fc``) is called
+  once per axis on permuted slices, tokens in axis order 0, 1, 2; the mean token is the query
+  of ``nn.MultiheadAttention`` (or of the Transformer's decoder); mean / max / last LSTM step;
+- loop: epoch 0 runs in eval mode, later epochs in train mode (so BatchNorm statistics move
+  while the backbone is still frozen; their LSTM config trains in train mode from epoch 0);
+  after the head-only epochs (three: ``unfreeze.feature_extractor: 2``) everything is unfrozen;
+  NAdam over all parameters; BCE on one logit (binary) or cross-entropy.
+
+Parity tests (``tests/test_parity.py``) compare lib25d with it step by step, and
+``lib25d bench --compare`` times it as the "before". It has no performance switch on purpose.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .models.encoder import backbone_network
+from .models.reducers import REDUCERS
+
+# their configs' ``unfreeze.train_mode``: model.train() from the epoch after it (0-based)
+TRAIN_MODE_AFTER = {"lstm": -1}  # every other method: 0
+
+
+class AuthorsModel(nn.Module):
+    """Their ``TwoAndAHalfD*`` forward with plain torchvision / torch modules."""
+
+    def __init__(self, feature_extractor: nn.Module, reduce_3d_module: nn.Module | None,
+                 classifier: nn.Linear, method: str):
+        super().__init__()
+        self.feature_extractor = feature_extractor
+        self.reduce_3d_module = reduce_3d_module
+        self.classifier = classifier
+        self.method = method
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, nz, nx, ny = x.shape
+        fe = self.feature_extractor
+        return torch.cat([fe(x.permute(0, 2, 1, 3, 4).reshape(n * nz, c, nx, ny)).reshape(n, nz, -1),
+                          fe(x.permute(0, 3, 1, 2, 4).reshape(n * nx, c, nz, ny)).reshape(n, nx, -1),
+                          fe(x.permute(0, 4, 1, 2, 3).reshape(n * ny, c, nz, nx)).reshape(n, ny, -1)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and the head-averaged attention map (attention only), as their models return."""
+        f = self.tokens(x)
+        query = f.mean(1, keepdim=True)
+        att = None
+        if self.method == "attention":
+            out, att = self.reduce_3d_module(query, f, f)
+            out, att = out[:, 0], att[:, 0]
+        elif self.method == "mean":
+            out = f.mean(1)
+        elif self.method == "max":
+            out = f.max(1)[0]
+        elif self.method == "lstm":
+            out = self.reduce_3d_module(f)[0][:, -1]
+        else:  # transformer: encoder over the slices, decoder on the mean token
+            out = self.reduce_3d_module(f, query)[:, 0]
+        return self.classifier(out), att
+
+
+def from_lib25d(model: nn.Module) -> AuthorsModel:
+    """The authors' model holding a copy of a lib25d ``Model25D``'s weights and buffers.
+
+    The backbone is rebuilt from torchvision (plain classes, default memory format) and gets the
+    same state dict, so no lib25d performance switch reaches the reference.
+    """
+    enc = model.encoder
+    adapter = nn.Conv2d(enc.in_channels, 3, 1, bias=False) if enc.in_channels != 3 else None
+    if adapter is not None:
+        adapter.weight.data.copy_(enc.adapter.conv.weight.detach().contiguous())
+    network, _ = backbone_network(enc.backbone, None)
+    network.load_state_dict({k: v.contiguous() for k, v in enc.network.state_dict().items()})
+    extractor = nn.Sequential(*([adapter] if adapter is not None else []), network)
+    method = next(name for name, cls in REDUCERS.items() if type(model.reducer) is cls)
+    inner = {"attention": "attn", "lstm": "lstm", "transformer": "transformer"}.get(method)
+    reducer = copy.deepcopy(getattr(model.reducer, inner)) if inner else None
+    ref = AuthorsModel(extractor, reducer, copy.deepcopy(model.head), method)
+    p = next(model.parameters())
+    return ref.to(device=p.device, dtype=p.dtype)
+
+
+def loss_fn(num_outputs: int) -> nn.Module:
+    return nn.BCEWithLogitsLoss() if num_outputs == 1 else nn.CrossEntropyLoss()
+
+
+def prepare(model: AuthorsModel, head_only_epochs: int) -> None:
+    """Their starting point: eval mode, feature extractor frozen (unless there is no head-only epoch)."""
+    model.eval()
+    for p in model.feature_extractor.parameters():
+        p.requires_grad_(head_only_epochs == 0)
+
+
+def train_step(model: AuthorsModel, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> float:
+    """Their ``train_step``: forward, loss on squeezed outputs, backward, step, zero_grad."""
+    pred, _ = model(x)
+    target = y.to(pred.dtype) if pred.shape[1] == 1 else y.long()
+    loss = loss_fn(pred.shape[1])(pred.squeeze(1) if pred.shape[1] == 1 else pred, target)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    return loss.item()
+
+
+def train_epoch(model: AuthorsModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                opt: torch.optim.Optimizer, epoch: int, head_only_epochs: int) -> list[float]:
+    """Epoch ``epoch`` (0-based) of their loop; ``head_only_epochs`` 0 = all trainable, train mode."""
+    if epoch > TRAIN_MODE_AFTER.get(model.method, 0) or head_only_epochs == 0:
+        model.train()
+    losses = [train_step(model, x, y, opt) for x, y in batches]
+    model.eval()
+    if epoch == head_only_epochs - 1:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return losses
