@@ -72,18 +72,18 @@ def from_lib25d(model: nn.Module) -> AuthorsModel:
     same state dict, so no lib25d performance switch reaches the reference.
     """
     enc = model.encoder
-    adapter = nn.Conv2d(enc.in_channels, 3, 1, bias=False) if enc.in_channels != 3 else None
+    p = next(model.parameters())
+    like = dict(device=p.device, dtype=p.dtype)  # before copying: a float32 copy would round float64 weights
+    adapter = nn.Conv2d(enc.in_channels, 3, 1, bias=False).to(**like) if enc.in_channels != 3 else None
     if adapter is not None:
         adapter.weight.data.copy_(enc.adapter.conv.weight.detach().contiguous())
     network, _ = backbone_network(enc.backbone, None)
-    network.load_state_dict({k: v.contiguous() for k, v in enc.network.state_dict().items()})
+    network.to(**like).load_state_dict({k: v.contiguous() for k, v in enc.network.state_dict().items()})
     extractor = nn.Sequential(*([adapter] if adapter is not None else []), network)
     method = next(name for name, cls in REDUCERS.items() if type(model.reducer) is cls)
     inner = {"attention": "attn", "lstm": "lstm", "transformer": "transformer"}.get(method)
     reducer = copy.deepcopy(getattr(model.reducer, inner)) if inner else None
-    ref = AuthorsModel(extractor, reducer, copy.deepcopy(model.head), method)
-    p = next(model.parameters())
-    return ref.to(device=p.device, dtype=p.dtype)
+    return AuthorsModel(extractor, reducer, copy.deepcopy(model.head), method).to(**like)
 
 
 def loss_fn(num_outputs: int) -> nn.Module:

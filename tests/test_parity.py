@@ -57,6 +57,17 @@ def assert_same_state(ours: torch.nn.Module, ref: torch.nn.Module, **tol) -> Non
         torch.testing.assert_close(value, theirs[reference_name(name)], msg=lambda m: f"{name}: {m}", **tol)
 
 
+def test_reference_copy_is_exact():
+    """``from_lib25d`` copies every tensor bit for bit, also float64 values a float32 copy would round."""
+    torch.manual_seed(0)
+    ours = build_model("lstm").double()
+    with torch.no_grad():
+        for t in ours.state_dict().values():
+            if t.is_floating_point():
+                t.add_(1e-12)
+    assert_same_state(ours, authors.from_lib25d(ours), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("method,switches", CASES)
 def test_training_steps_match_the_authors_design(method, switches, adrenal_batches):
     """Same initial weights, same batches: same logits, losses, gradients, BatchNorm statistics."""

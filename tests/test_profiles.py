@@ -363,10 +363,16 @@ def test_a_run_whose_input_was_not_fetched_is_recorded_without_starting(tmp_path
     assert "organmnist3d.npz not found" in nbformat.read(nb, as_version=4).cells[0].source
 
 
-def test_fetch_finds_the_shared_adrenal_file_and_rejects_unknown_items(medmnist_root):
+@pytest.mark.parametrize("linked", [False, True])
+def test_fetch_finds_the_shared_adrenal_file_and_rejects_unknown_items(medmnist_root, linked, tmp_path):
+    """Also through a symbolic link to the data folder (../shared is one on some machines)."""
     from lib25d.profiles import fetch
 
-    assert fetch("medmnist-adrenal-28", download=False, root=str(medmnist_root)) == \
-        {"item": "medmnist-adrenal-28", "status": "ok", "where": str(medmnist_root / "adrenalmnist3d.npz")}
+    root = medmnist_root
+    if linked:
+        root = tmp_path / "linked"
+        root.symlink_to(medmnist_root.resolve(), target_is_directory=True)
+    found = fetch("medmnist-adrenal-28", download=False, root=str(root))
+    assert found["status"] == "ok" and Path(found["where"]).samefile(medmnist_root / "adrenalmnist3d.npz")
     with pytest.raises(ProfileError, match="unknown fetch item"):
         fetch("kaggle-x", download=False)
