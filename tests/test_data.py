@@ -16,18 +16,14 @@ from torch.utils.data import DataLoader
 from lib25d.data import DatasetInfo, VolumeDataset, available_datasets, dataset_info, load_dataset
 from lib25d.data import medmnist3d
 
-SHARED = Path(__file__).parents[1] / ".." / "shared" / "data" / "medmnist"
 COUNTS = {"train": 1188, "val": 98, "test": 298}
 ADRENAL = medmnist.INFO["adrenalmnist3d"]
 
 
 @pytest.fixture(scope="module")
-def shared_root() -> Path:
-    """The real files; their absence is a broken setup, not a reason to skip."""
-    for name in ("adrenalmnist3d.npz", "adrenalmnist3d_64.npz"):
-        if not (SHARED / name).is_file():
-            pytest.fail(f"{SHARED.resolve() / name} is missing: these tests need ../shared/data/medmnist beside the repo")
-    return SHARED.resolve()
+def shared_root(medmnist_root) -> Path:
+    """The real files (conftest finds them; their absence is a broken setup, not a reason to skip)."""
+    return medmnist_root
 
 
 @pytest.fixture
