@@ -19,18 +19,19 @@ def _has_adrenal(folder: Path) -> bool:
 
 
 def _download_adrenal() -> Path | None:
-    """medmnist's own download into its default folder; None where the internet is not reachable."""
-    import medmnist
+    """lib25d's own download (MD5-checked) into medmnist's default folder; None where it fails (no internet)."""
     import medmnist.info
+
+    from lib25d.data.medmnist3d import locate
 
     root = Path(medmnist.info.DEFAULT_ROOT)
     try:
         root.mkdir(parents=True, exist_ok=True)
         for size in (28, 64):
-            medmnist.AdrenalMNIST3D(split="val", root=str(root), size=size, download=True)
-    except Exception:  # no network, a proxy, a partial file: medmnist raises many kinds
+            locate("adrenal", "val", size=size, root=root, download=True)
+    except Exception:  # no network, a proxy, a partial file: the download raises many kinds
         return None
-    return root if _has_adrenal(root) else None
+    return root
 
 
 def find_adrenal(env: str | None, shared: Path, download: Callable[[], Path | None]) -> Path | str:
