@@ -211,6 +211,29 @@ def _methods(values: Any, key: str) -> list[str]:
     return [str(m) for m in values]
 
 
+def _mapping(value: Any, what: str, example: str) -> dict[str, Any]:
+    """A profile section that must be a mapping (empty when absent), else one ProfileError."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ProfileError(f"{what} must be a mapping of settings, e.g. {example}; got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _scalar(values: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
+    """An int or bool setting; strings and 0/1 as command-line overrides give them are accepted."""
+    value = values.get(key, default)
+    text = str(value).strip().lower()
+    if kind is bool and text in _BOOLS:
+        return _BOOLS[text]
+    if kind is int and not isinstance(value, (bool, float)) and text.isdigit():
+        return int(text)
+    raise ProfileError(f"{key} must be {'a whole number' if kind is int else 'true or false'}, got {value!r}")
+
+
 def _datasets(values: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(values, Mapping) or not values:
         raise ProfileError("datasets must map dataset labels to settings, e.g. {adrenal: {}, synthetic: {size: 16}}")
@@ -219,7 +242,7 @@ def _datasets(values: Any) -> dict[str, dict[str, Any]]:
         if not LABEL.match(str(label)):
             raise ProfileError(f"dataset label {label!r} may hold only letters, digits and _; "
                                "set the real name with `dataset:` (e.g. myct: {dataset: 'nifti:scans.csv'})")
-        out[str(label)] = dict(settings or {})
+        out[str(label)] = _mapping(settings, f"datasets.{label}", "{size: 16, epochs: 2}")
     return out
 
 
@@ -234,7 +257,7 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
     seeds = values.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ProfileError(f"seeds must be a non-empty list of integers, got {seeds!r}")
-    notebooks = dict(values.get("notebooks") or {})
+    notebooks = _mapping(values.get("notebooks"), "notebooks", "{fig1: {dataset: adrenal}}")
     bad = sorted(set(notebooks) - set(NOTEBOOKS))
     if bad:
         raise ProfileError(f"unknown notebook(s) {', '.join(bad)} under notebooks; valid: {', '.join(NOTEBOOKS)}")
@@ -248,12 +271,14 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
     results = Path(values.get("results") or f"{DEFAULT_RESULTS}/{name}").expanduser()
     profile = Profile(
         name=name, results=(results if results.is_absolute() else root / results).resolve(),
-        defaults=dict(values.get("defaults") or {}), datasets=_datasets(values.get("datasets")),
+        defaults=_mapping(values.get("defaults"), "defaults", "{epochs: 2, weights: null}"),
+        datasets=_datasets(values.get("datasets")),
         seeds=[int(s) for s in seeds], table1=_methods(values.get("table1", ["3d", "acs", "attention"]), "table1"),
         table3=_methods(values.get("table3", ["attention", "mean", "max", "lstm", "transformer"]), "table3"),
-        notebooks={k: dict(v or {}) for k, v in notebooks.items()}, description=str(values.get("description", "")),
-        strict=bool(values.get("strict", False)), download=bool(values.get("download", True)),
-        threads=int(values.get("threads", 1)), gpus=int(values.get("gpus", 0)), bench=bench, source=source)
+        notebooks={k: _mapping(v, f"notebooks.{k}", "{dataset: adrenal}") for k, v in notebooks.items()},
+        description=str(values.get("description", "")),
+        strict=_scalar(values, "strict", bool, False), download=_scalar(values, "download", bool, True),
+        threads=_scalar(values, "threads", int, 1), gpus=_scalar(values, "gpus", int, 0), bench=bench, source=source)
     try:
         profile.runs()  # every cell must make a valid RunConfig
     except (ValueError, TypeError) as err:
@@ -294,11 +319,33 @@ def load_profile(name: str | Path, overrides: Mapping[str, Any] | None = None,
                  start: str | Path | None = None) -> Profile:
     """Load and validate ``config/<name>.yaml`` (or a file path), optionally deep-merging overrides."""
     path = profile_path(name, start)
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, Mapping):
-        raise ProfileError(f"{path} must hold a YAML mapping (profile:, defaults:, datasets:, ...)")
+    values = read_yaml(path)
     root = path.parent.parent if path.parent.name == CONFIG_DIR else Path.cwd()
-    return from_dict(merge(values, overrides or {}), root=root, source=path)
+    try:
+        return from_dict(merge(values, overrides or {}), root=root, source=path)
+    except ProfileError as err:
+        raise ProfileError(f"profile file {path}: {err}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A profile file's mapping; unreadable text, invalid YAML or a non-mapping is one ProfileError naming it."""
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        problem = "it is not UTF-8 text" if isinstance(err, UnicodeDecodeError) else (err.strerror or str(err))
+        raise ProfileError(f"profile file {path} cannot be read ({problem}): give a YAML text file") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ProfileError(f"profile file {path} is not valid YAML ({problem}{where}): fix the syntax there "
+                           "(often an indentation, a missing ':' or an unclosed bracket)") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ProfileError(f"profile file {path} must hold a YAML mapping (profile:, defaults:, datasets:, ...), "
+                           f"not a {type(values).__name__}")
+    return dict(values)
 
 
 # -- what the runs need from the internet ---------------------------------------------------------

@@ -5,6 +5,8 @@ and what the workflow recorded about the attempt (``status.json``: ok, or failed
 one-line error). :func:`collect` joins them with the profile's grid, so a run that failed or
 never ran is a row with status ``failed`` / ``missing`` and its reason; :func:`summarise` and
 :func:`compare` carry that reason into the table cell ("missing (organmnist3d.npz not found)").
+A damaged record (truncated ``result.json``, a ``status.json`` that is not JSON, a result
+lacking its metrics) is a ``failed`` row whose reason names the file and the damage.
 
 Command line (used by the Snakefile)::
 
@@ -47,6 +49,22 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(object, problem) of a JSON record: (None, None) when absent, (None, why) when it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        return None, None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        return None, f"{path.name} is truncated or corrupt (invalid JSON at line {err.lineno} column {err.colno})"
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"{path.name} cannot be read ({getattr(err, 'strerror', None) or type(err).__name__})"
+    if not isinstance(value, dict):
+        return None, f"{path.name} holds a JSON {type(value).__name__}, not an object"
+    return value, None
 
 
 def one_line(text: str) -> str:
@@ -135,8 +153,13 @@ def set_aside_changed_run(out: str | Path, config: Any) -> Path | None:
 
     out = Path(out)
     if (out / CHECKPOINT).is_file():
-        state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
-        recorded, done = state["config"], len(state["history"])
+        try:
+            state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+            recorded, done = state["config"], len(state["history"])
+        except Exception as err:  # truncated (a killed save) or foreign: torch raises many kinds
+            why = one_line(f"{type(err).__name__}: {err}").split(". ")[0][:120]  # torch's errors run long
+            raise ValueError(f"checkpoint {out / CHECKPOINT} cannot be read ({why}): move it away (or delete it) "
+                             "to train this run again") from err
     elif (out / RESULT).is_file():
         result = read_json(out / RESULT) or {}
         recorded, done = result.get("config", {}), len(result.get("history", []))
@@ -169,12 +192,23 @@ def _same_options(key: str, a: Any, b: Any) -> bool:
 
 def _state(run_dir: Path, run: Run) -> tuple[str, str, dict[str, Any] | None]:
     """(status, reason, result) of a run folder, judged against the run the profile expects."""
-    status = read_json(run_dir / STATUS) or {}
-    result = read_json(run_dir / RESULT)
+    status, status_problem = read_record(run_dir / STATUS)
+    result, result_problem = read_record(run_dir / RESULT)
+    status = status or {}
     if status.get("status") == "failed":
         return "failed", status.get("reason") or short_reason(status.get("error", "failed")), None
+    if status_problem or result_problem:  # a damaged record is a failed attempt, with the file as its reason
+        return "failed", result_problem or status_problem, None
     if result is None:
         return "missing", "not run yet" if not status else f"no {RESULT}", None
+    try:  # valid JSON with the wrong content (a foreign or hand-edited file)
+        if not isinstance(result.get("config", {}), dict):
+            raise TypeError("its config is not an object")
+        for which in WHICH:
+            _result_fields(result, which)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
+        what = f"no {err}" if isinstance(err, KeyError) else one_line(str(err) or type(err).__name__)
+        return "failed", f"{RESULT} is incomplete ({what})", None
     diff = _mismatch(run.config.to_dict(), result.get("config", {}))
     if diff:
         return "stale", f"run used other settings: {', '.join(diff)}", None
@@ -204,19 +238,23 @@ def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
                            "revision": "", "dirty": None, "started": "", "finished": ""}
     if result is None:
         return row
+    row.update(_result_fields(result, which))  # _state checked that it reads
+    return row
+
+
+def _result_fields(result: dict[str, Any], which: str) -> dict[str, Any]:
     test = result["metrics"][which]["test"]
     env = result.get("environment", {})
-    row.update(auc=_num(test.get("auc")), acc=_num(test.get("acc")),
-               epoch_seconds=_num(result["timing"].get("mean_epoch_seconds")),
-               full_epoch_seconds=_num(result["timing"].get("mean_full_epoch_seconds")),
-               full_epochs=[h["seconds"] for h in result.get("history", []) if h.get("phase") == "full"],
-               train_seconds=_num(result["timing"].get("total_train_seconds")),
-               peak_memory_mib=result["memory"]["bytes"] / 2**20, memory_kind=result["memory"].get("kind", ""),
-               parameters=result["parameters"]["total"], device=env.get("device", ""), data=_data_text(result),
-               revision=(env.get("git") or {}).get("revision") or "", dirty=(env.get("git") or {}).get("dirty"),
-               started=result.get("started", ""), finished=result.get("finished", ""),
-               **{f"version_{k}": v for k, v in env.get("versions", {}).items()})
-    return row
+    return dict(auc=_num(test.get("auc")), acc=_num(test.get("acc")),
+                epoch_seconds=_num(result["timing"].get("mean_epoch_seconds")),
+                full_epoch_seconds=_num(result["timing"].get("mean_full_epoch_seconds")),
+                full_epochs=[h["seconds"] for h in result.get("history", []) if h.get("phase") == "full"],
+                train_seconds=_num(result["timing"].get("total_train_seconds")),
+                peak_memory_mib=result["memory"]["bytes"] / 2**20, memory_kind=result["memory"].get("kind", ""),
+                parameters=result["parameters"]["total"], device=env.get("device", ""), data=_data_text(result),
+                revision=(env.get("git") or {}).get("revision") or "", dirty=(env.get("git") or {}).get("dirty"),
+                started=result.get("started", ""), finished=result.get("finished", ""),
+                **{f"version_{k}": v for k, v in env.get("versions", {}).items()})
 
 
 def _num(value: Any) -> float:
@@ -434,9 +472,9 @@ def record_bench_failure(json_path: str | Path, log: str | Path) -> dict[str, st
 
 
 def failed_status_files(profile: Profile) -> list[Path]:
-    """status.json of every failed run: pass them to ``snakemake --forcerun`` to retry."""
-    paths = [profile.run_dir(r.run_id) / STATUS for r in profile.runs()]
-    return [p for p in paths if (read_json(p) or {}).get("status") == "failed"]
+    """status.json of every failed run (a damaged record counts): pass them to ``snakemake --forcerun``."""
+    paths = [(profile.run_dir(r.run_id) / STATUS, r) for r in profile.runs()]
+    return [p for p, r in paths if p.is_file() and _state(p.parent, r)[0] == "failed"]
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -461,6 +499,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest", help="folder named in _toc.yml (book/_generated)")
     p.add_argument("--notebooks", nargs="+", required=True, help="aggregate notebooks to copy")
     args = parser.parse_args(argv)
+    try:
+        return _main(args)
+    except (ValueError, FileNotFoundError) as err:  # a bad profile or record file: one line naming it
+        print(f"python -m lib25d.results {args.command}: error: {one_line(str(err))}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command == "status":
         status = record_status(args.run_dir, args.exit_code, args.notebook, args.log, args.seconds, args.fetched)
         if status["status"] == "failed":

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+FAULT_ENV = "LIB25D_FAULT"  # testing hook, see fault_point
+_fault_hits: dict[str, int] = {}
 PACKAGES = ("lib25d", "torch", "torchvision", "numpy", "medmnist", "acsconv", "grad-cam", "scikit-learn")
 
 
@@ -84,6 +87,19 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
     return {"bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "process_peak_rss"}
 
 
+def fault_point(name: str) -> None:
+    """Fault injection for tests: ``LIB25D_FAULT=<name>@<n>`` kills this process with SIGKILL (no
+    clean-up of any kind) the n-th time it passes ``name``; names are ``step`` (after an optimiser
+    step) and ``write:<file name>`` (a file written, not yet renamed into place)."""
+    spec = os.environ.get(FAULT_ENV, "")
+    target, _, nth = spec.rpartition("@")
+    if target != name:
+        return
+    _fault_hits[name] = _fault_hits.get(name, 0) + 1
+    if _fault_hits[name] == int(nth):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temp file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
@@ -91,6 +107,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        fault_point(f"write:{path.name}")
         os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
         os.replace(tmp, path)
     finally:

@@ -40,16 +40,28 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .config import PERFORMANCE_FIELDS, RunConfig
-from .data import VolumeDataset, load_dataset
+from .data import VolumeDataset, check_dataset, load_dataset
 from .metrics import evaluate_scores, scores_from_logits
-from .models import Model25D, build_model, count_parameters, set_encoder_trainable
-from .runinfo import environment, peak_memory, reset_peak_memory, resolve_device, write_atomic, write_json
+from .models import METHODS, Model25D, build_model, count_parameters, set_encoder_trainable
+from .models.encoder import check_backbone
+from .runfolder import claim, read_torch
+from .runinfo import environment, fault_point, peak_memory, reset_peak_memory, resolve_device, write_atomic, write_json
 
 CHECKPOINT, BEST, RESULT = "checkpoint.pt", "best.pt", "result.json"
 RUNTIME_FIELDS = ("device", "num_workers", "data_root", "epochs", "chunk_size",
-                  *PERFORMANCE_FIELDS)  # may change on resume
+                  *PERFORMANCE_FIELDS)  # may change on resume; the run stays the same experiment
+RESUME_FIELDS = (*RUNTIME_FIELDS, "lr")  # lr too, to continue past a divergence (history records each epoch's)
 WARMUP_CACHE_LIMIT_BYTES = 4 * 2**30  # larger feature caches fall back to encoding every warm-up epoch
 EpochHook = Callable[[int, dict[str, Any]], None]
+
+
+def check_config(config: RunConfig) -> None:
+    """Names that select code (method, backbone, dataset, device), checked before any data or disk."""
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; valid: {', '.join(METHODS)}")
+    check_backbone(config.backbone)
+    check_dataset(config.dataset, config.dataset_options)
+    resolve_device(config.device)
 
 
 def load_splits(config: RunConfig) -> dict[str, VolumeDataset]:
@@ -217,10 +229,11 @@ def _train_epoch(model: nn.Module, loader, loss_fn, optimizer, device: torch.dev
         with autocast(device, config):
             loss = loss_fn(forward(x).float(), y)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss ({loss.item()}) in {desc}, step {step}")
+            raise FloatingPointError(f"non-finite loss ({loss.item()}) in {desc}, step {step + 1}/{len(loader)}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        fault_point("step")
         total += loss.item() * len(y)
         seen += len(y)
         bar.update(1)
@@ -244,14 +257,24 @@ def _check_out(out: Path, config: RunConfig, resume: bool) -> dict[str, Any] | N
                               "or choose another output folder")
     if not ckpt.exists():
         return None
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    old = {k: v for k, v in state["config"].items() if k not in RUNTIME_FIELDS}
-    new = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+    state = read_torch(ckpt, "checkpoint", keys=("config", "model", "optimizer", "history", "best"))
+    old = {k: v for k, v in state["config"].items() if k not in RESUME_FIELDS}
+    new = {k: v for k, v in config.to_dict().items() if k not in RESUME_FIELDS}
     if old != new:
         diff = sorted(k for k in new if old.get(k) != new[k])
         raise ValueError(f"cannot resume {out}: its run used different settings ({', '.join(diff)}); "
                          "use the same settings or another output folder")
     return state
+
+
+def _diverged(what: str, out: Path, history: list[dict[str, Any]], config: RunConfig) -> str:
+    """The one-line error of a divergence: where it happened, what is kept, what to try."""
+    if history:
+        kept = (f"{out / CHECKPOINT} keeps epoch {len(history)}: continue from it with a smaller learning rate "
+                f"(--resume --lr {config.lr / 10:g})")
+    else:
+        kept = f"no epoch had finished, so nothing was kept: start again with a smaller learning rate (--lr {config.lr / 10:g})"
+    return f"training diverged: {what}; {kept}, or check the data for extreme values"
 
 
 def _better(record: dict[str, Any], best: dict[str, Any] | None) -> bool:
@@ -267,7 +290,12 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
           on_epoch_end: EpochHook | None = None) -> dict[str, Any]:
     """Train, checkpoint every epoch, test the final and the best-validation model, write result.json."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_config(config)
+    with claim(out):  # one process per folder; a refused or failed start leaves no empty folder
+        return _train(config, out, resume, quiet, on_epoch_end)
+
+
+def _train(config: RunConfig, out: Path, resume: bool, quiet: bool, on_epoch_end: EpochHook | None) -> dict[str, Any]:
     state = _check_out(out, config, resume)
     device = resolve_device(config.device)
     splits = load_splits(config)
@@ -281,6 +309,8 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr  # the resumed run's (lowered after a divergence, say)
         history, best = state["history"], state["best"]
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     reset_peak_memory(device)
@@ -305,13 +335,13 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
         desc = f"epoch {epoch}/{config.epochs}" + (" (warm-up)" if warmup else "")
         try:
             train_loss, seen = _train_epoch(model, loader, loss_fn, optimizer, device, config, desc, quiet, forward)
+            seconds = time.perf_counter() - tic
+            val = evaluate(model, splits["val"], config, device, loss_fn)
+            if not math.isfinite(val["loss"]):
+                raise FloatingPointError(f"non-finite validation outputs after {desc}")
         except FloatingPointError as err:
-            kept = f"the last good checkpoint is {out / CHECKPOINT} (epoch {len(history)})" if history else \
-                "no epoch had finished, so there is no checkpoint"
-            raise FloatingPointError(f"{err}; {kept}; lower --lr or check the data") from None
-        seconds = time.perf_counter() - tic
-        val = evaluate(model, splits["val"], config, device, loss_fn)
-        record = {"epoch": epoch, "phase": "warm-up" if warmup else "full", "train_loss": train_loss,
+            raise FloatingPointError(_diverged(str(err), out, history, config)) from None
+        record = {"epoch": epoch, "phase": "warm-up" if warmup else "full", "lr": config.lr, "train_loss": train_loss,
                   "val_loss": val["loss"], "val_auc": val["auc"], "val_acc": val["acc"],
                   "seconds": seconds, "volumes_per_second": seen / seconds,
                   "cached_features": cache is not None}
@@ -337,7 +367,7 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
 def _finish(model, config, splits, device, loss_fn, out, history, best, started) -> dict[str, Any]:
     """Test the final-epoch model (what the paper's code reports) and the best-validation model."""
     final = evaluate(model, splits["test"], config, device, loss_fn)
-    model.load_state_dict(torch.load(out / BEST, map_location=device, weights_only=False)["model"])
+    model.load_state_dict(read_torch(out / BEST, "best-validation model", keys=("model",))["model"])
     best_test = evaluate(model, splits["test"], config, device, loss_fn)
     seconds = [h["seconds"] for h in history]
     strip = lambda m: {k: m[k] for k in ("auc", "acc", "loss")}  # noqa: E731
@@ -372,12 +402,12 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "final", dev
     run = Path(run)
     if not (run / CHECKPOINT).exists():
         raise FileNotFoundError(f"no {CHECKPOINT} in {run}: is it a folder written by 'lib25d train'?")
-    state = torch.load(run / CHECKPOINT, map_location="cpu", weights_only=False)
+    state = read_torch(run / CHECKPOINT, "checkpoint", keys=("config", "model"))
     config = RunConfig.from_dict(state["config"]).replace(device=device, weights=None)  # weights come from the file
     dev = resolve_device(device)
     data = load_dataset(config.dataset, split, size=config.size, root=config.data_root, **config.dataset_options)
     model = model_for(config, data).to(dev)
-    weights = state["model"] if which == "final" else torch.load(run / BEST, map_location="cpu", weights_only=False)["model"]
+    weights = state["model"] if which == "final" else read_torch(run / BEST, "best-validation model", keys=("model",))["model"]
     model.load_state_dict(weights)
     metrics = evaluate(model, data, config, dev, loss_function(data.info.num_classes))
     return {"auc": metrics["auc"], "acc": metrics["acc"], "loss": metrics["loss"], "n": len(data)}

@@ -197,8 +197,10 @@ def test_unknown_split_lists_valid_splits(shared_root):
 def test_bad_size_and_options(shared_root):
     with pytest.raises(ValueError, match="28 or 64"):
         load_dataset("adrenal", "val", size=32, root=shared_root)
-    with pytest.raises(TypeError, match="seed"):
+    with pytest.raises(ValueError, match="no option\\(s\\) seed; it takes only subset"):
         load_dataset("adrenal", "val", root=shared_root, seed=3)
+    with pytest.raises(ValueError, match="no option\\(s\\) n_trian; valid: n_train, n_val"):
+        load_dataset("synthetic", "val", n_trian=3)
     with pytest.raises(ValueError, match="CSV"):
         load_dataset("nifti:", "train")
 

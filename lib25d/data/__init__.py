@@ -16,6 +16,7 @@ Every dataset takes ``subset=N``: a stratified, seeded sample of at most N volum
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .base import SPLITS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, stratified_subset
@@ -29,6 +30,7 @@ __all__ = [
     "Uint8Volumes",
     "VolumeDataset",
     "available_datasets",
+    "check_dataset",
     "dataset_info",
     "load_dataset",
     "make_synthetic",
@@ -61,9 +63,24 @@ def _parse(name: str) -> tuple[str, str]:
     raise ValueError(f"unknown dataset {name!r}: use one of {valid}")
 
 
-def _no_options(name: str, kwargs: dict[str, Any]) -> None:
-    if kwargs:
-        raise TypeError(f"MedMNIST dataset {name!r} takes no options {sorted(kwargs)}: only size, root, download")
+def _option_names(kind: str) -> list[str]:
+    """Keyword options a dataset kind takes (besides size, root, download and subset)."""
+    fn = {"medmnist": None, "synthetic": synthetic_info, "nifti": nifti_info}[kind]
+    if fn is None:
+        return []
+    params = inspect.signature(fn).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "name"]
+
+
+def check_dataset(name: str, options: dict[str, Any] | None = None) -> tuple[str, str]:
+    """(kind, argument) of a dataset name whose options it takes; else one ValueError listing the valid ones."""
+    kind, arg = _parse(name)
+    valid = _option_names(kind)
+    unknown = sorted(set(options or {}) - set(valid) - {"subset"})
+    if unknown:
+        takes = f"valid: {', '.join([*valid, 'subset'])}" if valid else "it takes only subset (size, root, download are settings)"
+        raise ValueError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; {takes}")
+    return kind, arg
 
 
 def load_dataset(
@@ -76,10 +93,9 @@ def load_dataset(
 
 
 def _load(name: str, split: str, *, size: int, root, download: bool, **kwargs: Any) -> VolumeDataset:
-    kind, arg = _parse(name)
+    kind, arg = check_dataset(name, kwargs)
     check_split(split)
     if kind == "medmnist":
-        _no_options(name, kwargs)
         return load_medmnist3d(arg, split, size=size, root=root, download=download)
     if kind == "synthetic":
         return load_synthetic(split, size=size, **kwargs)
@@ -89,9 +105,8 @@ def _load(name: str, split: str, *, size: int, root, download: bool, **kwargs: A
 def dataset_info(name: str, size: int = 28, root=None, **kwargs: Any) -> DatasetInfo:
     """What :func:`load_dataset` would return as ``.info``, without loading voxels (MedMNIST needs no file)."""
     kwargs.pop("subset", None)
-    kind, arg = _parse(name)
+    kind, arg = check_dataset(name, kwargs)
     if kind == "medmnist":
-        _no_options(name, kwargs)
         return medmnist3d_info(arg, size=size, root=root)
     if kind == "synthetic":
         return synthetic_info(size, **kwargs)

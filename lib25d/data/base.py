@@ -144,12 +144,23 @@ class VolumeDataset(Dataset):
         self.info = info
         self.split = check_split(split)
         self.volumes = volumes if isinstance(volumes, Uint8Volumes) else np.asarray(volumes, dtype=np.float32)
-        self.labels = np.asarray(labels).astype(np.int64, copy=False)
+        self.labels = self._int_labels(np.asarray(labels))
         self.masks = None if masks is None else np.asarray(masks, dtype=bool)
         self._validate()
 
     def _where(self) -> str:
         return f"dataset {self.info.name!r} split {self.split!r}"
+
+    def _int_labels(self, labels: np.ndarray) -> np.ndarray:
+        """int64 labels; float labels must be whole numbers (a cast would turn 0.7 into 0 and NaN into -2**63)."""
+        if labels.dtype.kind == "f":
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isfinite(labels) | (labels != np.round(labels))
+            if bad.any():
+                i = int(np.argmax(bad.reshape(-1)))
+                raise ValueError(f"{self._where()}: label {labels.reshape(-1)[i]} at index {i} is not a class index "
+                                 "(0, 1, ...); fix the labels")
+        return labels.astype(np.int64, copy=False)
 
     def _validate(self) -> None:
         n = len(self.volumes)

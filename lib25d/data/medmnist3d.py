@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import medmnist
@@ -152,11 +155,33 @@ def medmnist3d_info(name: str, size: int = 28, root=None) -> DatasetInfo:
 
 
 def load_medmnist3d(name: str, split: str, *, size: int = 28, root=None, download: bool = False) -> VolumeDataset:
-    """One split as uint8 kept in memory and viewed as float32 in [0, 1] per item."""
+    """One split as uint8 kept in memory and viewed as float32 in [0, 1] per item.
+
+    A file with floating-point images (not an official one: those are uint8) is used as stored,
+    once checked for NaN/inf voxels; the error names the file, the split and the volume.
+    """
     check_split(split)
     path = locate(name, split, size=size, root=root, download=download)
-    with np.load(path, allow_pickle=False) as npz:
-        images = npz[f"{split}_images"]
-        labels = npz[f"{split}_labels"]
+    keys = (f"{split}_images", f"{split}_labels")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            absent = [k for k in keys if k not in npz.files]
+            if absent:
+                raise ValueError(f"{path} has no {' or '.join(absent)} array (it holds {', '.join(npz.files) or 'none'}): "
+                                 "delete it and download it again (download=True)")
+            images, labels = npz[keys[0]], npz[keys[1]]
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, struct.error) as err:  # MD5 passed, so only a file changed since
+        raise ValueError(f"{path} cannot be read ({err}): delete it and download it again (download=True)") from err
     info = medmnist3d_info(name, size=size, root=path.parent)
-    return VolumeDataset(Uint8Volumes(images), labels.reshape(-1), info, split)
+    if np.issubdtype(images.dtype, np.integer):
+        return VolumeDataset(Uint8Volumes(images), labels.reshape(-1), info, split)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"{path}: {split} images are {images.dtype}, not integer or floating-point voxels; "
+                         "delete the file and download it again (download=True)")
+    flat = images.reshape(len(images), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{path}: {split} volume {int(np.argmin(finite))} holds NaN or inf voxels "
+                         f"({int(np.count_nonzero(~finite))} volume(s) in {keys[0]}); fix the file or download it again")
+    images = images.astype(np.float32, copy=False)
+    return VolumeDataset(images if images.ndim == 5 else images[:, None], labels.reshape(-1), info, split)

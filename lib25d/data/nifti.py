@@ -21,7 +21,12 @@ Preprocessing, in this order, per image (keyword arguments of :func:`load_nifti`
 3. ``target_shape=(D, H, W)``: trilinear resampling (masks: trilinear then >= 0.5).
 
 Results are cached per row in ``<csv folder>/.lib25d_cache`` (or ``cache_dir``), keyed by
-the files' paths, mtimes and sizes and the options, so a changed file or option is redone.
+the files' paths, mtimes and sizes and the options, so a changed file or option is redone; a
+damaged cache file, or one holding NaN/inf, is redone too.
+
+Bad input fails with one line naming the file and its CSV line: an unreadable CSV, a scan
+nibabel cannot read (truncated, not NIfTI), and a scan holding NaN or inf voxels (checked on
+the raw voxels, before min-max scaling could turn them into zeros).
 """
 from __future__ import annotations
 
@@ -29,32 +34,42 @@ import csv
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass
+import zipfile
+import zlib
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import nibabel
 import numpy as np
 import torch
+from nibabel.filebasedimages import ImageFileError
 
 from .base import SPLITS, DatasetInfo, VolumeDataset, check_split, task_for
 
 REQUIRED_COLUMNS = ("image", "label", "split")
 NORMALIZE = ("minmax", "zscore", "none")
-CACHE_VERSION = 1  # bump when preprocessing changes what a cached file holds
+CACHE_VERSION = 2  # bump when preprocessing changes what a cached file holds (2: non-finite scans refused)
 CACHE_FOLDER = ".lib25d_cache"
+# what nibabel raises for a damaged, truncated or foreign file
+_NIFTI_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error, struct.error)
 
 
 @dataclass(frozen=True)
 class Row:
-    """One CSV row with resolved paths; ``line`` is its line in the file, for error messages."""
+    """One CSV row with resolved paths; ``line`` is its line in the file, for error messages.
+
+    ``position`` is its index among the rows of its split: the volume index in the loaded split.
+    """
 
     line: int
     images: tuple[Path, ...]
     label: int
     split: str
     mask: Path | None
+    position: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,26 +112,54 @@ def make_preprocess(window=None, normalize: str | None = None, crop=None, target
     return Preprocess(window, normalize, _triple("crop", crop), _triple("target_shape", target_shape))
 
 
+def _csv_problem(err: Exception) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return "it is not UTF-8 text: a binary file, or saved in another encoding"
+    if isinstance(err, OSError):
+        return err.strerror or type(err).__name__
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _read_csv(csv_path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """(columns, [(line, cells)]) of the CSV; an unreadable or non-text file is one ValueError naming it."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's byte-order mark
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            raws = []
+            for raw in reader:
+                if raw.get(None):  # DictReader's place for cells beyond the header
+                    raise ValueError(f"{csv_path}:{reader.line_num} has {len(raw[None])} more cell(s) than the header "
+                                     "has columns: quote values holding commas, or add the missing column names")
+                raws.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"CSV {csv_path} cannot be read ({_csv_problem(err)}): give a UTF-8 text file whose "
+                         f"first line is the header {','.join(REQUIRED_COLUMNS)}") from err
+    return columns, raws
+
+
 def read_table(csv_path: str | os.PathLike, num_classes: int | None = None) -> tuple[list[Row], int]:
     """Rows of the CSV, validated as a whole (columns, labels, splits, channel counts), and num_classes."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise FileNotFoundError(f"CSV {csv_path} not found: give the path of a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
-    rows: list[Row] = []
-    with open(csv_path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise ValueError(
-                f"{csv_path} lacks column(s) {', '.join(missing)}: required columns are "
-                f"{', '.join(REQUIRED_COLUMNS)} (optional: mask), found {', '.join(columns) or 'none'}"
-            )
-        for raw in reader:
-            rows.append(_parse_row({(k or "").strip(): (v or "").strip() for k, v in raw.items()},
-                                   reader.line_num, csv_path))
+    columns, raws = _read_csv(csv_path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        hint = ""
+        if len(columns) == 1 and any(sep in columns[0] for sep in ";\t"):
+            hint = " (the header is a single column: separate columns with commas, not ';' or tabs)"
+        raise ValueError(
+            f"{csv_path} lacks column(s) {', '.join(missing)}: required columns are "
+            f"{', '.join(REQUIRED_COLUMNS)} (optional: mask), found {', '.join(columns) or 'none'}{hint}"
+        )
+    rows = [_parse_row(cells, line, csv_path) for line, cells in raws]
     if not rows:
         raise ValueError(f"{csv_path} has no data rows: add one row per scan")
+    seen = dict.fromkeys(SPLITS, 0)
+    for i, row in enumerate(rows):
+        rows[i] = replace(row, position=seen[row.split])
+        seen[row.split] += 1
     channels = len(rows[0].images)
     for row in rows:
         if len(row.images) != channels:
@@ -152,15 +195,51 @@ def _parse_row(cells: dict[str, str], line: int, csv_path: Path) -> Row:
     return Row(line, images, label, cells["split"], mask)
 
 
-def _read(path: Path, row: Row, csv_path: Path) -> np.ndarray:
-    """One NIfTI as float32 (D, H, W) = (Z, Y, X)."""
+def _missing(path: Path, row: Row, csv_path: Path) -> FileNotFoundError:
+    return FileNotFoundError(f"{path} not found (CSV {csv_path} line {row.line}): fix the path; "
+                             "relative paths start at the CSV's folder")
+
+
+def _nifti_problem(err: Exception, path: Path) -> str:
+    """nibabel's complaint in a few words, without repeating the path."""
+    text = (str(err).splitlines() or [""])[0].replace(f'"{path}"', "it").replace(f"'{path}'", "it").replace(str(path), "it")
+    if isinstance(err, EOFError) or "Expected" in text:
+        return f"truncated: {text}" if text else "truncated"
+    if "Empty file" in text:
+        return "the file is empty"
+    if "Cannot work out file type" in text or "not a gzip file" in text:
+        return "not a NIfTI file, or truncated"
+    return text or type(err).__name__
+
+
+def _nifti(path: Path, row: Row, csv_path: Path, voxels: bool = True):
+    """Voxels as float32 (X, Y, Z) or, with ``voxels=False``, the shape from the header alone.
+
+    The one place nibabel reads a file: a damaged one is a single ValueError naming it and its row.
+    """
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (CSV {csv_path} line {row.line}): fix the path; relative paths start at the CSV's folder")
-    data = nibabel.load(str(path)).get_fdata(dtype=np.float32)
+        raise _missing(path, row, csv_path)
+    try:
+        image = nibabel.load(str(path))
+        return image.get_fdata(dtype=np.float32) if voxels else tuple(image.shape)
+    except _NIFTI_ERRORS as err:
+        raise ValueError(f"{path} cannot be read as NIfTI ({_nifti_problem(err, path)}; CSV {csv_path} line "
+                         f"{row.line}): re-export or copy the scan again, or drop its row") from err
+
+
+def _read(path: Path, row: Row, csv_path: Path) -> np.ndarray:
+    """One NIfTI as float32 (D, H, W) = (Z, Y, X), refused when it holds NaN or inf voxels."""
+    data = _nifti(path, row, csv_path)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise ValueError(f"{path} (line {row.line}) has shape {data.shape}: give one 3D file per modality")
+    if not np.isfinite(data).all():  # checked on the raw voxels: min-max scaling would hide NaN as zeros
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        raise ValueError(
+            f"{path}: split {row.split!r} volume {row.position} holds NaN or inf voxels ({bad} of {data.size}; "
+            f"CSV {csv_path} line {row.line}): replace them (e.g. np.nan_to_num) or drop the row"
+        )
     return np.ascontiguousarray(data.transpose(2, 1, 0))
 
 
@@ -254,17 +333,32 @@ def _write_atomic(path: Path, vol: np.ndarray, mask: np.ndarray | None) -> None:
         raise
 
 
+def _read_cache(path: Path, row: Row) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """A cached row, or None (redo it) when the file is absent, damaged or holds what no scan could give."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            vol = npz["volume"]
+            mask = npz["mask"] if "mask" in npz.files else None
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, struct.error):  # truncated, foreign
+        return None
+    ok = (vol.dtype == np.float32 and vol.ndim == 4 and len(vol) == len(row.images) and np.isfinite(vol).all()
+          and (mask is None) == (row.mask is None) and (mask is None or mask.shape == vol.shape[1:]))
+    return (vol, mask) if ok else None
+
+
 def _load_row(row: Row, opts: Preprocess, csv_path: Path, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Preprocessed row, from the cache when its files and options are unchanged."""
     for p in [*row.images, *([row.mask] if row.mask is not None else [])]:
         if not p.is_file():
-            raise FileNotFoundError(f"{p} not found (CSV {csv_path} line {row.line}): fix the path; relative paths start at the CSV's folder")
+            raise _missing(p, row, csv_path)
     if cache_dir is None:
         return preprocess_row(row, opts, csv_path)
     path = cache_dir / f"{_cache_key(row, opts)}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as npz:
-            return npz["volume"], (npz["mask"] if "mask" in npz.files else None)
+    cached = _read_cache(path, row)
+    if cached is not None:
+        return cached
     vol, mask = preprocess_row(row, opts, csv_path)
     try:
         _write_atomic(path, vol, mask)
@@ -316,10 +410,7 @@ def nifti_info(csv_path, *, num_classes=None, class_names=None, window=None, nor
     rows, num_classes = read_table(csv_path, num_classes)
     shape = opts.target_shape or opts.crop
     if shape is None:
-        first = rows[0].images[0]
-        if not first.is_file():
-            raise FileNotFoundError(f"{first} not found (CSV {csv_path} line {rows[0].line}): fix the path")
-        shape = tuple(nibabel.load(str(first)).shape[:3][::-1])
+        shape = _nifti(rows[0].images[0], rows[0], csv_path, voxels=False)[:3][::-1]
     return _info(name or f"nifti:{csv_path}", csv_path, num_classes, class_names, len(rows[0].images), shape, opts)
 
 

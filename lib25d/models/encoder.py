@@ -2,11 +2,17 @@
 
 Weights are ``"imagenet"`` (torchvision's weights API, cached under ``$TORCH_HOME``),
 a path to a local state dict of the full torchvision classifier, or ``None`` (random).
+A file that is not such a state dict (text, truncated, a pickled list, tensor or model, keys
+of another network) fails with one ValueError naming the file and what is wrong with it.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import warnings
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -22,9 +28,71 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
              "mobilenet_v3_large", "convnext_tiny", "regnet_y_400mf")
 
 
-def _check_backbone(name: str) -> None:
+def check_backbone(name: str) -> None:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+
+
+_SAVE_HINT = "pass a file saved with torch.save(model.state_dict(), path), 'imagenet' or none"
+_CORRUPT_TORCH, _CORRUPT_PICKLE = "it is a corrupt PyTorch file", "it is a truncated or corrupt pickle"
+
+
+def _file_kind(path: Path) -> str:
+    """What a file that torch.load refused looks like, from its first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        return "it is empty"
+    if head.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive holding <name>/data.pkl
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "it is a truncated or corrupt PyTorch file"
+        if not any(n.endswith("/data.pkl") for n in names):
+            return f"it is a zip archive of {', '.join(names[:3]) or 'nothing'}, not a PyTorch file"
+        return _CORRUPT_TORCH
+    if head[:1] == b"\x80":
+        return _CORRUPT_PICKLE
+    try:
+        head.decode("utf-8")
+        text = b"\0" not in head
+    except UnicodeDecodeError as err:
+        text = err.start > len(head) - 4  # a multi-byte character cut by the 4096-byte window
+    return "it is a text file" if text else "it is a binary file of another kind"
+
+
+def _not_state_dict(path: Path, what: str) -> ValueError:
+    return ValueError(f"weights file {path} is not a PyTorch state dict ({what}): {_SAVE_HINT}")
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a local file; anything else is one ValueError naming the file and what it holds."""
+    try:
+        with warnings.catch_warnings():  # a plain pickle of protocol > 2 draws a multi-line note before failing
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises KeyError, IndexError, EOFError, RuntimeError, ... on junk
+        kind = _file_kind(path)
+        if kind in (_CORRUPT_TORCH, _CORRUPT_PICKLE) and isinstance(err, pickle.UnpicklingError) \
+                and "Weights only load failed" in str(err):  # a real pickle, of more than tensors
+            kind = "it holds Python objects besides tensors, e.g. a whole model saved with torch.save(model, path)"
+        raise _not_state_dict(path, kind) from None  # torch's own text runs over many lines
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):  # a training checkpoint
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise _not_state_dict(path, f"it holds a {type(state).__name__}, not a dict of parameter names to tensors")
+    odd = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if odd is not None:
+        nested = next((k for k, v in state.items() if isinstance(v, Mapping) and v
+                       and all(isinstance(t, torch.Tensor) for t in v.values())), None)
+        if nested is not None:
+            raise _not_state_dict(path, f"it looks like a training checkpoint whose {nested!r} entry holds the "
+                                        f"state dict; save that alone: torch.save(checkpoint[{nested!r}], path)")
+        keys = ", ".join(map(str, list(state)[:4])) + (", ..." if len(state) > 4 else "")
+        raise _not_state_dict(path, f"it is a dict whose entry {odd!r} is not a tensor but "
+                                    f"{type(state[odd]).__name__}; keys: {keys}")
+    return dict(state)
 
 
 def load_state_dict(name: str, weights: Weights) -> dict[str, torch.Tensor] | None:
@@ -33,10 +101,14 @@ def load_state_dict(name: str, weights: Weights) -> dict[str, torch.Tensor] | No
         return None
     if isinstance(weights, str) and weights.lower() == "imagenet":
         spec = torchvision.models.get_model_weights(name).DEFAULT
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
         try:
             return spec.get_state_dict(progress=False)
-        except Exception as err:  # offline: URLError, OSError, ...
-            cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
+        except Exception as err:  # offline: URLError, OSError, ...; a damaged cached file: torch.load's errors
+            if cache.is_file():
+                raise RuntimeError(f"cached ImageNet weights {cache} cannot be read ({_file_kind(cache)}): delete "
+                                   f"the file and run again with internet, or fetch {spec.url} into "
+                                   f"{cache.parent}") from err
             raise RuntimeError(
                 f"ImageNet weights for {name} are not in the cache ({cache}) and could not be downloaded "
                 f"({type(err).__name__}); fetch {spec.url} into that folder on a machine with internet, "
@@ -45,10 +117,25 @@ def load_state_dict(name: str, weights: Weights) -> dict[str, torch.Tensor] | No
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist; pass 'imagenet', None or the path "
                                 "to a torchvision state dict (torch.save(model.state_dict(), path))")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:  # a training checkpoint
-        state = state["state_dict"]
-    return state
+    return _load_file(path)
+
+
+def _fit_problems(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """Which keys of ``state`` do not fit ``model``: missing, unexpected, other shapes (a few of each)."""
+    expected = model.state_dict()
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the network"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    parts = ([f"missing keys {few(missing)}"] if missing else []) + \
+            ([f"unexpected keys {few(unexpected)}"] if unexpected else []) + shapes[:2]
+    if len(shapes) > 2:
+        parts.append(f"... ({len(shapes)} shape mismatches in all)")
+    return "; ".join(parts)
 
 
 def _classifier_slot(model: nn.Module) -> tuple[nn.Module, str]:
@@ -69,15 +156,21 @@ def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int
     Returns the network and its feature width. Weights load into the full classifier
     (strict) before the head is dropped, so a wrong file fails loudly.
     """
-    _check_backbone(name)
+    check_backbone(name)
     model = torchvision.models.get_model(name, weights=None)
     state = load_state_dict(name, weights)
     if state is not None:
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(f"weights do not fit torchvision's {name}: {str(err).splitlines()[0]} "
-                             "(was the file saved from a different architecture?)") from err
+        source = "ImageNet weights" if isinstance(weights, str) and weights.lower() == "imagenet" \
+            else f"weights in {Path(weights)}"
+        problems = _fit_problems(model, state)
+        if not problems:
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as err:  # whatever _fit_problems does not foresee, as one line
+                problems = " ".join(str(err).split())
+        if problems:
+            raise ValueError(f"{source} do not fit torchvision's {name}: {problems} "
+                             "(was the file saved from a different architecture?)")
     parent, attr = _classifier_slot(model)
     features = getattr(parent, attr).in_features
     setattr(parent, attr, nn.Identity())
