@@ -22,8 +22,8 @@ from lib25d.cli import main
 from lib25d.config import PERFORMANCE_FIELDS, RunConfig
 from lib25d.data import load_dataset
 from lib25d.models import build_model
-from lib25d.models.encoder import TinyConv2d, TinyConv3d, unique_slices, use_tiny_conv_matmul
-from lib25d.train import CHECKPOINT, train
+from lib25d.models.encoder import CountedBatchNorm2d, TinyConv2d, TinyConv3d, unique_slices, use_tiny_conv_matmul
+from lib25d.train import CHECKPOINT, autocast_for, train
 
 OFF = dict(channels_last=False, tiny_convs=False, dedupe=False, checkpointing=False)
 
@@ -101,6 +101,28 @@ def test_dedupe_is_exact_on_synthetic_duplicates_in_eval_and_train_mode():
         dedup(x)
     handle.remove()
     assert rows == [2 * 12, 2 * 20, 2 * 16]
+
+
+def test_counted_batch_norm_under_cpu_bf16_autocast():
+    """bf16 activations (CPU autocast): statistics in float32 as native BatchNorm keeps them, the
+    running buffers stay float32, the output is bf16; rows counted twice equal the repeated batch."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, 5, 5).to(torch.bfloat16)
+    counts = torch.tensor([1, 2, 1, 3, 1, 1])
+    plain, counted = torch.nn.BatchNorm2d(4).train(), CountedBatchNorm2d(4).train()
+    counted.counts = counts
+    a, b = plain(x.repeat_interleave(counts, 0)), counted(x)
+    assert b.dtype == torch.bfloat16 and counted.running_mean.dtype == torch.float32
+    torch.testing.assert_close(b.repeat_interleave(counts, 0).float(), a.float(), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(counted.running_mean, plain.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(counted.running_var, plain.running_var, rtol=1e-5, atol=1e-6)
+    # a deduplicated training step of the whole model under the autocast that --bf16-cpu turns on
+    model = build_model("attention").configure(**{**OFF, "dedupe": True}).train()
+    with autocast_for(torch.device("cpu"), amp=True, bf16_cpu=True):
+        loss = model(torch.rand(2, 1, 12, 12, 12)).float().square().mean()
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder.last_dedupe is not None
+    assert all(b.dtype != torch.bfloat16 for b in model.buffers())
 
 
 # -- tiny convolutions and channels_last ---------------------------------------------------------

@@ -287,6 +287,8 @@ class CountedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.counts is None or not (self.training or self.running_mean is None):
             return super().forward(x)
+        dtype = x.dtype  # bf16 under CPU autocast: statistics in float32, as native BatchNorm keeps them
+        x = x.to(torch.promote_types(dtype, self.running_mean.dtype if self.running_mean is not None else dtype))
         w = self.counts.to(x.dtype).view(-1, 1)
         n = self.counts.sum() * x[0, 0].numel()  # values per channel in the full batch
         mean = (x.sum((2, 3)) * w).sum(0) / n
@@ -300,7 +302,7 @@ class CountedBatchNorm2d(nn.BatchNorm2d):
                 self.running_var.lerp_(var.detach() * n / (n - 1), m)  # unbiased, as BatchNorm stores it
         scale = torch.rsqrt(var + self.eps) if self.weight is None else self.weight * torch.rsqrt(var + self.eps)
         out = centred * scale.view(1, -1, 1, 1)
-        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+        return (out if self.bias is None else out + self.bias.view(1, -1, 1, 1)).to(dtype)
 
 
 def use_counted_batch_norm(module: nn.Module, enabled: bool = True) -> int:
