@@ -19,3 +19,26 @@ def evaluate_scores(labels: np.ndarray, scores: np.ndarray, task: str) -> dict[s
     acc = float(getACC(labels, scores, task))
     auc = float(getAUC(labels, scores, task)) if len(np.unique(labels)) > 1 else float("nan")
     return {"auc": auc, "acc": acc}
+
+
+def auroc_interval(labels: np.ndarray, scores: np.ndarray, task: str = "binary-class", n_boot: int = 2000,
+                   level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the test AUROC, resampling volumes with their labels (seeded).
+
+    It says how much the number could move with another draw of test volumes of the same kind:
+    an interval that contains 0.5 is not distinguishable from chance. Resamples holding a single
+    class (AUROC undefined) are skipped; ``(nan, nan)`` when none is usable.
+    """
+    labels, scores = np.asarray(labels).reshape(-1), np.asarray(scores)
+    if len(labels) != len(scores):
+        raise ValueError(f"{len(labels)} labels but {len(scores)} scores: pass one score row per volume")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(labels), len(labels))
+        if len(np.unique(labels[idx])) > 1:
+            values.append(getAUC(labels[idx], scores[idx], task))
+    if not values:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

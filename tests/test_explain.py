@@ -14,7 +14,8 @@ from lib25d.config import RunConfig
 from lib25d.data import load_dataset
 from lib25d.explain import (ClassTarget, SliceAttention, attention_entropy, background_share, blank_slices,
                             bootstrap_ci, default_cam_layer, deletion_test, effective_slices, empty_slices,
-                            figure3, head_figure, hirescam, pool_seeds, slice_attention, slice_pointing,
+                            figure3, head_figure, hirescam, lesion_figure, pointing_figure, pool_seeds,
+                            slice_attention, slice_pointing,
                             sparsity_table, summarize_pointing, top_k_per_axis, top_k_slices, voxel_map,
                             voxel_pointing)
 from lib25d.explain.benchmark import class_probability, random_tokens
@@ -216,6 +217,32 @@ def test_figure3_panels_name_the_peak_slice_and_cam_peak(tmp_path):
     assert len([ax for ax in heads.axes if ax.get_title()]) == 3
     with pytest.raises(ValueError, match="coronal attention has 11 values but the volume has 12"):
         figure3(volume, {**profiles, "coronal": np.ones(11)})
+
+
+def test_lesion_figure_marks_the_lesion_slices_and_the_most_attended_one(tmp_path):
+    volume = np.random.default_rng(0).random((1, 10, 12, 14)).astype(np.float32)
+    profiles = {"axial": np.full(10, 0.01), "coronal": np.full(12, 0.01), "sagittal": np.full(14, 0.01)}
+    profiles["coronal"][4] = 0.3
+    mask = np.zeros((10, 12, 14), dtype=bool)
+    mask[2:4, 4:6, 7] = True
+    fig = lesion_figure(volume, profiles, mask, save=tmp_path / "l.png")
+    assert fig.axes[0].get_title() == "most attended: coronal slice 4" and (tmp_path / "l.png").stat().st_size > 0
+    shaded = [len(ax.patches) - len(profiles[name]) for ax, name in zip(fig.axes[1:], ("axial", "coronal", "sagittal"))]
+    assert shaded == [2, 2, 1]  # one red band per slice that cuts the lesion
+    with pytest.raises(ValueError, match="mask of shape"):
+        lesion_figure(volume, profiles, mask[:5])
+
+
+def test_pointing_figure_puts_hit_rate_beside_chance():
+    summary = pd.DataFrame({"explanation": ["attention slice", "attention slice (axial)", "random map"],
+                            "level": ["slice", "slice", "voxel"], "hit_rate": [0.9, 0.6, 0.1],
+                            "hit_rate_ci_low": [0.8, 0.4, 0.0], "hit_rate_ci_high": [1.0, 0.8, 0.2],
+                            "hit_chance": [0.25, 0.25, 0.01]})
+    ax = pointing_figure(summary).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["all axes", "axial"]
+    assert [round(b.get_height(), 2) for b in ax.patches] == [0.9, 0.6, 0.25, 0.25]
+    with pytest.raises(ValueError, match="no slice-level rows"):
+        pointing_figure(summary[summary.level == "voxel"])
 
 
 # ----------------------------------------------------------------------------- pointing game

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -165,6 +166,68 @@ def head_figure(head_profiles: Mapping[str, np.ndarray], *, title: str | None = 
     fig.colorbar(image, ax=list(axes), label="attention weight", shrink=0.9)
     if title:
         fig.suptitle(title, fontsize=10)
+    return _save(fig, save)
+
+
+def lesion_figure(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray], mask: np.ndarray,
+                  *, title: str | None = None, channel: int = 0, save: str | Path | None = None) -> Figure:
+    """Where one volume's attention goes, with the answer marked (a volume with a lesion mask).
+
+    Left: the most attended slice with the lesion outlined. Then per axis the attention of each
+    slice as bars, the slices that cut the lesion shaded, and the level of uniform attention
+    (1 / all slices) dashed: bars above it over the shaded band mean the model looks at the lesion.
+    """
+    v = _volume(volume, channel)
+    profiles = _profiles(v, attention)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != v.shape:
+        raise ValueError(f"mask of shape {mask.shape} does not match the volume {v.shape}; pass one volume's mask")
+    uniform = 1.0 / sum(len(p) for p in profiles.values())
+    top = max(max(p.max() for p in profiles.values()), uniform) * 1.1
+    fig = Figure(figsize=(15, 3.2), layout="constrained")
+    ax = fig.subplots(1, 4, width_ratios=[1, 1.3, 1.3, 1.3])
+    name, i, weight = _peak_slice(profiles)
+    image, xlabel, ylabel = _take(v, name, i)
+    _image(ax[0], image, f"most attended: {name} slice {i}", xlabel, ylabel)
+    lesion = _take(mask.astype(float), name, i)[0]
+    if lesion.any():
+        ax[0].contour(lesion, levels=[0.5], colors="red", linewidths=1.2)
+    for a, (axis_ax, axis_name) in enumerate(zip(ax[1:], AXIS_NAMES)):
+        cuts = mask.any(axis=tuple(j for j in range(3) if j != a))
+        for k in np.flatnonzero(cuts):
+            axis_ax.axvspan(k - 0.5, k + 0.5, color="red", alpha=0.15, lw=0)
+        axis_ax.bar(np.arange(len(profiles[axis_name])), profiles[axis_name], width=0.9, color=PROFILE_COLOR)
+        axis_ax.axhline(uniform, color="0.3", ls="--", lw=1)
+        axis_ax.set_ylim(0, top)
+        axis_ax.set_title(f"{axis_name} slices (red: cut the lesion)", fontsize=9)
+        axis_ax.set_xlabel("slice index", fontsize=8)
+        axis_ax.tick_params(labelsize=7)
+    ax[1].set_ylabel("attention weight (dashed: uniform)", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, save)
+
+
+def pointing_figure(summary: pd.DataFrame, *, title: str | None = None, save: str | Path | None = None) -> Figure:
+    """Slice-level pointing game: how often the most attended slice cuts the lesion, with its 95 %
+    interval, beside how often a random slice would (``summarize_pointing``'s slice rows)."""
+    rows = summary[summary["level"] == "slice"].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError("no slice-level rows: pass summarize_pointing(attention_pointing(model, data))")
+    labels = [e.replace("attention slice", "").strip(" ()") or "all axes" for e in rows["explanation"]]
+    x = np.arange(len(rows))
+    fig = Figure(figsize=(1.4 * len(rows) + 2.2, 3.0), layout="constrained")
+    ax = fig.subplots()
+    err = np.vstack([rows["hit_rate"] - rows["hit_rate_ci_low"], rows["hit_rate_ci_high"] - rows["hit_rate"]])
+    ax.bar(x - 0.2, rows["hit_rate"], width=0.4, yerr=err, capsize=3, color=PROFILE_COLOR,
+           label="most attended slice (95 % interval)")
+    ax.bar(x + 0.2, rows["hit_chance"], width=0.4, color="0.7", label="a random slice (chance)")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share of lesion volumes hit", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title, fontsize=9)
     return _save(fig, save)
 
 
