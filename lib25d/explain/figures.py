@@ -173,7 +173,7 @@ def lesion_figure(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.
                   *, title: str | None = None, channel: int = 0, save: str | Path | None = None) -> Figure:
     """Where one volume's attention goes, with the answer marked (a volume with a lesion mask).
 
-    Left: the most attended slice with the lesion outlined. Then per axis the attention of each
+    Top left: the most attended slice with the lesion outlined. Then per axis the attention of each
     slice as bars, the slices that cut the lesion shaded, and the level of uniform attention
     (1 / all slices) dashed: bars above it over the shaded band mean the model looks at the lesion.
     """
@@ -184,8 +184,8 @@ def lesion_figure(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.
         raise ValueError(f"mask of shape {mask.shape} does not match the volume {v.shape}; pass one volume's mask")
     uniform = 1.0 / sum(len(p) for p in profiles.values())
     top = max(max(p.max() for p in profiles.values()), uniform) * 1.1
-    fig = Figure(figsize=(15, 3.2), layout="constrained")
-    ax = fig.subplots(1, 4, width_ratios=[1, 1.3, 1.3, 1.3])
+    fig = Figure(figsize=(9, 6), layout="constrained")  # 2 x 2: readable at a book's column width
+    ax = fig.subplots(2, 2).ravel()
     name, i, weight = _peak_slice(profiles)
     image, xlabel, ylabel = _take(v, name, i)
     _image(ax[0], image, f"most attended: {name} slice {i}", xlabel, ylabel)
@@ -201,8 +201,8 @@ def lesion_figure(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.
         axis_ax.set_ylim(0, top)
         axis_ax.set_title(f"{axis_name} slices (red: cut the lesion)", fontsize=9)
         axis_ax.set_xlabel("slice index", fontsize=8)
+        axis_ax.set_ylabel("attention (dashed: uniform)", fontsize=8)
         axis_ax.tick_params(labelsize=7)
-    ax[1].set_ylabel("attention weight (dashed: uniform)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
     return _save(fig, save)
