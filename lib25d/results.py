@@ -147,19 +147,13 @@ def set_aside_changed_run(out: str | Path, config: Any) -> Path | None:
     changed profile should retrain instead of failing. More epochs than before is not a
     change: the trainer extends the run. Nothing is deleted: the old files are kept aside.
     """
-    import torch
-
+    from .runfolder import read_torch  # lazy, like .train: torch only where a checkpoint is read
     from .train import BEST, CHECKPOINT, RUNTIME_FIELDS
 
     out = Path(out)
     if (out / CHECKPOINT).is_file():
-        try:
-            state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
-            recorded, done = state["config"], len(state["history"])
-        except Exception as err:  # truncated (a killed save) or foreign: torch raises many kinds
-            why = one_line(f"{type(err).__name__}: {err}").split(". ")[0][:120]  # torch's errors run long
-            raise ValueError(f"checkpoint {out / CHECKPOINT} cannot be read ({why}): move it away (or delete it) "
-                             "to train this run again") from err
+        state = read_torch(out / CHECKPOINT, "checkpoint", keys=("config", "history"))
+        recorded, done = state["config"], len(state["history"])
     elif (out / RESULT).is_file():
         result = read_json(out / RESULT) or {}
         recorded, done = result.get("config", {}), len(result.get("history", []))

@@ -59,14 +59,15 @@ def read_torch(path: Path, what: str, keys: Sequence[str] = ()) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file {path} not found")
+        raise FileNotFoundError(f"{what} {path} not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises pickle, zip, EOF and runtime errors for damaged files
-        raise ValueError(f"{what} file {path} is unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120]}): "
-                         "it is damaged or was not written by lib25d; remove it to start that run again") from None
+        why = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"  # torch's errors run long
+        raise ValueError(f"{what} {path} cannot be read ({why}): it is damaged or was not written by lib25d; "
+                         "move it away (or delete it) to train this run again") from None
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"{what} file {path} lacks {', '.join(missing)}: it was not written by this version "
-                         "of lib25d; remove it to start that run again")
+        raise ValueError(f"{what} {path} lacks {', '.join(missing)}: it was not written by this version of lib25d; "
+                         "move it away (or delete it) to train this run again")
     return state

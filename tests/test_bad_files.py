@@ -388,3 +388,30 @@ def test_results_cli_on_bad_profile_is_one_line(tmp_path):
     path.write_text(yaml.safe_dump(["not", "a", "mapping"]))
     proc = run_cli("lib25d.results", "failed", str(path), cwd=tmp_path)
     assert_one_error_line(proc, "python -m lib25d.results failed: error: ", f"profile file {path}", "not a list")
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04 killed while saving", b"not a checkpoint at all"])
+def test_damaged_checkpoint_on_resume_and_evaluate_is_one_line(tmp_path, content):
+    from lib25d.train import CHECKPOINT
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / CHECKPOINT).write_bytes(content)
+    args = ["lib25d.cli", "train", "--dataset", "synthetic", "--size", "8", "--weights", "none", "--epochs", "1",
+            "--device", "cpu", "--out", str(out), "--resume"]
+    assert_one_error_line(run_cli(*args, cwd=tmp_path), "lib25d train: error: ",
+                          f"checkpoint {out / CHECKPOINT} cannot be read", "move it away")
+    assert_one_error_line(run_cli("lib25d.cli", "evaluate", str(out), "--device", "cpu", cwd=tmp_path),
+                          "lib25d evaluate: error: ", f"checkpoint {out / CHECKPOINT} cannot be read", "move it away")
+    assert (out / CHECKPOINT).read_bytes() == content  # nothing half written, nothing removed
+
+
+def test_checkpoint_of_another_program_names_what_it_lacks(tmp_path):
+    from lib25d.train import CHECKPOINT
+
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"model": {}}, out / CHECKPOINT)
+    proc = run_cli("lib25d.cli", "evaluate", str(out), "--device", "cpu", cwd=tmp_path)
+    assert_one_error_line(proc, "lib25d evaluate: error: ", f"checkpoint {out / CHECKPOINT} lacks config",
+                          "not written by this version of lib25d")
