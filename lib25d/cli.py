@@ -60,8 +60,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="keep the slice encoder in the default NCHW memory format (default: channels_last)")
     p.add_argument("--no-tiny-convs", dest="tiny_convs", action="store_false",
-                   help="run single-output-position convolutions (ResNet layer4 at 28^3) as convolutions, "
-                        "not as matrix products")
+                   help="run convolutions on maps no bigger than their kernel (ResNet layer3/4 at 28^3) as "
+                        "convolutions, not as matrix products")
+    p.add_argument("--no-fold-adapter", dest="fold_adapter", action="store_false",
+                   help="run the 1x1 channel adapter as its own convolution (default: folded into the first one)")
     p.add_argument("--no-dedupe-slices", dest="dedupe_slices", action="store_false",
                    help="encode identical slices every time (default: once, BatchNorm weighing each by its count)")
     p.add_argument("--no-cache-warmup-features", dest="cache_warmup_features", action="store_false",

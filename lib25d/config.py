@@ -11,12 +11,13 @@ from typing import Any
 
 
 # RunConfig values of the straightforward implementation (the reference of ``lib25d bench --compare``)
-STRAIGHTFORWARD: dict[str, Any] = {"channels_last": False, "tiny_convs": False, "dedupe_slices": False,
+STRAIGHTFORWARD: dict[str, Any] = {"channels_last": False, "tiny_convs": False, "fold_adapter": False,
+                                   "dedupe_slices": False,
                                    "cache_warmup_features": False, "checkpointing": False, "compile": False,
                                    "amp": False}
 # switches that change speed and memory only (float summation order at most): a run may resume with others
-PERFORMANCE_FIELDS = ("channels_last", "tiny_convs", "dedupe_slices", "cache_warmup_features", "checkpointing",
-                      "compile")
+PERFORMANCE_FIELDS = ("channels_last", "tiny_convs", "fold_adapter", "dedupe_slices", "cache_warmup_features",
+                      "checkpointing", "compile")
 
 WARMUP_BN = ("authors", "frozen")  # see lib25d.train
 
@@ -43,7 +44,8 @@ class RunConfig:
     dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. synthetic n_train, shape
     # performance switches: same numbers (within float tolerance), different speed / memory
     channels_last: bool = True        # NHWC slice encoder (2.5D methods; faster on CPU here)
-    tiny_convs: bool = True           # convolutions with one output position run as matrix products
+    tiny_convs: bool = True           # convolutions on maps no bigger than their kernel run as matrix products
+    fold_adapter: bool = True         # the 1x1 channel adapter folded into the first convolution (2.5D)
     dedupe_slices: bool = True        # identical slices encoded once (BatchNorm weighs them by multiplicity)
     cache_warmup_features: bool = True  # warm-up with warmup_bn=frozen: encode the training split once
     checkpointing: bool = False       # recompute slice-encoder activations per chunk (with chunk_size)
@@ -65,7 +67,7 @@ class RunConfig:
     def performance(self) -> dict[str, Any]:
         """The switches a model's ``configure`` takes (see :class:`lib25d.models.encoder.SliceEncoder`)."""
         return {"channels_last": self.channels_last, "tiny_convs": self.tiny_convs,
-                "dedupe": self.dedupe_slices, "checkpointing": self.checkpointing}
+                "fold_adapter": self.fold_adapter, "dedupe": self.dedupe_slices, "checkpointing": self.checkpointing}
 
     def straightforward(self) -> "RunConfig":
         """The same run with every optimisation off: fp32, default memory format, no reuse."""

@@ -1,6 +1,8 @@
 """Test metrics exactly as MedMNIST defines them (its own ``getAUC`` / ``getACC``)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from medmnist.evaluator import getACC, getAUC
@@ -29,16 +31,33 @@ def auroc_interval(labels: np.ndarray, scores: np.ndarray, task: str = "binary-c
     an interval that contains 0.5 is not distinguishable from chance. Resamples holding a single
     class (AUROC undefined) are skipped; ``(nan, nan)`` when none is usable.
     """
-    labels, scores = np.asarray(labels).reshape(-1), np.asarray(scores)
-    if len(labels) != len(scores):
-        raise ValueError(f"{len(labels)} labels but {len(scores)} scores: pass one score row per volume")
+    return mean_auroc_interval(labels, [scores], task, n_boot, level, seed)
+
+
+def mean_auroc_interval(labels: np.ndarray, runs: Sequence[np.ndarray], task: str = "binary-class",
+                        n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """:func:`auroc_interval` of the mean AUROC of several runs (seeds) on the same test volumes.
+
+    Every resample of volumes is shared by all runs, so the interval is that of the number a
+    table shows (the mean over seeds); the spread between seeds is reported apart (± std).
+    """
+    labels = np.asarray(labels).reshape(-1)
+    runs = [np.asarray(s) for s in runs]
+    if not runs or any(len(labels) != len(s) for s in runs):
+        raise ValueError(f"{len(labels)} labels but {[len(s) for s in runs]} scores: pass one score row per volume")
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(labels), len(labels))
         if len(np.unique(labels[idx])) > 1:
-            values.append(getAUC(labels[idx], scores[idx], task))
+            values.append(np.mean([getAUC(labels[idx], s[idx], task) for s in runs]))
     if not values:
         return float("nan"), float("nan")
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def at_chance(interval: tuple[float, float]) -> bool:
+    """True when an AUROC interval contains 0.5 (or is undefined): no result to present."""
+    lo, hi = interval
+    return not (lo > 0.5 or hi < 0.5)

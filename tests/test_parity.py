@@ -21,10 +21,11 @@ from lib25d.models import build_model
 from lib25d.models.reducers import REDUCERS
 from lib25d.train import CHECKPOINT, load_splits, loss_function, model_for, shuffle_seed, _loader, train
 
-OFF = dict(channels_last=False, tiny_convs=False, dedupe=False, checkpointing=False)
+OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe=False, checkpointing=False)
 SWITCHES = {"plain": {}, "channels_last": {"channels_last": True}, "tiny_convs": {"tiny_convs": True},
-            "dedupe": {"dedupe": True}, "checkpointing": {"checkpointing": True},
-            "all": {"channels_last": True, "tiny_convs": True, "dedupe": True}}
+            "fold_adapter": {"fold_adapter": True}, "dedupe": {"dedupe": True},
+            "checkpointing": {"checkpointing": True},
+            "all": {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe": True}}
 CASES = [("attention", s) for s in SWITCHES] + [(m, s) for m in REDUCERS if m != "attention" for s in ("plain", "all")]
 
 

@@ -25,7 +25,7 @@ from lib25d.models import build_model
 from lib25d.models.encoder import CountedBatchNorm2d, TinyConv2d, TinyConv3d, unique_slices, use_tiny_conv_matmul
 from lib25d.train import CHECKPOINT, autocast_for, train
 
-OFF = dict(channels_last=False, tiny_convs=False, dedupe=False, checkpointing=False)
+OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe=False, checkpointing=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -103,6 +103,22 @@ def test_dedupe_is_exact_on_synthetic_duplicates_in_eval_and_train_mode():
     assert rows == [2 * 12, 2 * 20, 2 * 16]
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_counted_batch_norm_is_precise_in_float32(offset):
+    """Activations far from zero (a large mean, a small spread) must not lose the variance to
+    cancellation: float32 counted BatchNorm stays as close to the float64 truth as native BatchNorm."""
+    torch.manual_seed(0)
+    x = torch.randn(200, 8, 4, 4) + offset
+    counts = torch.randint(1, 4, (200,))
+    full = x.repeat_interleave(counts, 0)
+    truth = torch.nn.functional.batch_norm(full.double(), None, None, training=True)
+    native = torch.nn.functional.batch_norm(full, None, None, training=True)
+    counted = CountedBatchNorm2d(8, affine=False).train()
+    counted.counts = counts
+    ours = counted(x).repeat_interleave(counts, 0)
+    assert (ours.double() - truth).abs().max() <= max(1e-6, 2 * float((native.double() - truth).abs().max()))
+
+
 def test_counted_batch_norm_under_cpu_bf16_autocast():
     """bf16 activations (CPU autocast): statistics in float32 as native BatchNorm keeps them, the
     running buffers stay float32, the output is bf16; rows counted twice equal the repeated batch."""
@@ -118,32 +134,39 @@ def test_counted_batch_norm_under_cpu_bf16_autocast():
     torch.testing.assert_close(counted.running_var, plain.running_var, rtol=1e-5, atol=1e-6)
     # a deduplicated training step of the whole model under the autocast that --bf16-cpu turns on
     model = build_model("attention").configure(**{**OFF, "dedupe": True}).train()
+    x = torch.rand(2, 1, 12, 12, 12)
+    x[:, :, :4], x[:, :, :, :4], x[:, :, :, :, :4] = 0, 0, 0  # empty slices on every axis: counted rows
     with autocast_for(torch.device("cpu"), amp=True, bf16_cpu=True):
-        loss = model(torch.rand(2, 1, 12, 12, 12)).float().square().mean()
+        loss = model(x).float().square().mean()
     loss.backward()
-    assert torch.isfinite(loss) and model.encoder.last_dedupe is not None
+    unique, total = model.encoder.last_dedupe
+    assert torch.isfinite(loss) and unique < total
     assert all(b.dtype != torch.bfloat16 for b in model.buffers())
 
 
 # -- tiny convolutions and channels_last ---------------------------------------------------------
 @pytest.mark.parametrize("dims,spatial,kernel,stride,padding", [
     (2, (1, 1), 3, 1, 1), (2, (2, 2), 3, 2, 1), (2, (2, 2), 1, 2, 0), (2, (3, 2), 3, 2, 1),
-    (3, (1, 1, 1), 3, 1, 1), (3, (2, 2, 2), 3, 2, 1), (2, (4, 4), 3, 1, 1)])
+    (2, (2, 2), 3, 1, 1), (2, (2, 3), 3, 1, 1), (2, (3, 3), 3, 1, 1), (2, (2, 2), 1, 1, 0),
+    (3, (1, 1, 1), 3, 1, 1), (3, (2, 2, 2), 3, 2, 1), (3, (2, 2, 2), 3, 1, 1), (2, (4, 4), 3, 1, 1)])
 def test_tiny_conv_is_the_same_function(dims, spatial, kernel, stride, padding):
     torch.manual_seed(0)
     conv_cls = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
     conv = conv_cls(16, 8, kernel, stride=stride, padding=padding, bias=True).double()
     tiny = copy.deepcopy(conv)
     assert use_tiny_conv_matmul(tiny) == 1 and isinstance(tiny, (TinyConv2d, TinyConv3d))
-    x = torch.randn(5, 16, *spatial, dtype=torch.float64, requires_grad=True)
-    xt = x.detach().clone().requires_grad_()
-    out, out_t = conv(x), tiny(xt)
-    torch.testing.assert_close(out_t, out, rtol=1e-12, atol=1e-12)
-    out.square().sum().backward()
-    out_t.square().sum().backward()
-    torch.testing.assert_close(xt.grad, x.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(tiny.weight.grad, conv.weight.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(tiny.bias.grad, conv.bias.grad, rtol=1e-12, atol=1e-12)
+    last = torch.channels_last if dims == 2 else torch.channels_last_3d
+    for fmt in (torch.contiguous_format, last):  # the product reads channels_last input in place
+        conv.zero_grad(), tiny.zero_grad()
+        x = torch.randn(5, 16, *spatial, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+        xt = x.detach().clone(memory_format=fmt).requires_grad_()
+        out, out_t = conv(x), tiny(xt)
+        torch.testing.assert_close(out_t, out, rtol=1e-12, atol=1e-12)
+        out.square().sum().backward()
+        out_t.square().sum().backward()
+        torch.testing.assert_close(xt.grad, x.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(tiny.weight.grad, conv.weight.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(tiny.bias.grad, conv.bias.grad, rtol=1e-12, atol=1e-12)
     assert list(tiny.state_dict()) == list(conv.state_dict())
     use_tiny_conv_matmul(tiny, False)
     assert type(tiny) is conv_cls
@@ -157,18 +180,38 @@ def _grads(model, x):
 
 
 def test_channels_last_and_tiny_convs_are_the_same_function():
-    """float64, train mode, 28^3 (layer4 on 1x1 maps: the tiny-convolution case): ~1e-12 anywhere."""
+    """float64, train mode, 28^3 (layer3 on 2x2 and layer4 on 1x1 maps: the tiny-convolution
+    cases; the adapter folded into conv1): ~1e-12 anywhere."""
     torch.manual_seed(0)
     model = build_model("attention").train().double()
     x = torch.rand(1, 1, 28, 28, 28, dtype=torch.float64)
     plain_out, plain_grad = _grads(configured(model), x)
-    fast = configured(model, channels_last=True, tiny_convs=True)
+    fast = configured(model, channels_last=True, tiny_convs=True, fold_adapter=True)
     fast_out, fast_grad = _grads(fast, x)
     assert fast.encoder.network.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert isinstance(fast.encoder.network.layer4[1].conv2, TinyConv2d)
     assert list(fast.state_dict()) == list(model.state_dict())
     torch.testing.assert_close(fast_out, plain_out, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(fast_grad, plain_grad, rtol=1e-8, atol=1e-12 * float(plain_grad.abs().max()))
+
+
+@pytest.mark.parametrize("backbone,in_channels", [("resnet18", 2), ("mobilenet_v3_small", 1), ("resnet18", 3)])
+def test_folded_adapter_is_the_same_function(backbone, in_channels):
+    """The 1x1 channel adapter folded into the first convolution: same outputs, gradients (the
+    adapter's included) and running statistics; with 3 input channels there is no adapter to fold."""
+    torch.manual_seed(0)
+    model = build_model("mean", backbone=backbone, in_channels=in_channels).train().double()
+    x = torch.rand(2, in_channels, 12, 12, 12, dtype=torch.float64)
+    plain, folded = configured(model), configured(model, fold_adapter=True)
+    assert (folded.encoder._stem() is None) == (in_channels == 3)
+    torch.manual_seed(1)  # mobilenet's classifier keeps a Dropout: the same mask for both
+    plain_out, plain_grad = _grads(plain, x)
+    torch.manual_seed(1)
+    fold_out, fold_grad = _grads(folded, x)
+    torch.testing.assert_close(fold_out, plain_out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fold_grad, plain_grad, rtol=1e-8, atol=1e-12 * float(plain_grad.abs().max()))
+    for (name, a), b in zip(plain.state_dict().items(), folded.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}")
 
 
 def test_tiny_convs_in_the_3d_baseline():
@@ -242,7 +285,8 @@ def test_straightforward_config_and_resume_across_switches(tmp_path):
     slow = fast.straightforward()
     assert all(getattr(fast, f) for f in ("channels_last", "tiny_convs", "dedupe_slices", "cache_warmup_features"))
     assert not any(getattr(slow, f) for f in PERFORMANCE_FIELDS) and not slow.amp
-    assert fast.performance() == {"channels_last": True, "tiny_convs": True, "dedupe": True, "checkpointing": False}
+    assert fast.performance() == {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe": True,
+                                  "checkpointing": False}
     config = RunConfig(**dict(TINY, epochs=1, warmup_epochs=1))
     train(config, tmp_path / "run", quiet=True)
     # performance switches may differ on resume (same numbers); the run is complete, nothing to redo

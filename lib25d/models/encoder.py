@@ -8,6 +8,7 @@ of another network) fails with one ValueError naming the file and what is wrong 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
 import warnings
@@ -20,6 +21,7 @@ from torch import nn
 import torch.nn.functional as F
 import torchvision
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 Weights = str | os.PathLike | None
@@ -203,46 +205,84 @@ def channel_adapter(in_channels: int, dims: int) -> nn.Module:
 # Performance switches (all exact rewrites of the same function; see lib25d/bench.py for numbers)
 
 
-def _single_output_taps(conv: nn.Module, spatial: tuple[int, ...]) -> tuple[int, ...] | None:
-    """Input extent each axis contributes when a convolution has a single output pixel/voxel.
+def _small_map_plan(conv: nn.Module, spatial: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(input extent read, output extent) per axis when ``conv`` is cheaper as one matrix product.
 
-    Such a convolution is a matrix product: output (0, ..) reads input positions
-    ``kernel_index - padding``, so only the taps ``padding .. padding + used`` ever meet real
-    input and all others multiply zero padding. Returns the used input extent per axis, or
-    ``None`` when the convolution does not qualify (more than one output position, groups,
-    dilation, non-zero padding modes, string padding).
+    A convolution is a matrix product between the input positions it reads and its output
+    positions. On a map no bigger than the kernel (``layer3``'s 2x2 and ``layer4``'s 1x1 maps of
+    ResNet-18 at 28x28 slices) that dense product has no more multiply-adds than the kernel's
+    taps (most of which oneDNN spends on zero padding), and it runs as one well-shaped GEMM.
+    ``None`` when the convolution does not qualify (groups, dilation, non-zero padding modes,
+    string padding, padding as wide as the kernel, or a map larger than the kernel).
     """
     if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return None
     if any(d != 1 for d in conv.dilation):
         return None
-    used = []
+    read, out = [], []
     for size, k, s, p in zip(spatial, conv.kernel_size, conv.stride, conv.padding):
-        if (size + 2 * p - k) // s + 1 != 1 or k - p < 1:
+        n = (size + 2 * p - k) // s + 1
+        if n < 1 or p >= k:
             return None
-        used.append(min(size, k - p))
-    return tuple(used)
+        out.append(n)
+        read.append(min(size, (n - 1) * s - p + k))  # positions beyond never meet a tap
+    if math.prod(read) > math.prod(conv.kernel_size):
+        return None
+    return tuple(read), tuple(out)
+
+
+def _dense_weight(conv: nn.Module, read: tuple[int, ...], out: tuple[int, ...]) -> torch.Tensor:
+    """The weight as (O, C, read_0, out_0, read_1, out_1, ...): entry = the tap joining them, or 0.
+
+    Built from zero-padded slices of the weight (no scatter), so its gradient is exact and
+    deterministic: input position ``q`` meets output ``i`` through tap ``q - i*stride + padding``.
+    """
+    w = conv.weight
+    for axis, (r, n, k, s, p) in enumerate(zip(read, out, conv.kernel_size, conv.stride, conv.padding)):
+        dim = 2 + 2 * axis
+        before, after = max(0, (n - 1) * s - p), max(0, p + r - k)  # zero taps, where some are needed
+        if before or after:
+            w = F.pad(w, [0, 0] * (w.dim() - dim - 1) + [before, after])
+        w = torch.stack([w.narrow(dim, p - i * s + before, r) for i in range(n)], dim=dim + 1)
+    return w
 
 
 class _TinyConvMixin:
-    """A convolution that runs as one matrix product when its output is a single position.
+    """A convolution on a map no bigger than its kernel runs as one matrix product (same function).
 
-    At 28x28 slices ResNet-18's ``layer4`` works on 1x1 (and 2x2 -> 1x1) maps: its 3x3
-    kernels touch real input with their centre tap only, the rest multiply padding. oneDNN
-    still computes (and, slowly, back-propagates) all nine taps; the matrix product over the
-    used taps is the same function (identical up to float summation order) and its gradient
-    is the same too (zero for the unused taps). Other shapes use the ordinary convolution.
-    Swapped in by class (same parameters, same state_dict): see :func:`use_tiny_conv_matmul`.
+    At 28x28 slices ResNet-18's ``layer3`` works on 2x2 maps and ``layer4`` on 1x1 maps: their
+    3x3 kernels mostly multiply zero padding, which oneDNN computes (and, slowly,
+    back-propagates). The dense product over the positions read is the same function and has
+    the same gradients (up to float summation order; zero for taps that never meet input).
+    Other shapes use the ordinary convolution. Swapped in by class (same parameters, same
+    state_dict): see :func:`use_tiny_conv_matmul`.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        used = _single_output_taps(self, tuple(x.shape[2:]))
-        if used is None:
+        plan = _small_map_plan(self, tuple(x.shape[2:]))
+        if plan is None:
             return super().forward(x)
-        region = (slice(None), slice(None), *(slice(0, u) for u in used))
-        taps = (slice(None), slice(None), *(slice(p, p + u) for p, u in zip(self.padding, used)))
-        out = F.linear(x[region].flatten(1), self.weight[taps].flatten(1), self.bias)
-        return out.view(*out.shape, *([1] * len(used)))
+        read, out = plan
+        dims = len(read)
+        x = x[(slice(None), slice(None), *(slice(0, r) for r in read))]
+        w = _dense_weight(self, read, out)  # (O, C, r0, n0, r1, n1, ...)
+        last = x.dim() > 3 and x.is_contiguous(memory_format=torch.channels_last if dims == 2
+                                                else torch.channels_last_3d) and not x.is_contiguous()
+        reads, outs = [2 + 2 * a for a in range(dims)], [3 + 2 * a for a in range(dims)]
+        if last:  # positions outermost, channels innermost: the input is read without a copy
+            rows, cols, flat = [*reads, 1], [*outs, 0], x.movedim(1, -1)
+        else:
+            rows, cols, flat = [1, *reads], [0, *outs], x
+        matrix = w.permute(*rows, *cols).reshape(math.prod(w.shape[d] for d in rows), -1)
+        flat = flat.reshape(x.shape[0], -1)
+        if self.bias is None:
+            y = flat @ matrix
+        else:
+            bias = self.bias.repeat(math.prod(out)) if last else self.bias.repeat_interleave(math.prod(out))
+            y = torch.addmm(bias, flat, matrix)
+        if last:
+            return y.view(x.shape[0], *out, -1).movedim(-1, 1)
+        return y.view(x.shape[0], -1, *out)
 
 
 class TinyConv2d(_TinyConvMixin, nn.Conv2d):
@@ -272,6 +312,63 @@ def use_tiny_conv_matmul(module: nn.Module, enabled: bool = True) -> int:
     return changed
 
 
+_bn_backward = torch.ops.aten.native_batch_norm_backward
+
+
+class _CountedNorm(torch.autograd.Function):
+    """Batch normalisation of rows that stand for ``counts`` identical rows each, and its backward.
+
+    Built on BatchNorm's own fused kernels, because autograd through the formula's dozen
+    elementwise ops (each a fresh full-size tensor) cost a third of a deduplicated step. The
+    per-channel sums of squares come from one kernel pass over the centred rows, unweighted, plus
+    ``count - 1`` times the few repeated rows' own sums (centred first, so a large mean costs no
+    precision). Backward (``n`` values per channel in the full batch, ``w`` a
+    row's count, ``dy`` already summed over its copies, ``xhat = (x - mean) * invstd``):
+    ``dx = weight*invstd*(dy - w/n*sum(dy) - w/n*xhat*sum(dy*xhat))``, two passes.
+    """
+
+    @staticmethod
+    def forward(ctx, x, counts, weight, bias, eps):
+        w = counts.to(x.dtype)
+        n = w.sum() * x[0, 0].numel()  # values per channel in the full batch
+        mean = (w @ x.sum((2, 3))) / n
+        centred = x - mean.view(1, -1, 1, 1)  # becomes the output, in place
+        residual = (w @ centred.sum((2, 3))) / n  # the float32 mean's own rounding, taken out again
+        mean += residual
+        centred -= residual.view(1, -1, 1, 1)
+        zeros, ones = torch.zeros_like(mean), torch.ones_like(mean)
+        # sum of centred^2 over all rows (the kernel's sum of dy * (x - mean) * invstd), then the
+        # repeated rows ``count - 1`` times more: no cancellation, whatever the mean
+        sq = _bn_backward(centred, centred, None, None, None, zeros, ones, True, eps, [False, True, False])[1]
+        extra = (counts > 1).nonzero().squeeze(1)
+        if extra.numel():
+            sq = sq + (w[extra] - 1) @ centred[extra].square().sum((2, 3))
+        var = sq / n
+        invstd = torch.rsqrt(var + eps)
+        weight = ones if weight is None else weight
+        out = centred.mul_((weight * invstd).view(1, -1, 1, 1))
+        if bias is not None:
+            out.add_(bias.view(1, -1, 1, 1))
+        ctx.save_for_backward(x, w / n, mean, invstd, weight)
+        ctx.mark_non_differentiable(mean, var)
+        return out, mean, var
+
+    @staticmethod
+    @torch.autocast("cpu", enabled=False)
+    @torch.autocast("cuda", enabled=False)
+    def backward(ctx, dy, _mean, _var):
+        x, share, mean, invstd, weight = ctx.saved_tensors
+        _, sum_dy_xhat, sum_dy = _bn_backward(dy, x, weight, None, None, mean, invstd, True, 0.0,
+                                              [False, True, True])
+        scale = weight * invstd
+        coef = -share.view(-1, 1) * scale  # (rows, channels)
+        b = coef * (invstd * sum_dy_xhat)
+        a = coef * sum_dy - b * mean
+        dx = torch.addcmul(a[:, :, None, None], x, b[:, :, None, None]).addcmul_(dy, scale.view(1, -1, 1, 1))
+        return dx, None, sum_dy_xhat if ctx.needs_input_grad[2] else None, \
+            sum_dy if ctx.needs_input_grad[3] else None, None
+
+
 class CountedBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose batch rows may each stand for several identical slices.
 
@@ -289,20 +386,17 @@ class CountedBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         dtype = x.dtype  # bf16 under CPU autocast: statistics in float32, as native BatchNorm keeps them
         x = x.to(torch.promote_types(dtype, self.running_mean.dtype if self.running_mean is not None else dtype))
-        w = self.counts.to(x.dtype).view(-1, 1)
-        n = self.counts.sum() * x[0, 0].numel()  # values per channel in the full batch
-        mean = (x.sum((2, 3)) * w).sum(0) / n
-        centred = x - mean.view(1, -1, 1, 1)
-        var = (centred.square().sum((2, 3)) * w).sum(0) / n
+        weight, bias = (None if p is None else p.to(x.dtype) for p in (self.weight, self.bias))
+        with torch.autocast(x.device.type, enabled=False):  # its sums stay in float32 under autocast
+            out, mean, var = _CountedNorm.apply(x, self.counts, weight, bias, self.eps)
         if self.training and self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(var.detach() * n / (n - 1), m)  # unbiased, as BatchNorm stores it
-        scale = torch.rsqrt(var + self.eps) if self.weight is None else self.weight * torch.rsqrt(var + self.eps)
-        out = centred * scale.view(1, -1, 1, 1)
-        return (out if self.bias is None else out + self.bias.view(1, -1, 1, 1)).to(dtype)
+                n = self.counts.sum() * x[0, 0].numel()
+                self.running_mean.lerp_(mean, m)
+                self.running_var.lerp_(var * n / (n - 1), m)  # unbiased, as BatchNorm stores it
+        return out.to(dtype)
 
 
 def use_counted_batch_norm(module: nn.Module, enabled: bool = True) -> int:
@@ -398,8 +492,10 @@ class SliceEncoder(nn.Module):
     - ``checkpointing``: each chunk's activations are recomputed in the backward pass instead
       of being kept (with ``chunk_size``: memory of one chunk instead of the whole batch, for
       about one extra forward pass). Running statistics are updated once per chunk, as without.
-    - ``tiny_convs``: single-output-position convolutions run as matrix products (exact
-      rewrite; see :class:`TinyConv2d`).
+    - ``tiny_convs``: convolutions on maps no bigger than their kernel run as matrix products
+      (exact rewrite; see :class:`TinyConv2d`).
+    - ``fold_adapter``: the 1x1 channel adapter is folded into the network's first convolution,
+      which then reads the C input channels directly (exact rewrite).
     """
 
     def __init__(self, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1,
@@ -413,11 +509,12 @@ class SliceEncoder(nn.Module):
         self.dedupe = False
         self.channels_last = False
         self.checkpointing = False
+        self.fold_adapter = False
         self.last_dedupe: tuple[int, int] | None = None  # (unique, total) slices of the last deduplicated call
 
     def configure(self, *, channels_last: bool | None = None, dedupe: bool | None = None,
                   checkpointing: bool | None = None, tiny_convs: bool | None = None,
-                  chunk_size: int | None | str = "keep") -> "SliceEncoder":
+                  fold_adapter: bool | None = None, chunk_size: int | None | str = "keep") -> "SliceEncoder":
         """Set performance switches (``None`` / ``"keep"`` leaves one as it is); returns self."""
         if channels_last is not None:
             self.channels_last = bool(channels_last)
@@ -430,12 +527,32 @@ class SliceEncoder(nn.Module):
             self.checkpointing = bool(checkpointing)
         if tiny_convs is not None:
             use_tiny_conv_matmul(self, tiny_convs)
+        if fold_adapter is not None:
+            self.fold_adapter = bool(fold_adapter)
         if chunk_size != "keep":
             self.chunk_size = chunk_size
         return self
 
+    def _stem(self) -> str | None:
+        """Name of the first convolution when the channel adapter can be folded into it."""
+        if not isinstance(self.adapter, ChannelAdapter):
+            return None
+        name, conv = next(((n, m) for n, m in self.network.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
+        ok = conv is not None and conv.in_channels == 3 and conv.groups == 1 and conv.padding_mode == "zeros"
+        return name if ok else None
+
     def _net(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(self.adapter(x))
+        stem = self._stem() if self.fold_adapter else None
+        if stem is None:
+            return self.network(self.adapter(x))
+        # conv(adapter(x)) with the 1x1 adapter folded into the stem's weight: one input channel
+        # instead of three, and no gradient of the stem's input (the same function; zero padding
+        # commutes with the bias-free adapter)
+        w = self.network.get_submodule(stem).weight
+        folded = torch.einsum("oikl,ic->ockl", w, self.adapter.conv.weight.flatten(1))
+        if self.channels_last:
+            folded = folded.contiguous(memory_format=torch.channels_last)
+        return functional_call(self.network, {f"{stem}.weight": folded}, (x,))
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         if self.checkpointing and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):

@@ -47,10 +47,10 @@ class Model25D(nn.Module):
 
     def configure(self, *, channels_last: bool | None = None, dedupe: bool | None = None,
                   checkpointing: bool | None = None, tiny_convs: bool | None = None,
-                  chunk_size: int | None | str = "keep") -> "Model25D":
+                  fold_adapter: bool | None = None, chunk_size: int | None | str = "keep") -> "Model25D":
         """Performance switches of the slice encoder (see :class:`SliceEncoder`); returns self."""
         self.encoder.configure(channels_last=channels_last, dedupe=dedupe, checkpointing=checkpointing,
-                               tiny_convs=tiny_convs, chunk_size=chunk_size)
+                               tiny_convs=tiny_convs, fold_adapter=fold_adapter, chunk_size=chunk_size)
         return self
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, SliceLayout]:
