@@ -44,7 +44,8 @@ def mean_auroc_interval(labels: np.ndarray, runs: Sequence[np.ndarray], task: st
     labels = np.asarray(labels).reshape(-1)
     runs = [np.asarray(s) for s in runs]
     if not runs or any(len(labels) != len(s) for s in runs):
-        raise ValueError(f"{len(labels)} labels but {[len(s) for s in runs]} scores: pass one score row per volume")
+        raise ValueError(f"{len(labels)} labels but {', '.join(str(len(s)) for s in runs) or 'no'} scores: "
+                         "pass one score row per volume")
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
@@ -56,8 +57,3 @@ def mean_auroc_interval(labels: np.ndarray, runs: Sequence[np.ndarray], task: st
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
-
-def at_chance(interval: tuple[float, float]) -> bool:
-    """True when an AUROC interval contains 0.5 (or is undefined): no result to present."""
-    lo, hi = interval
-    return not (lo > 0.5 or hi < 0.5)

@@ -174,13 +174,16 @@ def test_loader_workers_auto_by_device():
 
 
 def test_auroc_interval_is_a_seeded_bootstrap_over_volumes():
-    from lib25d.metrics import auroc_interval
+    from lib25d.metrics import auroc_interval, mean_auroc_interval
 
     labels = np.array([0, 1] * 50)
     assert auroc_interval(labels, labels.astype(float)) == (1.0, 1.0)  # perfect ranking in every resample
     noise = np.random.default_rng(0).random(100)
     low, high = auroc_interval(labels, noise)
     assert low < 0.5 < high and (low, high) == auroc_interval(labels, noise)  # a coin: the interval holds 0.5
+    assert mean_auroc_interval(labels, [noise, noise]) == (low, high)  # two identical seeds: the same interval
+    both = mean_auroc_interval(labels, [noise, labels.astype(float)])  # mean of a coin and a perfect ranking
+    assert low < both[0] and both[1] <= 1.0 and both[0] > 0.5
     assert np.isnan(auroc_interval(np.zeros(5), np.ones(5))).all()  # one class: undefined
     with pytest.raises(ValueError, match="4 labels but 3 scores"):
         auroc_interval(np.zeros(4), np.ones(3))

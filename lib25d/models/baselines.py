@@ -70,8 +70,8 @@ class VolumeClassifier(nn.Module):
         """Performance switches (see :class:`~lib25d.models.encoder.SliceEncoder`); returns self.
 
         Only ``tiny_convs`` applies here: the 3D convolutions on maps no bigger than their kernel
-        (``layer3`` and ``layer4`` at 28^3) run as matrix products (exact rewrite; ACS convolutions are not touched). The
-        slice switches (``dedupe``, ``checkpointing``, ``chunk_size``) have no meaning for a
+        (``layer3`` and ``layer4`` at 28^3) run as matrix products (exact rewrite; ACS convolutions
+        are not touched). The slice switches (``dedupe``, ``checkpointing``, ``chunk_size``) have no meaning for a
         whole-volume network, and ``channels_last`` (NDHWC) was slower for the 3D network on
         CPU and impossible for ACS (2D kernels), so they are ignored.
         """

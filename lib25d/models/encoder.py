@@ -509,7 +509,7 @@ class SliceEncoder(nn.Module):
         self.dedupe = False
         self.channels_last = False
         self.checkpointing = False
-        self.fold_adapter = False
+        self.fold_stem: str | None = None  # the convolution the adapter is folded into (fold_adapter)
         self.last_dedupe: tuple[int, int] | None = None  # (unique, total) slices of the last deduplicated call
 
     def configure(self, *, channels_last: bool | None = None, dedupe: bool | None = None,
@@ -528,7 +528,7 @@ class SliceEncoder(nn.Module):
         if tiny_convs is not None:
             use_tiny_conv_matmul(self, tiny_convs)
         if fold_adapter is not None:
-            self.fold_adapter = bool(fold_adapter)
+            self.fold_stem = self._stem() if fold_adapter else None
         if chunk_size != "keep":
             self.chunk_size = chunk_size
         return self
@@ -542,7 +542,7 @@ class SliceEncoder(nn.Module):
         return name if ok else None
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
-        stem = self._stem() if self.fold_adapter else None
+        stem = self.fold_stem
         if stem is None:
             return self.network(self.adapter(x))
         # conv(adapter(x)) with the 1x1 adapter folded into the stem's weight: one input channel
