@@ -45,19 +45,22 @@ def learning_curves(history: Sequence[Mapping[str, Any]], title: str = "") -> Fi
 
 
 def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame | None = None,
-                metric: str = "auc") -> Figure:
+                metric: str = "auc", scratch: pd.DataFrame | None = None) -> Figure:
     """Figure 2: one panel per dataset, a box of per-seed test AUROC per method.
 
     Missing runs are written into the panel ("missing") instead of leaving an unexplained gap;
-    the paper's mean (when published) is a red diamond.
+    the paper's mean (when published) is a red diamond, MedMNIST v2's from-scratch ResNet-18
+    (``scratch``: its 2.5d row read for the 2.5D methods) a grey cross.
     """
     datasets = list(dict.fromkeys(frame.dataset))
     cols = min(3, max(1, len(datasets)))
     rows = math.ceil(len(datasets) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, constrained_layout=True)
     published = {} if paper is None else paper[paper.metric == metric].set_index(["dataset", "method"])["value"].to_dict()
+    v2 = {} if scratch is None else scratch[scratch.metric == metric].set_index(["dataset", "method"])["value"].to_dict()
     for ax, dataset in zip(axes.flat, datasets):
         sub = frame[frame.dataset == dataset]
+        ax.axhline(50, color="0.6", lw=0.8, ls="--", zorder=0)  # chance: the tables mark cells whose interval holds it
         for i, method in enumerate(methods, start=1):
             values = sub[(sub.method == method) & (sub.status == "ok")][metric].dropna().to_numpy() * 100
             if len(values):
@@ -68,6 +71,10 @@ def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame
             if (dataset, method) in published:
                 ax.plot([i], [published[(dataset, method)] * 100], "D", color="C3", ms=6,
                         label="paper (mean of 5)" if i == 1 else None)
+            reference = (dataset, method if method in ("3d", "acs") else "2.5d")
+            if reference in v2:
+                ax.plot([i], [v2[reference] * 100], "x", color="0.3", ms=7, mew=1.5,
+                        label="MedMNIST v2, from scratch" if i == 1 else None)
         ax.set_xticks(range(1, len(methods) + 1), [METHOD_LABELS.get(m, m) for m in methods])
         ax.set_xlim(0.4, len(methods) + 0.6)
         ax.set_ylim(0, 100)

@@ -17,7 +17,8 @@ Example (``config/smoke.yaml``, abridged)::
     table1: [3d, acs, attention]
     table3: [attention, mean, max, lstm, transformer]
 
-A dataset key is a short label that names the run (``adrenal-attention-s0``); it is also the
+``table3_seeds`` (a subset of ``seeds``, default all of them) lets Table 3's reducers run fewer
+seeds than Table 1, where a budget must choose. A dataset key is a short label that names the run (``adrenal-attention-s0``); it is also the
 dataset name unless the entry sets ``dataset`` (``myct: {dataset: "nifti:scans.csv"}``).
 """
 from __future__ import annotations
@@ -45,7 +46,8 @@ TOP_KEYS = {
     "gpus": "GPUs per training run (a Snakemake resource named gpu)",
     "defaults": "RunConfig fields shared by every run",
     "datasets": "label -> RunConfig overrides for that dataset",
-    "seeds": "list of seeds",
+    "seeds": "list of seeds (every run of Table 1 and the figures)",
+    "table3_seeds": "seeds of Table 3's reducers, a subset of seeds (default: all of them)",
     "table1": "methods of Table 1 / Figure 2 / Table 2 (3D vs ACS vs attention)",
     "table3": "reducers of Table 3",
     "notebooks": "settings of the aggregate notebooks, by notebook name",
@@ -83,6 +85,7 @@ class Profile:
     seeds: list[int]
     table1: list[str]
     table3: list[str]
+    table3_seeds: list[int] = field(default_factory=list)  # empty: the same as seeds
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     strict: bool = False
@@ -98,6 +101,10 @@ class Profile:
         """Every method of the profile, Table 1's first, without repeats."""
         return list(dict.fromkeys([*self.table1, *self.table3]))
 
+    def seeds_of(self, method: str) -> list[int]:
+        """Table 1's methods (attention among them) run every seed; Table 3's others its seeds."""
+        return self.seeds if method in self.table1 or not self.table3_seeds else self.table3_seeds
+
     def config_for(self, label: str, method: str, seed: int) -> RunConfig:
         """Run settings: RunConfig defaults < profile defaults < dataset overrides < cell."""
         if label not in self.datasets:
@@ -111,9 +118,9 @@ class Profile:
         """Expected runs (dataset-major, then method, then seed), optionally filtered."""
         methods = self.methods if methods is None else [m for m in self.methods if m in set(methods)]
         labels = list(self.datasets) if datasets is None else [d for d in self.datasets if d in set(datasets)]
-        seeds = self.seeds if seeds is None else [s for s in self.seeds if s in set(seeds)]
+        keep = set(self.seeds if seeds is None else seeds)
         return [Run(run_id(label, method, seed), label, method, seed, self.config_for(label, method, seed))
-                for label in labels for method in methods for seed in seeds]
+                for label in labels for method in methods for seed in self.seeds_of(method) if seed in keep]
 
     def run(self, rid: str) -> Run:
         for r in self.runs():
@@ -129,8 +136,8 @@ class Profile:
         settings = self.notebooks.get(notebook, {})
         if notebook in ("table1", "fig2", "table2"):
             return self.runs(methods=self.table1)
-        if notebook == "table3":
-            return self.runs(methods=self.table3)
+        if notebook == "table3":  # every reducer over the same seeds, attention included
+            return self.runs(methods=self.table3, seeds=self.table3_seeds or self.seeds)
         if notebook == "fig1":
             return self.runs(methods=["attention"], datasets=[settings.get("dataset", "adrenal")], seeds=self.seeds[:1])
         if notebook == "fig3":  # explained dataset (masks: pointing game) + real data for deletion
@@ -173,6 +180,7 @@ class Profile:
                 "strict": self.strict, "download": self.download, "threads": self.threads, "gpus": self.gpus,
                 "defaults": copy.deepcopy(self.defaults), "datasets": copy.deepcopy(self.datasets),
                 "seeds": list(self.seeds), "table1": list(self.table1), "table3": list(self.table3),
+                **({"table3_seeds": list(self.table3_seeds)} if self.table3_seeds else {}),
                 "notebooks": copy.deepcopy(self.notebooks),
                 **({"bench": copy.deepcopy(self.bench)} if self.bench is not None else {})}
 
@@ -184,9 +192,52 @@ class Profile:
         return path
 
 
+def summary(profile: Profile) -> dict[str, str]:
+    """What a profile runs, in words read from the profile itself: the reproduce page's table."""
+    def data(label: str) -> str:
+        c = profile.config_for(label, profile.methods[0], profile.seeds[0])
+        options = c.dataset_options or {}
+        if "subset" in options and options["subset"]:
+            return f"{c.size}³, {options['subset']}-volume subsets"
+        sizes = [options[k] for k in ("n_train", "n_val", "n_test") if k in options]
+        return f"{c.size}³, {'/'.join(map(str, sizes))} volumes" if sizes else f"{c.size}³, full splits"
+
+    groups: dict[str, list[str]] = {}
+    for label in profile.datasets:
+        groups.setdefault(data(label), []).append(label)
+
+    d = RunConfig.from_dict({**profile.defaults, "dataset": "synthetic"})
+    table3_seeds = profile.table3_seeds or profile.seeds
+    seeds = ", ".join(map(str, profile.seeds)) + (f" (Table 3: {', '.join(map(str, table3_seeds))})"
+                                                  if table3_seeds != profile.seeds else "")
+    return {"profile": profile.name, "data": "; ".join(f"{', '.join(labels)} ({what})" for what, labels in groups.items()),
+            "training": f"{d.epochs} epochs ({d.warmup_epochs} head-only), batch {d.batch_size}, "
+                        f"lr {d.lr:g}, weights: {d.weights or 'random init'}",
+            "seeds": seeds, "runs": str(len(profile.runs())), "meant for": profile.description}
+
+
 def run_id(label: str, method: str, seed: int) -> str:
     """Stable run name: ``<dataset label>-<method>-s<seed>``, e.g. ``adrenal-attention-s0``."""
     return f"{label}-{method}-s{int(seed)}"
+
+
+NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def typed(value: Any) -> Any:
+    """Values as YAML types: Snakemake's ``--config`` reads nested ones as strings (``seeds=[0,1]``
+    gives ``['0', '1']``, ``defaults={epochs: 2}`` gives ``'2'``), so the workflow retypes them."""
+    if isinstance(value, Mapping):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    if isinstance(value, str):
+        if NUMBER.match(value.strip()):
+            number = float(value)
+            return int(number) if re.match(r"^[+-]?\d+$", value.strip()) else number
+        if value.strip() in ("true", "false", "True", "False", "null", "~"):
+            return yaml.safe_load(value)
+    return value
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,6 +308,9 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
     seeds = values.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ProfileError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    table3_seeds = values.get("table3_seeds") or []
+    if not isinstance(table3_seeds, list) or not set(table3_seeds) <= set(seeds):
+        raise ProfileError(f"table3_seeds must be a list of seeds taken from seeds {seeds}, got {table3_seeds!r}")
     notebooks = _mapping(values.get("notebooks"), "notebooks", "{fig1: {dataset: adrenal}}")
     bad = sorted(set(notebooks) - set(NOTEBOOKS))
     if bad:
@@ -275,6 +329,7 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
         datasets=_datasets(values.get("datasets")),
         seeds=[int(s) for s in seeds], table1=_methods(values.get("table1", ["3d", "acs", "attention"]), "table1"),
         table3=_methods(values.get("table3", ["attention", "mean", "max", "lstm", "transformer"]), "table3"),
+        table3_seeds=[int(s) for s in table3_seeds],
         notebooks={k: _mapping(v, f"notebooks.{k}", "{dataset: adrenal}") for k, v in notebooks.items()},
         description=str(values.get("description", "")),
         strict=_scalar(values, "strict", bool, False), download=_scalar(values, "download", bool, True),
@@ -428,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             print(r.run_id)
     else:
         print(f"{profile.name}: {len(profile.runs())} runs, results in {profile.results}")
+        for key, value in summary(profile).items():
+            print(f"  {key}: {value}")
     return 0
 
 

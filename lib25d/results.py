@@ -18,6 +18,7 @@ Command line (used by the Snakefile)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import config as _config
+from .metrics import mean_auroc_interval
 from .profiles import Profile, Run, load_profile
 
 RESULT, STATUS = "result.json", "status.json"
@@ -226,7 +228,8 @@ def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
     c = run.config
     row: dict[str, Any] = {"run_id": run.run_id, "dataset": run.label, "method": run.method, "seed": run.seed,
                            "status": state, "reason": reason, "weights": str(c.weights), "epochs": c.epochs,
-                           "auc": math.nan, "acc": math.nan, "epoch_seconds": math.nan,
+                           "auc": math.nan, "acc": math.nan, "labels": None, "scores": None, "task": "",
+                           "epoch_seconds": math.nan,
                            "full_epoch_seconds": math.nan, "full_epochs": [], "train_seconds": math.nan,
                            "peak_memory_mib": math.nan, "memory_kind": "", "parameters": math.nan, "device": "", "data": "",
                            "revision": "", "dirty": None, "started": "", "finished": ""}
@@ -239,7 +242,10 @@ def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
 def _result_fields(result: dict[str, Any], which: str) -> dict[str, Any]:
     test = result["metrics"][which]["test"]
     env = result.get("environment", {})
+    predictions = result.get("predictions") or {}
     return dict(auc=_num(test.get("auc")), acc=_num(test.get("acc")),
+                labels=predictions.get("labels"), scores=predictions.get(which),
+                task=result["data"].get("task", "binary-class"),
                 epoch_seconds=_num(result["timing"].get("mean_epoch_seconds")),
                 full_epoch_seconds=_num(result["timing"].get("mean_full_epoch_seconds")),
                 full_epochs=[h["seconds"] for h in result.get("history", []) if h.get("phase") == "full"],
@@ -265,8 +271,25 @@ def collect(profile: Profile, runs: Iterable[Run] | None = None, which: str = "f
 
 
 # -- summaries --------------------------------------------------------------------------------
+CHANCE = 0.5  # AUROC of a ranking that knows nothing; below it the ranking is inverted
+LEVEL = 0.95  # the tables' interval: a bootstrap over test volumes of the mean over seeds
+
+
+def auc_interval(runs: pd.DataFrame, n_boot: int = 2000) -> tuple[float, float]:
+    """95 % interval of the seed-mean test AUROC; NaN where a run kept no predictions."""
+    if not len(runs) or any(not isinstance(s, list) or not s for s in runs.scores):
+        return math.nan, math.nan
+    labels = np.asarray(runs.labels.iloc[0])
+    if any(np.asarray(l).shape != labels.shape or (np.asarray(l) != labels).any() for l in runs.labels):
+        return math.nan, math.nan  # seeds tested on different volumes: no shared resample
+    return mean_auroc_interval(labels, [np.asarray(s) for s in runs.scores], runs.task.iloc[0],
+                               n_boot=n_boot, level=LEVEL)
+
+
 def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc")) -> pd.DataFrame:
-    """Mean and sample std over seeds per (dataset, method), with counts and the reasons of gaps."""
+    """Mean and sample std over seeds per (dataset, method), the AUROC's 95 % interval, the
+    counts and the reasons of gaps; ``result`` is False where that interval does not lie above
+    0.5 (at or below chance: the page marks the cell, it is never a result or a winner)."""
     rows = []
     for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
         ok = group[group.status == "ok"]
@@ -276,44 +299,68 @@ def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc")) -> p
             values = ok[m].astype(float)
             row[f"{m}_mean"] = values.mean() if len(values) else math.nan
             row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        row["auc_lo"], row["auc_hi"] = auc_interval(ok) if "scores" in ok else (math.nan, math.nan)
+        row["result"] = not row["auc_lo"] <= CHANCE  # NaN interval (no predictions kept): shown as is
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def cell(mean: float, std: float, n_ok: int, n_expected: int, reasons: str = "", percent: bool = True) -> str:
-    """'80.9 ± 1.2', '80.9' (one run), '80.9 ± 1.2 (4/5)' or 'missing (reason)'."""
+def cell(mean: float, std: float, n_ok: int, n_expected: int, reasons: str | None = "", percent: bool = True,
+         interval: tuple[float, float] = (math.nan, math.nan)) -> str:
+    """'80.9 ± 1.2 [76.0, 85.3]', '80.9' (one run, no interval), '... (4/5 runs)', 'missing (reason)'
+    ('missing' where ``reasons`` is None: said in another column), or, when the interval does
+    not lie above 0.5, 'not distinguishable from chance (...)' / 'below chance (...)'."""
     if n_ok == 0:
-        return f"missing ({reasons or 'no run'})"
+        return "missing" if reasons is None else f"missing ({reasons or 'no run'})"
     scale = 100.0 if percent else 1.0
     text = "nan" if math.isnan(mean) else f"{mean * scale:.1f}"
     if not math.isnan(std):
         text += f" ± {std * scale:.1f}"
+    lo, hi = interval
+    if not math.isnan(lo):
+        text += f" [{lo * scale:.1f}, {hi * scale:.1f}]"
     if n_ok < n_expected:
         text += f" ({n_ok}/{n_expected} runs; {reasons})" if reasons else f" ({n_ok}/{n_expected} runs)"
-    return text
+    if lo <= CHANCE <= hi:
+        return f"not distinguishable from chance ({text})"
+    return f"below chance ({text})" if hi < CHANCE else text
 
 
 def paper_results(table: str | None = None) -> pd.DataFrame:
-    """The paper's published numbers (Tables 1-3) as rows (table, method, dataset, metric, value)."""
+    """Published numbers as rows (table, method, dataset, metric, value): the paper's Tables 1-3
+    and, as table ``medmnist_v2``, MedMNIST v2's from-scratch ResNet-18 (methods 2.5d, 3d, acs)."""
     path = resources.files("lib25d") / "reference" / "paper_results.csv"
     with resources.as_file(path) as p:
         frame = pd.read_csv(p, comment="#")
     return frame if table is None else frame[frame.table == table].reset_index(drop=True)
 
 
+@functools.lru_cache(maxsize=1)
+def _reference() -> dict[tuple[str, str, str, str], float]:
+    return paper_results().set_index(["table", "dataset", "method", "metric"])["value"].to_dict()
+
+
+def _published(table: str, dataset: str, method: str, metric: str) -> str:
+    """'80.9' or '—': one published number in %, 2.5D reducers read MedMNIST v2's 2.5d row."""
+    if table == "medmnist_v2" and method not in ("3d", "acs"):
+        method = "2.5d"
+    found = _reference().get((table, dataset, method, metric), math.nan)
+    return "—" if math.isnan(found) else f"{found * 100:.1f}"
+
+
 def compare(summary: pd.DataFrame, table: str, metrics: Sequence[str] = ("auc", "acc")) -> pd.DataFrame:
-    """Our mean ± std beside the paper's number, one row per (dataset, method) of the profile."""
-    paper = paper_results(table).set_index(["dataset", "method", "metric"])["value"]
+    """Ours beside two references, one row per (dataset, method): the paper (ImageNet, 50 epochs,
+    five seeds) and MedMNIST v2's ResNet-18 from scratch, so a gap reads as weights or method."""
     rows = []
     for s in summary.itertuples(index=False):
         row = {"dataset": s.dataset, "method": s.method}
         for m in metrics:
-            row[f"{METRIC_NAMES[m]} ours"] = cell(getattr(s, f"{m}_mean"), getattr(s, f"{m}_std"),
-                                                  s.n_ok, s.n_expected, s.reasons)
-            published = paper.get((s.dataset, s.method, m), math.nan)
-            row[f"{METRIC_NAMES[m]} paper"] = "—" if math.isnan(published) else f"{published * 100:.1f}"
-        row["runs"] = f"{s.n_ok}/{s.n_expected}"
-        rows.append(row)
+            interval = (s.auc_lo, s.auc_hi) if m == "auc" else (math.nan, math.nan)
+            row[f"{METRIC_NAMES[m]} ours"] = cell(getattr(s, f"{m}_mean"), getattr(s, f"{m}_std"), s.n_ok,
+                                                  s.n_expected, s.reasons if m == metrics[0] else None, interval=interval)
+            row[f"{METRIC_NAMES[m]} paper"] = _published(table, s.dataset, s.method, m)
+            row[f"{METRIC_NAMES[m]} v2 scratch"] = _published("medmnist_v2", s.dataset, s.method, m)
+        rows.append(row)  # a cell short of runs says so itself: '(2/3 runs; reason)'
     return pd.DataFrame(rows).set_index(["dataset", "method"])
 
 
@@ -363,14 +410,17 @@ def bench_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def winners(frame: pd.DataFrame, methods: Sequence[str], table: str = "table1", metric: str = "auc") -> str:
-    """Best method per dataset by mean test metric, ours and the paper's, as one sentence."""
+def winners(summary: pd.DataFrame, methods: Sequence[str], table: str = "table1", metric: str = "auc") -> str:
+    """Best method per dataset by mean test metric, ours and the paper's, as one sentence; a
+    cell not distinguishable from chance is never a winner."""
     paper = paper_results(table)
     paper = paper[(paper.metric == metric) & paper.method.isin(methods)]
     parts = []
-    for dataset, group in frame[frame.status == "ok"].groupby("dataset", sort=False):
-        means = group.groupby("method")[metric].mean().dropna()
+    finished = summary[summary.method.isin(methods) & (summary.n_ok > 0)]
+    for dataset, group in finished.groupby("dataset", sort=False):
+        means = group[group.result].set_index("method")[f"{metric}_mean"].dropna()
         if means.empty:
+            parts.append(f"{dataset}: none above chance")
             continue
         text = f"{dataset}: {means.idxmax()} ({means.max() * 100:.1f})"
         published = paper[paper.dataset == dataset]
@@ -394,8 +444,9 @@ def setting(profile: Profile, frame: pd.DataFrame) -> str:
     weights = ", ".join(dict.fromkeys(frame.weights)).replace("None", "none (random init)") if len(frame) else "none"
     devices = ", ".join(dict.fromkeys(ok.device)) if len(ok) else "none"
     epochs = ", ".join(map(str, dict.fromkeys(frame.epochs))) if len(frame) else "none"
+    seeds = ", ".join(map(str, sorted(set(frame.seed)))) if len(frame) else "none"
     return (f"Profile {profile.name} · data: {data} · weights: {weights} · device: {devices} · epochs: {epochs}"
-            f" · seeds: {', '.join(map(str, profile.seeds))} · runs finished: {len(ok)} of {len(frame)}")
+            f" · seeds: {seeds} · runs finished: {len(ok)} of {len(frame)}")
 
 
 def notebook_times(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -418,6 +469,35 @@ def provenance(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.reindex(columns=cols).copy()
     out["revision"] = out.revision.fillna("").str[:10]
     return out
+
+
+def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A measurement table narrow enough for the page: ``x``, ``x_std`` / ``x_seed_std`` and
+    ``x_ci_low`` / ``x_ci_high`` become one column 'x ± std [lo, hi]', n_seeds and n_volumes
+    one 'seeds × volumes'; underscores become spaces."""
+    out = table.copy()
+    for base in [c for c in table.columns if f"{c}_ci_low" in table or (c == "mean" and "ci_low" in table)] + \
+            [c for c in table.columns if f"{c}_seed_std" in table or (f"{c}_std" in table and f"{c}_ci_low" not in table)]:
+        if base not in out:
+            continue
+        lo, hi = (f"{base}_ci_low", f"{base}_ci_high") if base != "mean" else ("ci_low", "ci_high")
+        std = next((c for c in (f"{base}_std", f"{base}_seed_std", "std" if base == "mean" else "") if c in out), None)
+
+        def text(row: pd.Series) -> str:
+            value = f"{row[base]:.{digits}f}"
+            if std and not pd.isna(row[std]):
+                value += f" ± {row[std]:.{digits}f}"
+            if lo in row and not pd.isna(row[lo]):
+                value += f" [{row[lo]:.{digits}f}, {row[hi]:.{digits}f}]"
+            return value
+
+        out[base] = out.apply(text, axis=1)
+        out = out.drop(columns=[c for c in (std, lo, hi) if c and c in out])
+    if {"n_seeds", "n_volumes"} <= set(out.columns):
+        out.insert(list(out.columns).index("n_seeds"), "seeds × volumes",
+                   [f"{a} × {b}" for a, b in zip(out.n_seeds, out.n_volumes)])
+        out = out.drop(columns=["n_seeds", "n_volumes"])
+    return out.rename(columns=lambda c: c.replace("_", " "))
 
 
 def to_html(frame: pd.DataFrame) -> str:

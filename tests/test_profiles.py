@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill
 import pytest
 import yaml
@@ -23,7 +25,7 @@ def tiny(tmp_path: Path, **changes) -> R.Profile:
     return from_dict({**SMALL, "results": str(tmp_path / "results"), **changes}, root=tmp_path)
 
 
-def fake_result(profile, run, auc: float, acc: float = 0.7) -> None:
+def fake_result(profile, run, auc: float, acc: float = 0.7, predictions: dict | None = None) -> None:
     """A result.json with the fields the study layer reads (what lib25d.train writes)."""
     folder = profile.run_dir(run.run_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -38,7 +40,8 @@ def fake_result(profile, run, auc: float, acc: float = 0.7) -> None:
               "memory": {"bytes": 3 * 2**30, "kind": "process_peak_rss"}, "parameters": {"total": 12_000_000},
               "environment": {"device": "cpu (x86_64, 1 threads)", "git": {"revision": "abc123def456", "dirty": False},
                               "versions": {"torch": "2.14.1"}},
-              "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00"}
+              "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00",
+              **({"predictions": predictions} if predictions else {})}
     (folder / R.RESULT).write_text(json.dumps(result))
     R.record_status(folder, 0)
 
@@ -63,7 +66,11 @@ def test_profiles_match_the_issue():
     assert len(paper.runs()) == 6 * 7 * 5
     assert {r.config.epochs for r in paper.runs()} == {50} and {r.config.weights for r in paper.runs()} == {"imagenet"}
     cpu = load_profile("cpu", start=REPO)
-    assert {"organ", "nodule", "fracture", "adrenal", "vessel", "synapse"} <= set(cpu.datasets) and len(cpu.seeds) == 1
+    assert {"organ", "nodule", "fracture", "adrenal", "vessel", "synapse"} <= set(cpu.datasets) and len(cpu.seeds) == 3
+    medmnist = [r for r in cpu.runs() if r.label != "synthetic"]  # #12: full splits, never a subset
+    assert all(not (r.config.dataset_options or {}).get("subset") for r in medmnist)
+    assert all(r.config.batch_size == 64 and r.config.warmup_epochs == 3 for r in medmnist)
+    assert len(cpu.runs_for("table1")) == 7 * 3 * 3 and {r.seed for r in cpu.runs_for("table3")} == {0}
     # Figure 3 explains the synthetic runs (masks) and tests deletion on real Adrenal attention runs
     assert {r.run_id for r in smoke.runs_for("fig3")} == {
         "synthetic-attention-s0", "synthetic-3d-s0", "synthetic-acs-s0", "adrenal-attention-s0"}
@@ -212,12 +219,65 @@ def test_summary_and_comparison_show_missing_cells_and_paper_numbers(tmp_path):
     assert row.loc[("adrenal", "attention"), "AUROC paper"] == "80.9"
     assert row.loc[("adrenal", "3d"), "AUROC ours"].startswith("70.0 (1/2 runs; not run yet")
     assert row.loc[("organ", "3d"), "AUROC ours"].startswith("missing (")
-    assert row.loc[("organ", "attention"), "ACC ours"] == "missing (not run yet)"
+    assert row.loc[("organ", "attention"), "ACC ours"] == "missing"
     assert row.loc[("organ", "3d"), "AUROC paper"] == "96.5"
+    assert row.loc[("adrenal", "attention"), "AUROC v2 scratch"] == "71.8"  # MedMNIST v2's 2.5D row
+    assert row.loc[("adrenal", "3d"), "ACC v2 scratch"] == "72.1"
     html = R.to_html(table)
     assert html.count("<tr") == 5 and "missing (" in html and html.startswith("<div")
-    assert "adrenal: attention (85.0), paper attention (80.9)" in R.winners(frame, p.table1)
+    assert "adrenal: attention (85.0), paper attention (80.9)" in R.winners(summary, p.table1)
     assert set(R.gaps(frame).status) == {"failed", "missing"}
+
+
+def test_cells_carry_an_interval_and_chance_is_marked_never_a_winner(tmp_path):
+    """The interval is a bootstrap over test volumes of the seed-mean AUROC: a ranking that
+    knows the labels excludes 0.5, a coin flip does not and is marked, not presented."""
+    p = tiny(tmp_path)
+    runs = {r.run_id: r for r in p.runs()}
+    labels = [0, 1] * 30
+    rng = np.random.default_rng(0)
+    good = [[0.2 + 0.6 * y + 0.3 * rng.random()] for y in labels]
+    fake_result(p, runs["adrenal-attention-s0"], 0.9, predictions={"labels": labels, "final": good, "best_val": good})
+    fake_result(p, runs["adrenal-attention-s1"], 0.9, predictions={"labels": labels, "final": good, "best_val": good})
+    coin = [[rng.random()] for _ in labels]
+    fake_result(p, runs["adrenal-3d-s0"], 0.95, predictions={"labels": labels, "final": coin, "best_val": coin})
+    inverted = [[1 - s[0]] for s in good]  # a ranking that learned the labels backwards
+    fake_result(p, runs["organ-attention-s0"], 0.1, predictions={"labels": labels, "final": inverted,
+                                                                   "best_val": inverted})
+    summary = R.summarise(R.collect(p, p.runs_for("table1")))
+    row = summary.set_index(["dataset", "method"])
+    assert row.loc[("adrenal", "attention"), "auc_lo"] > 0.5 and row.loc[("adrenal", "attention"), "result"]
+    assert not row.loc[("adrenal", "3d"), "result"] and not row.loc[("organ", "attention"), "result"]
+    table = R.compare(summary, "table1")
+    assert re.fullmatch(r"90\.0 ± 0\.0 \[\d+\.\d, \d+\.\d\]", table.loc[("adrenal", "attention"), "AUROC ours"])
+    assert table.loc[("adrenal", "3d"), "AUROC ours"].startswith("not distinguishable from chance (95.0 [")
+    assert table.loc[("organ", "attention"), "AUROC ours"].startswith("below chance (10.0 [")
+    assert "[" not in table.loc[("adrenal", "3d"), "ACC ours"]  # the interval is the AUROC's
+    assert table.loc[("organ", "3d"), "AUROC ours"] == "missing (not run yet)"
+    assert table.loc[("organ", "3d"), "ACC ours"] == "missing"  # the reason is said once, in the first column
+    words = R.winners(summary, p.table1)
+    assert "adrenal: attention (90.0)" in words and "organ: none above chance" in words
+
+
+def test_snakemake_config_strings_get_their_yaml_types_back():
+    """`--config seeds=[0,1] 'defaults={epochs: 2, lr: 1e-3}'` reaches the Snakefile as strings."""
+    from lib25d.profiles import typed
+
+    raw = {"seeds": ["0", "1"], "defaults": {"epochs": "2", "lr": "1e-3", "amp": "false", "weights": "null",
+                                             "dataset": "nifti:scans.csv", "backbone": "resnet18"},
+           "datasets": {"myct": {"dataset_options": {"window": ["-150", "250.5"]}}}, "results": "results/x"}
+    assert typed(raw) == {"seeds": [0, 1], "defaults": {"epochs": 2, "lr": 1e-3, "amp": False, "weights": None,
+                                                         "dataset": "nifti:scans.csv", "backbone": "resnet18"},
+                          "datasets": {"myct": {"dataset_options": {"window": [-150, 250.5]}}}, "results": "results/x"}
+
+
+def test_table3_seeds_trim_the_reducers_only(tmp_path):
+    p = tiny(tmp_path, seeds=[0, 1, 2], table3_seeds=[0], table1=["3d", "attention"], table3=["attention", "mean"])
+    ids = {r.run_id for r in p.runs(datasets=["adrenal"])}
+    assert ids == {f"adrenal-{m}-s{s}" for m in ("3d", "attention") for s in (0, 1, 2)} | {"adrenal-mean-s0"}
+    assert {r.run_id for r in p.runs_for("table3") if r.label == "adrenal"} == {"adrenal-attention-s0", "adrenal-mean-s0"}
+    with pytest.raises(ProfileError, match="table3_seeds"):
+        tiny(tmp_path, seeds=[0], table3_seeds=[3])
 
 
 def test_stale_results_are_not_counted(tmp_path):
@@ -247,9 +307,11 @@ def test_compute_table_pools_full_epochs_and_keeps_missing_rows(tmp_path):
     assert table.loc[("organ", "3d"), "s / epoch"].startswith("missing")
 
 
-def test_paper_numbers_cover_tables_1_2_3():
+def test_paper_numbers_cover_tables_1_2_3_and_medmnist_v2():
     paper = R.paper_results()
-    assert set(paper.table) == {"table1", "table2", "table3"}
+    assert set(paper.table) == {"table1", "table2", "table3", "medmnist_v2"}
+    v2 = paper[paper.table == "medmnist_v2"]
+    assert len(v2) == 3 * 6 * 2 and set(v2.method) == {"2.5d", "3d", "acs"} and v2.value.between(0, 1).all()
     t1 = paper[(paper.table == "table1") & paper.dataset.isin(["organ", "nodule", "fracture", "adrenal", "vessel", "synapse"])]
     assert len(t1) == 3 * 6 * 2
     assert len(paper[paper.table == "table3"]) == 5 * 6 * 2
@@ -257,6 +319,7 @@ def test_paper_numbers_cover_tables_1_2_3():
     assert value[("table1", "attention", "synapse", "auc")] == pytest.approx(0.743)
     assert value[("table3", "mean", "adrenal", "auc")] == pytest.approx(0.870)
     assert value[("table2", "3d", "pdac", "params_millions")] == pytest.approx(33.2)
+    assert value[("medmnist_v2", "acs", "vessel", "auc")] == pytest.approx(0.930)  # as in the project's notes
 
 
 # -- status files: what the workflow records ------------------------------------------------------
