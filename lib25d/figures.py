@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .results import v2_method
+
 AXES = ("axial", "coronal", "sagittal")
 METHOD_LABELS = {"3d": "3D", "acs": "ACS", "attention": "Attention", "mean": "Mean", "max": "Max",
                  "lstm": "LSTM", "transformer": "Transformer"}
@@ -71,7 +73,7 @@ def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame
             if (dataset, method) in published:
                 ax.plot([i], [published[(dataset, method)] * 100], "D", color="C3", ms=6,
                         label="paper (mean of 5)" if i == 1 else None)
-            reference = (dataset, method if method in ("3d", "acs") else "2.5d")
+            reference = (dataset, v2_method(method))
             if reference in v2:
                 ax.plot([i], [v2[reference] * 100], "x", color="0.3", ms=7, mew=1.5,
                         label="MedMNIST v2, from scratch" if i == 1 else None)

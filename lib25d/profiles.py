@@ -85,7 +85,7 @@ class Profile:
     seeds: list[int]
     table1: list[str]
     table3: list[str]
-    table3_seeds: list[int] = field(default_factory=list)  # empty: the same as seeds
+    table3_seeds: list[int] = field(default_factory=list)  # from_dict: the profile's, else all seeds
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     strict: bool = False
@@ -103,7 +103,7 @@ class Profile:
 
     def seeds_of(self, method: str) -> list[int]:
         """Table 1's methods (attention among them) run every seed; Table 3's others its seeds."""
-        return self.seeds if method in self.table1 or not self.table3_seeds else self.table3_seeds
+        return self.seeds if method in self.table1 else self.table3_seeds
 
     def config_for(self, label: str, method: str, seed: int) -> RunConfig:
         """Run settings: RunConfig defaults < profile defaults < dataset overrides < cell."""
@@ -137,7 +137,7 @@ class Profile:
         if notebook in ("table1", "fig2", "table2"):
             return self.runs(methods=self.table1)
         if notebook == "table3":  # every reducer over the same seeds, attention included
-            return self.runs(methods=self.table3, seeds=self.table3_seeds or self.seeds)
+            return self.runs(methods=self.table3, seeds=self.table3_seeds)
         if notebook == "fig1":
             return self.runs(methods=["attention"], datasets=[settings.get("dataset", "adrenal")], seeds=self.seeds[:1])
         if notebook == "fig3":  # explained dataset (masks: pointing game) + real data for deletion
@@ -180,7 +180,7 @@ class Profile:
                 "strict": self.strict, "download": self.download, "threads": self.threads, "gpus": self.gpus,
                 "defaults": copy.deepcopy(self.defaults), "datasets": copy.deepcopy(self.datasets),
                 "seeds": list(self.seeds), "table1": list(self.table1), "table3": list(self.table3),
-                **({"table3_seeds": list(self.table3_seeds)} if self.table3_seeds else {}),
+                **({"table3_seeds": list(self.table3_seeds)} if self.table3_seeds != self.seeds else {}),
                 "notebooks": copy.deepcopy(self.notebooks),
                 **({"bench": copy.deepcopy(self.bench)} if self.bench is not None else {})}
 
@@ -207,9 +207,8 @@ def summary(profile: Profile) -> dict[str, str]:
         groups.setdefault(data(label), []).append(label)
 
     d = RunConfig.from_dict({**profile.defaults, "dataset": "synthetic"})
-    table3_seeds = profile.table3_seeds or profile.seeds
-    seeds = ", ".join(map(str, profile.seeds)) + (f" (Table 3: {', '.join(map(str, table3_seeds))})"
-                                                  if table3_seeds != profile.seeds else "")
+    seeds = ", ".join(map(str, profile.seeds)) + (f" (Table 3: {', '.join(map(str, profile.table3_seeds))})"
+                                                  if profile.table3_seeds != profile.seeds else "")
     return {"profile": profile.name, "data": "; ".join(f"{', '.join(labels)} ({what})" for what, labels in groups.items()),
             "training": f"{d.epochs} epochs ({d.warmup_epochs} head-only), batch {d.batch_size}, "
                         f"lr {d.lr:g}, weights: {d.weights or 'random init'}",
@@ -308,7 +307,7 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
     seeds = values.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ProfileError(f"seeds must be a non-empty list of integers, got {seeds!r}")
-    table3_seeds = values.get("table3_seeds") or []
+    table3_seeds = values.get("table3_seeds") or seeds
     if not isinstance(table3_seeds, list) or not set(table3_seeds) <= set(seeds):
         raise ProfileError(f"table3_seeds must be a list of seeds taken from seeds {seeds}, got {table3_seeds!r}")
     notebooks = _mapping(values.get("notebooks"), "notebooks", "{fig1: {dataset: adrenal}}")
