@@ -386,8 +386,8 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
         row = {"dataset": dataset, "method": method,
                "params (M)": f"{ok.parameters.max() / 1e6:.1f}" if len(ok) else missing,
                "peak memory (MiB)": (f"{ok.peak_memory_mib.max():.0f} ({kinds.get(ok.memory_kind.iloc[0], ok.memory_kind.iloc[0])})"
-                                     if len(ok) else missing),
-               "s / epoch": f"{np.mean(epochs):.1f}{spread}" if epochs else missing,
+                                     if len(ok) else "missing"),  # the reason is said once, in the first column
+               "s / epoch": f"{np.mean(epochs):.1f}{spread}" if epochs else "missing",
                "runs": f"{len(ok)}/{len(group)}"}
         rows.append(row)
     return pd.DataFrame(rows)
