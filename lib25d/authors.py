@@ -21,8 +21,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .models.encoder import backbone_network
-from .models.reducers import REDUCERS
+from .models import METHODS
+from .models.backbone import backbone_network
 
 # their configs' ``unfreeze.train_mode``: model.train() from the epoch after it (0-based)
 TRAIN_MODE_AFTER = {"lstm": -1}  # every other method: 0
@@ -80,7 +80,7 @@ def from_lib25d(model: nn.Module) -> AuthorsModel:
     network, _ = backbone_network(enc.backbone, None)
     network.to(**like).load_state_dict({k: v.contiguous() for k, v in enc.network.state_dict().items()})
     extractor = nn.Sequential(*([adapter] if adapter is not None else []), network)
-    method = next(name for name, cls in REDUCERS.items() if type(model.reducer) is cls)
+    method = next(name for name, m in METHODS.items() if type(model.reducer) is m.build)
     inner = {"attention": "attn", "lstm": "lstm", "transformer": "transformer"}.get(method)
     reducer = copy.deepcopy(getattr(model.reducer, inner)) if inner else None
     return AuthorsModel(extractor, reducer, copy.deepcopy(model.head), method).to(**like)

@@ -1,55 +1,65 @@
 """``RunConfig``: everything that defines one training run, and nothing else.
 
-It is what the CLI parses, what the training notebook's parameters cell holds, what the
-profile grids enumerate and what a result file records first. Defaults are the paper's protocol.
+The one source of every run setting: ``lib25d train``'s options are generated from its
+fields (help text and kind in the field metadata), the run notebook takes it as a dict, the
+profiles enumerate it and every result file records it first. Defaults are the paper's protocol.
+Kinds: ``run`` settings define the experiment; ``runtime`` ones say where and how it runs;
+``speed`` switches change speed and memory only (float summation order at most), so a run
+may resume or be compared under other values of both.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-
-# RunConfig values of the straightforward implementation (the reference of ``lib25d bench --compare``)
-STRAIGHTFORWARD: dict[str, Any] = {"channels_last": False, "tiny_convs": False, "fold_adapter": False,
-                                   "dedupe_slices": False,
-                                   "cache_warmup_features": False, "checkpointing": False, "compile": False,
-                                   "amp": False}
-# switches that change speed and memory only (float summation order at most): a run may resume with others
-PERFORMANCE_FIELDS = ("channels_last", "tiny_convs", "fold_adapter", "dedupe_slices", "cache_warmup_features",
-                      "checkpointing", "compile")
 
 WARMUP_BN = ("authors", "frozen")  # see lib25d.train
 
 
+def setting(default: Any, help: str, kind: str = "run") -> Any:
+    """A settings field with its help text and kind (RunConfig's: ``run``, ``runtime`` or ``speed``);
+    command lines are generated from them (:func:`lib25d.cli.add_options`)."""
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, "kind": kind})
+    return dataclasses.field(default=default, metadata={"help": help, "kind": kind})
+
+
 @dataclass
 class RunConfig:
-    dataset: str = "adrenal"          # organ|nodule|fracture|adrenal|vessel|synapse|synthetic|nifti:<csv>
-    size: int = 28                    # MedMNIST edge length: 28 or 64
-    method: str = "attention"         # attention|mean|max|lstm|transformer (2.5D), 3d, acs
-    backbone: str = "resnet18"        # torchvision classifier name
-    weights: str | None = "imagenet"  # "imagenet", a state-dict path, or None for random
-    seed: int = 0
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 2e-4                  # NAdam
-    warmup_epochs: int = 3            # epochs that train only the new modules (authors' code 3, paper 2)
-    warmup_bn: str = "authors"        # frozen encoder's BatchNorm in the warm-up: authors|frozen (lib25d.train)
-    device: str = "auto"              # auto|cpu|cuda|cuda:N
-    data_root: str | None = None      # else $LIB25D_DATA_ROOT, else medmnist's default
-    num_workers: int = -1             # DataLoader workers; -1: auto (up to 4 on CUDA, 0 on CPU: light, reproducible)
-    chunk_size: int | None = None     # slices per encoder call; bounds memory on large volumes
-    amp: bool = True                  # bf16 autocast on CUDA
-    bf16_cpu: bool = False            # bf16 autocast on CPU too: changes the numbers; fast with native bf16 only
-    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. synthetic n_train, shape
-    # performance switches: same numbers (within float tolerance), different speed / memory
-    channels_last: bool = True        # NHWC slice encoder (2.5D methods; faster on CPU here)
-    tiny_convs: bool = True           # convolutions on maps no bigger than their kernel run as matrix products
-    fold_adapter: bool = True         # the 1x1 channel adapter folded into the first convolution (2.5D)
-    dedupe_slices: bool = True        # identical slices encoded once (BatchNorm weighs them by multiplicity)
-    cache_warmup_features: bool = True  # warm-up with warmup_bn=frozen: encode the training split once
-    checkpointing: bool = False       # recompute slice-encoder activations per chunk (with chunk_size)
-    compile: bool = False             # torch.compile the backbone
+    dataset: str = setting("adrenal", "organ, nodule, fracture, adrenal, vessel, synapse, synthetic or nifti:<csv>")
+    size: int = setting(28, "MedMNIST edge length, 28 or 64 (synthetic: any side from 8)")
+    method: str = setting("attention", "attention, mean, max, lstm, transformer (2.5D), 3d or acs")
+    backbone: str = setting("resnet18", "torchvision classifier used as the 2D network")
+    weights: str | None = setting("imagenet", "'imagenet' (torchvision's cache or a download), a state-dict "
+                                              "file, or none (random init)")
+    seed: int = setting(0, "random seed of initialisation, shuffling and dropout")
+    epochs: int = setting(50, "training epochs (the paper's 50)")
+    batch_size: int = setting(64, "volumes per step")
+    lr: float = setting(2e-4, "NAdam learning rate")
+    warmup_epochs: int = setting(3, "first epochs train only the new modules (the authors' code 3, the paper 2)")
+    warmup_bn: str = setting("authors", "the frozen encoder's BatchNorm in the warm-up: authors (eval mode in the "
+                                        "first epoch, then train mode; what makes training from scratch work) "
+                                        "or frozen (eval mode throughout; allows the feature cache)")
+    bf16_cpu: bool = setting(False, "bf16 autocast on CPU too (changes the numbers; fast only with native bf16)")
+    dataset_options: dict[str, Any] = setting({}, "dataset options, e.g. subset=64 (any dataset), n_train=128 "
+                                                  "(synthetic), window=-150,250 (nifti)")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", "runtime")
+    data_root: str | None = setting(None, "folder of the MedMNIST files (default $LIB25D_DATA_ROOT, else "
+                                          "~/.medmnist)", "runtime")
+    num_workers: int = setting(-1, "DataLoader workers (-1: up to 4 on CUDA, none on CPU)", "runtime")
+    chunk_size: int | None = setting(None, "slices per encoder call: bounds memory on large volumes", "runtime")
+    amp: bool = setting(True, "bf16 autocast on CUDA", "runtime")
+    channels_last: bool = setting(True, "NHWC slice encoder (2.5D)", "speed")
+    tiny_convs: bool = setting(True, "convolutions on maps no bigger than their kernel run as one matrix "
+                                     "product", "speed")
+    fold_adapter: bool = setting(True, "the 1x1 channel adapter folded into the first convolution (2.5D)", "speed")
+    dedupe_slices: bool = setting(True, "identical slices encoded once, BatchNorm weighing each by its count",
+                                  "speed")
+    cache_warmup_features: bool = setting(True, "with warmup_bn frozen: encode the training split once for the "
+                                                "whole warm-up", "speed")
+    checkpointing: bool = setting(False, "recompute slice-encoder activations per chunk in the backward pass "
+                                         "(with chunk_size): memory of one chunk for one more forward", "speed")
+    compile: bool = setting(False, "torch.compile the backbone (slow start)", "speed")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -64,14 +74,13 @@ class RunConfig:
         if isinstance(self.weights, str) and self.weights.lower() in ("none", "null", "random", ""):
             self.weights = None
 
-    def performance(self) -> dict[str, Any]:
-        """The switches a model's ``configure`` takes (see :class:`lib25d.models.encoder.SliceEncoder`)."""
-        return {"channels_last": self.channels_last, "tiny_convs": self.tiny_convs,
-                "fold_adapter": self.fold_adapter, "dedupe": self.dedupe_slices, "checkpointing": self.checkpointing}
+    def speed(self) -> dict[str, Any]:
+        """The speed switches, by field name (what ``lib25d.models.speed.apply`` takes)."""
+        return {name: getattr(self, name) for name in SPEED_FIELDS}
 
     def straightforward(self) -> "RunConfig":
         """The same run with every optimisation off: fp32, default memory format, no reuse."""
-        return self.replace(**STRAIGHTFORWARD)
+        return self.replace(**dict.fromkeys(SPEED_FIELDS, False), amp=False)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,3 +95,11 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> "RunConfig":
         return self.from_dict({**self.to_dict(), **changes})
+
+
+def fields_of(kind: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["kind"] == kind)
+
+
+SPEED_FIELDS = fields_of("speed")
+RUNTIME_FIELDS = (*fields_of("runtime"), *SPEED_FIELDS)  # may differ between runs of the same experiment

@@ -16,11 +16,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .results import v2_method
+from .tables import v2_method
 
 AXES = ("axial", "coronal", "sagittal")
-METHOD_LABELS = {"3d": "3D", "acs": "ACS", "attention": "Attention", "mean": "Mean", "max": "Max",
-                 "lstm": "LSTM", "transformer": "Transformer"}
+
+
+def _label(method: str) -> str:
+    from .models import METHODS
+
+    return METHODS[method].label if method in METHODS else method
 
 
 def learning_curves(history: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
@@ -77,7 +81,7 @@ def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame
             if reference in v2:
                 ax.plot([i], [v2[reference] * 100], "x", color="0.3", ms=7, mew=1.5,
                         label="MedMNIST v2, from scratch" if i == 1 else None)
-        ax.set_xticks(range(1, len(methods) + 1), [METHOD_LABELS.get(m, m) for m in methods])
+        ax.set_xticks(range(1, len(methods) + 1), [_label(m) for m in methods])
         ax.set_xlim(0.4, len(methods) + 0.6)
         ax.set_ylim(0, 100)
         ax.set_title(dataset)
@@ -170,16 +174,4 @@ def placeholder(text: str, size: tuple[float, float] = (8, 1.6)) -> Figure:
     fig, ax = plt.subplots(figsize=size)
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10, color="0.3")
     ax.axis("off")
-    return fig
-
-
-def bars(frame: pd.DataFrame, columns: Sequence[str], labels: Sequence[str] | None = None) -> Figure:
-    """One small bar chart per column (Table 2: parameters, memory, seconds per epoch by method)."""
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.3 * len(columns), 2.8), squeeze=False, constrained_layout=True)
-    for ax, col, label in zip(axes.flat, columns, labels or columns):
-        values = pd.to_numeric(frame[col], errors="coerce")
-        ax.bar([METHOD_LABELS.get(str(m), str(m)) for m in frame.index], values.fillna(0), color="C0")
-        for i, v in enumerate(values):
-            ax.text(i, 0, "missing" if np.isnan(v) else "", rotation=90, ha="center", va="bottom", fontsize=8)
-        ax.set_title(label, fontsize=9)
     return fig

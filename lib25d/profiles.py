@@ -51,11 +51,8 @@ TOP_KEYS = {
     "table1": "methods of Table 1 / Figure 2 / Table 2 (3D vs ACS vs attention)",
     "table3": "reducers of Table 3",
     "notebooks": "settings of the aggregate notebooks, by notebook name",
-    "bench": "settings of `lib25d bench --table2` for Table 2 (omit: Table 2 from the runs' own timings)",
+    "bench": "options of `lib25d bench --table2` for Table 2, e.g. {sizes: [28], repeats: 2} (omit: the runs' timings)",
 }
-BENCH_KEYS = {"sizes": "--sizes", "repeats": "--repeats", "batch_size": "--batch-size", "device": "--device",
-              "threads": "--threads", "large_chunk_size": "--large-chunk-size", "in_process": "--in-process",
-              "inference": "--no-inference", "amp": "--no-amp"}
 LABEL = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -129,43 +126,6 @@ class Profile:
         raise ProfileError(f"run {rid!r} is not in profile {self.name!r}; ids look like "
                            f"{run_id(next(iter(self.datasets)), self.methods[0], self.seeds[0])}")
 
-    def runs_for(self, notebook: str) -> list[Run]:
-        """The runs an aggregate notebook reads: what the workflow makes it wait for."""
-        if notebook not in NOTEBOOKS:
-            raise ProfileError(f"unknown notebook {notebook!r}; valid: {', '.join(NOTEBOOKS)}")
-        settings = self.notebooks.get(notebook, {})
-        if notebook in ("table1", "fig2", "table2"):
-            return self.runs(methods=self.table1)
-        if notebook == "table3":  # every reducer over the same seeds, attention included
-            return self.runs(methods=self.table3, seeds=self.table3_seeds)
-        if notebook == "fig1":
-            return self.runs(methods=["attention"], datasets=[settings.get("dataset", "adrenal")], seeds=self.seeds[:1])
-        if notebook == "fig3":  # explained dataset (masks: pointing game) + real data for deletion
-            label = settings.get("dataset", "adrenal")
-            runs = self.runs(methods=["attention", "3d", "acs"], datasets=[label])
-            deletion = settings.get("deletion_dataset", "adrenal")
-            if deletion != label and deletion in self.datasets:
-                runs += self.runs(methods=["attention"], datasets=[deletion])
-            return runs
-        if notebook == "provenance":
-            return self.runs()
-        return []  # tutorial trains its own small models
-
-    def bench_args(self, json_path: str | Path) -> list[str]:
-        """Arguments of ``lib25d bench`` for Table 2: the profile's Table 1 methods, its settings."""
-        args = ["bench", "--table2", "--methods", *self.table1, "--json", str(json_path)]
-        for key, value in (self.bench or {}).items():
-            flag = BENCH_KEYS[key]
-            if key in ("inference", "amp"):
-                args += [] if value else [flag]
-            elif key == "in_process":
-                args += [flag] if value else []
-            elif key == "sizes":
-                args += [flag, *map(str, value)]
-            else:
-                args += [flag, str(value)]
-        return args
-
     # -- paths ------------------------------------------------------------------------------
     def run_dir(self, rid: str) -> Path:
         return self.results / "runs" / rid
@@ -218,25 +178,6 @@ def summary(profile: Profile) -> dict[str, str]:
 def run_id(label: str, method: str, seed: int) -> str:
     """Stable run name: ``<dataset label>-<method>-s<seed>``, e.g. ``adrenal-attention-s0``."""
     return f"{label}-{method}-s{int(seed)}"
-
-
-NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def typed(value: Any) -> Any:
-    """Values as YAML types: Snakemake's ``--config`` reads nested ones as strings (``seeds=[0,1]``
-    gives ``['0', '1']``, ``defaults={epochs: 2}`` gives ``'2'``), so the workflow retypes them."""
-    if isinstance(value, Mapping):
-        return {k: typed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [typed(v) for v in value]
-    if isinstance(value, str):
-        if NUMBER.match(value.strip()):
-            number = float(value)
-            return int(number) if re.match(r"^[+-]?\d+$", value.strip()) else number
-        if value.strip() in ("true", "false", "True", "False", "null", "~"):
-            return yaml.safe_load(value)
-    return value
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -316,9 +257,11 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
         raise ProfileError(f"unknown notebook(s) {', '.join(bad)} under notebooks; valid: {', '.join(NOTEBOOKS)}")
     bench = values.get("bench")
     if bench is not None:
-        if not isinstance(bench, Mapping) or set(bench) - set(BENCH_KEYS):
-            raise ProfileError(f"unknown bench setting(s) {', '.join(sorted(set(bench or {}) - set(BENCH_KEYS)))}; "
-                               f"valid: {', '.join(BENCH_KEYS)}")
+        from .bench import OPTIONS  # the `lib25d bench` options a profile may set
+
+        unknown = sorted(set(_mapping(bench, "bench", "{sizes: [28], repeats: 2}")) - set(OPTIONS))
+        if unknown:
+            raise ProfileError(f"unknown bench setting(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
         bench = dict(bench)
     root = Path(root) if root is not None else Path.cwd()
     results = Path(values.get("results") or f"{DEFAULT_RESULTS}/{name}").expanduser()
@@ -400,92 +343,3 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ProfileError(f"profile file {path} must hold a YAML mapping (profile:, defaults:, datasets:, ...), "
                            f"not a {type(values).__name__}")
     return dict(values)
-
-
-# -- what the runs need from the internet ---------------------------------------------------------
-def fetch_items(config: RunConfig) -> list[str]:
-    """Downloadable inputs of a run: ``medmnist-<name>-<size>`` and ``imagenet-<backbone>``."""
-    from .data.medmnist3d import FLAGS
-
-    items = [f"medmnist-{config.dataset}-{config.size}"] if config.dataset in FLAGS else []
-    return items + ([f"imagenet-{config.backbone}"] if config.weights == "imagenet" else [])
-
-
-def fetch(item: str, download: bool, root: str | None = None) -> dict[str, str]:
-    """Fetch one item once, before the runs that need it: ``{"item", "status": ok|missing, "where"|"error"}``.
-
-    Never raises: a run whose input is missing is then recorded as failed with this one-line
-    error, without starting. Without ``download`` only what is already on disk is checked.
-    """
-    kind, _, rest = item.partition("-")
-    try:
-        if kind == "medmnist":
-            from .data.medmnist3d import locate
-
-            name, _, size = rest.rpartition("-")
-            return {"item": item, "status": "ok", "where": str(locate(name, size=int(size), root=root, download=download))}
-        if kind == "imagenet":
-            return {"item": item, "status": "ok", "where": _imagenet(rest, download)}
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        return {"item": item, "status": "missing", "error": f"{type(err).__name__}: {err}"}
-    raise ProfileError(f"unknown fetch item {item!r}: use medmnist-<name>-<size> or imagenet-<backbone>")
-
-
-def _imagenet(backbone: str, download: bool) -> str:
-    """Path of the cached ImageNet weights of ``backbone``, downloaded when allowed."""
-    import torch
-    import torchvision
-
-    spec = torchvision.models.get_model_weights(backbone).DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
-    if cached.is_file():
-        return str(cached)
-    if not download:
-        raise FileNotFoundError(f"ImageNet weights {cached} not found and download is off in this profile: "
-                                f"put {spec.url} there or set TORCH_HOME")
-    try:
-        spec.get_state_dict(progress=False)
-    except Exception as err:  # offline: URLError, OSError, ...
-        raise RuntimeError(f"ImageNet weights for {backbone} could not be downloaded ({type(err).__name__}): "
-                           f"fetch {spec.url} into {cached.parent} or set TORCH_HOME") from None
-    return str(cached)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lib25d.profiles runs|check PROFILE`` and ``fetch ITEM``: the grid, a check, one download."""
-    import argparse
-    import json
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m lib25d.profiles", description=main.__doc__)
-    parser.add_argument("command", choices=["runs", "check", "fetch"])
-    parser.add_argument("target", help="runs/check: a profile name or file; fetch: medmnist-<name>-<size> or "
-                                       "imagenet-<backbone>")
-    parser.add_argument("--download", action="store_true", help="fetch: download what is not on disk")
-    parser.add_argument("--root", help="fetch: MedMNIST folder (default $LIB25D_DATA_ROOT, else ~/.medmnist)")
-    parser.add_argument("--out", help="fetch: write the outcome here as JSON")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "fetch":
-            outcome = fetch(args.target, args.download, args.root)
-            print(f"{args.target}: {outcome['status']}: {outcome.get('where') or outcome.get('error')}")
-            if args.out:
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps(outcome, indent=1) + "\n")
-            return 0
-        profile = load_profile(args.target)
-    except ProfileError as err:
-        print(f"profile error: {err}", file=sys.stderr)
-        return 2
-    if args.command == "runs":
-        for r in profile.runs():
-            print(r.run_id)
-    else:
-        print(f"{profile.name}: {len(profile.runs())} runs, results in {profile.results}")
-        for key, value in summary(profile).items():
-            print(f"  {key}: {value}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,8 +19,8 @@ every epoch; ``resume=True`` continues from it and ends with the same numbers as
 uninterrupted run on CPU, because each epoch's shuffling and dropout are seeded from
 (seed, epoch) alone.
 
-Performance switches (``RunConfig``; exact rewrites, see :mod:`lib25d.models.encoder`) are
-applied once when the model is built; ``RunConfig.straightforward()`` turns them off.
+Speed switches (``RunConfig``; exact rewrites, see :mod:`lib25d.models.speed`) are applied
+once when the model is built; ``RunConfig.straightforward()`` turns them off.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -39,60 +39,43 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .config import PERFORMANCE_FIELDS, RunConfig
-from .data import VolumeDataset, check_dataset, load_dataset
+from .config import RUNTIME_FIELDS, RunConfig
+from .data import DatasetInfo, VolumeDataset, check_dataset, dataset_info, load_dataset
 from .metrics import evaluate_scores, scores_from_logits
-from .models import METHODS, Model25D, build_model, count_parameters, set_encoder_trainable
-from .models.encoder import check_backbone
+from .models import build_model, check_method, count_parameters, set_encoder_trainable
+from .models.backbone import check_backbone
 from .runfolder import claim, read_torch
 from .runinfo import environment, fault_point, peak_memory, reset_peak_memory, resolve_device, write_atomic, write_json
 
 CHECKPOINT, BEST, RESULT = "checkpoint.pt", "best.pt", "result.json"
-RUNTIME_FIELDS = ("device", "num_workers", "data_root", "epochs", "chunk_size",
-                  *PERFORMANCE_FIELDS)  # may change on resume; the run stays the same experiment
-RESUME_FIELDS = (*RUNTIME_FIELDS, "lr")  # lr too, to continue past a divergence (history records each epoch's)
+WHICH = ("final", "best")  # the last epoch's model (what the paper tests) or the best-validation one
+# may change on resume: more epochs, and lr to continue past a divergence (history records each epoch's)
+RESUME_FIELDS = (*RUNTIME_FIELDS, "epochs", "lr")
 WARMUP_CACHE_LIMIT_BYTES = 4 * 2**30  # larger feature caches fall back to encoding every warm-up epoch
 EpochHook = Callable[[int, dict[str, Any]], None]
 
 
 def check_config(config: RunConfig) -> None:
     """Names that select code (method, backbone, dataset, device), checked before any data or disk."""
-    if config.method not in METHODS:
-        raise ValueError(f"unknown method {config.method!r}; valid: {', '.join(METHODS)}")
+    check_method(config.method)
     check_backbone(config.backbone)
     check_dataset(config.dataset, config.dataset_options)
     resolve_device(config.device)
 
 
+def split_of(config: RunConfig, split: str) -> VolumeDataset:
+    """One split of the run's dataset (same name, size and options as it trained on)."""
+    return load_dataset(config.dataset, split, size=config.size, root=config.data_root, **config.dataset_options)
+
+
 def load_splits(config: RunConfig) -> dict[str, VolumeDataset]:
-    return {split: load_dataset(config.dataset, split, size=config.size, root=config.data_root,
-                                **config.dataset_options) for split in ("train", "val", "test")}
+    return {split: split_of(config, split) for split in ("train", "val", "test")}
 
 
-def model_for(config: RunConfig, data: VolumeDataset) -> nn.Module:
-    info = data.info
-    model = build_model(config.method, backbone=config.backbone, weights=config.weights,
-                        in_channels=info.in_channels, num_classes=info.num_classes, chunk_size=config.chunk_size)
-    return configure_model(model, config)
-
-
-def configure_model(model: nn.Module, config: RunConfig) -> nn.Module:
-    """Apply the run's performance switches to a freshly built model (same parameters and state_dict)."""
-    model.configure(**config.performance())
-    if config.compile:
-        network = model.encoder.network if isinstance(model, Model25D) else model.encoder
-        network.compile()  # in place: parameter names and checkpoints stay the same
-    return model
-
-
-def frozen_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """What a frozen encoder gives for a volume batch: slice tokens (2.5D) or pooled features (3D/ACS)."""
-    return model.encode(x)[0] if isinstance(model, Model25D) else model.features(x)
-
-
-def logits_from_features(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """The trainable rest of the model on :func:`frozen_features`."""
-    return model.classify(features)[0] if isinstance(model, Model25D) else model.classify(features)
+def model_for(config: RunConfig, info: DatasetInfo) -> nn.Module:
+    """The run's model for the dataset's channels and classes, its speed switches applied."""
+    return build_model(config.method, backbone=config.backbone, weights=config.weights, speed=config,
+                       in_channels=info.in_channels, num_classes=info.num_classes, chunk_size=config.chunk_size)
 
 
 class _Indices(Dataset):
@@ -123,7 +106,7 @@ def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
     try:
         for x, _ in _loader(data, config, device, None):
             with autocast(device, config):
-                out.append(frozen_features(model, x.to(device, non_blocking=True)))
+                out.append(model.features(x.to(device, non_blocking=True)))
             if out[0][0].numel() * out[0].element_size() * len(data) > WARMUP_CACHE_LIMIT_BYTES:
                 return None
     finally:
@@ -301,7 +284,7 @@ def _train(config: RunConfig, out: Path, resume: bool, quiet: bool, on_epoch_end
     splits = load_splits(config)
     info = splits["train"].info
     torch.manual_seed(config.seed)  # model initialisation
-    model = model_for(config, splits["train"]).to(device)
+    model = model_for(config, splits["train"].info).to(device)
     optimizer = torch.optim.NAdam(model.parameters(), lr=config.lr)
     loss_fn = loss_function(info.num_classes)
     history: list[dict[str, Any]] = []
@@ -329,7 +312,7 @@ def _train(config: RunConfig, out: Path, resume: bool, quiet: bool, on_epoch_end
         torch.manual_seed(seed)  # dropout etc. depend on (seed, epoch) only
         if cache is not None:
             loader = _index_loader(splits["train"], config, seed)
-            forward = lambda idx, c=cache: logits_from_features(model, c[idx.to(c.device)])  # noqa: E731
+            forward = lambda idx, c=cache: model.classify(c[idx.to(c.device)])  # noqa: E731
         else:
             loader, forward = _loader(splits["train"], config, device, shuffle_seed=seed), None
         desc = f"epoch {epoch}/{config.epochs}" + (" (warm-up)" if warmup else "")
@@ -397,17 +380,37 @@ def _finish(model, config, splits, device, loss_fn, out, history, best, started)
     }
 
 
-def evaluate_run(run: str | Path, split: str = "test", which: str = "final", device: str = "auto") -> dict[str, Any]:
-    """Metrics of a run folder's final checkpoint or best-validation model on one split."""
-    run = Path(run)
-    if not (run / CHECKPOINT).exists():
-        raise FileNotFoundError(f"no {CHECKPOINT} in {run}: is it a folder written by 'lib25d train'?")
-    state = read_torch(run / CHECKPOINT, "checkpoint", keys=("config", "model"))
-    config = RunConfig.from_dict(state["config"]).replace(device=device, weights=None)  # weights come from the file
-    dev = resolve_device(device)
-    data = load_dataset(config.dataset, split, size=config.size, root=config.data_root, **config.dataset_options)
-    model = model_for(config, data).to(dev)
-    weights = state["model"] if which == "final" else read_torch(run / BEST, "best-validation model", keys=("model",))["model"]
+class Run(NamedTuple):
+    path: Path
+    config: RunConfig
+    model: nn.Module
+
+
+def load_run(run: str | Path, which: str = "final", device: str = "auto", data_root: str | None = None) -> Run:
+    """A run folder's trained model (eval mode, on ``device``) and its config: ``which`` is
+    ``final`` (the last epoch, what the paper reports) or ``best`` (best validation AUROC).
+    The model is rebuilt from the stored config with random weights (the file brings the trained
+    ones: no download); ``data_root`` says where the run's data is on this machine."""
+    if which not in WHICH:
+        raise ValueError(f"unknown model choice {which!r}; valid: {', '.join(WHICH)}")
+    path = Path(run)
+    if not (path / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"no {CHECKPOINT} in {path}: pass a folder written by 'lib25d train'")
+    state = read_torch(path / CHECKPOINT, "checkpoint", keys=("config", "model"))
+    config = RunConfig.from_dict(state["config"]).replace(
+        weights=None, device=device, **({"data_root": str(data_root)} if data_root is not None else {}))
+    if which == "best" and not (path / BEST).is_file():
+        raise FileNotFoundError(f"no {BEST} in {path}: use which='final' or finish the run")
+    weights = state["model"] if which == "final" else read_torch(path / BEST, "best-validation model", keys=("model",))["model"]
+    info = dataset_info(config.dataset, size=config.size, root=config.data_root, **config.dataset_options)
+    model = model_for(config, info)
     model.load_state_dict(weights)
-    metrics = evaluate(model, data, config, dev, loss_function(data.info.num_classes))
+    return Run(path, config, model.to(resolve_device(device)).eval())
+
+
+def evaluate_run(run: str | Path, split: str = "test", which: str = "final", device: str = "auto") -> dict[str, Any]:
+    """Metrics of a run folder's final or best-validation model on one split."""
+    loaded = load_run(run, which, device)
+    data = split_of(loaded.config, split)
+    metrics = evaluate(loaded.model, data, loaded.config, resolve_device(device), loss_function(data.info.num_classes))
     return {"auc": metrics["auc"], "acc": metrics["acc"], "loss": metrics["loss"], "n": len(data)}

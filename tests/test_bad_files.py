@@ -21,11 +21,11 @@ import torch
 import torchvision
 import yaml
 
-from lib25d import results as R
+from lib25d import tables as T
 from lib25d.data import DatasetInfo, VolumeDataset, dataset_info, load_dataset
 from lib25d.data import medmnist3d, nifti
 from lib25d.models import build_model
-from lib25d.models.encoder import backbone_network
+from lib25d.models.backbone import backbone_network
 from lib25d.profiles import ProfileError, from_dict, load_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -335,22 +335,22 @@ def test_binary_profile_file_names_file(tmp_path):
 def test_profiles_cli_on_invalid_yaml_is_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("profile: x\ndefaults: {epochs: 2\n")
-    proc = run_cli("lib25d.profiles", "check", str(path), cwd=tmp_path)
-    assert_one_error_line(proc, "profile error: ", str(path), "is not valid YAML")
+    proc = run_cli("lib25d.cli", "profile", "check", str(path), cwd=tmp_path)
+    assert_one_error_line(proc, "lib25d profile: error: ", str(path), "is not valid YAML")
 
 
 # -- result records ---------------------------------------------------------------------------------------------
-def _profile(tmp_path: Path) -> R.Profile:
+def _profile(tmp_path: Path):
     return from_dict({"profile": "tiny", "results": str(tmp_path / "results"), "defaults": {"weights": None},
                       "datasets": {"synthetic": {}}, "table1": ["attention"], "table3": ["attention"]},
                      root=tmp_path)
 
 
 RECORD_CASES = {
-    "truncated result": (R.RESULT, '{"config": {"dataset": "synth', "result.json is truncated or corrupt"),
-    "result list": (R.RESULT, "[]", "result.json holds a JSON list, not an object"),
-    "incomplete result": (R.RESULT, "{}", "result.json is incomplete (no 'metrics')"),
-    "truncated status": (R.STATUS, '{"status": "o', "status.json is truncated or corrupt"),
+    "truncated result": (T.RESULT, '{"config": {"dataset": "synth', "result.json is truncated or corrupt"),
+    "result list": (T.RESULT, "[]", "result.json holds a JSON list, not an object"),
+    "incomplete result": (T.RESULT, "{}", "result.json is incomplete (no 'metrics')"),
+    "truncated status": (T.STATUS, '{"status": "o', "status.json is truncated or corrupt"),
 }
 
 
@@ -361,33 +361,13 @@ def test_damaged_record_is_a_failed_row_with_its_reason(tmp_path, case):
     run = p.runs()[0]
     folder = p.run_dir(run.run_id)
     folder.mkdir(parents=True)
-    (folder / R.STATUS).write_text(json.dumps({"run_id": run.run_id, "status": "ok", "exit_code": 0}))
-    (folder / R.RESULT).write_text("{}")
+    (folder / T.STATUS).write_text(json.dumps({"run_id": run.run_id, "status": "ok", "exit_code": 0}))
+    (folder / T.RESULT).write_text("{}")
     (folder / name).write_text(text)
-    row = R.collect(p).set_index("run_id").loc[run.run_id]
+    row = T.collect(p).set_index("run_id").loc[run.run_id]
     assert row.status == "failed" and reason in row.reason, (row.status, row.reason)
-    assert R.failed_status_files(p) == [folder / R.STATUS]
-    cell = R.compare(R.summarise(R.collect(p)), "table1").iloc[0]["AUROC ours"]
+    cell = T.compare(T.summarise(T.collect(p)), "table1").iloc[0]["AUROC ours"]
     assert cell.startswith("missing (") and reason in cell
-
-
-def test_damaged_checkpoint_is_named_when_setting_runs_aside(tmp_path):
-    from lib25d.config import RunConfig
-    from lib25d.train import CHECKPOINT
-
-    out = tmp_path / "run"
-    out.mkdir()
-    (out / CHECKPOINT).write_bytes(b"PK\x03\x04 killed while saving")
-    with pytest.raises(ValueError) as err:
-        R.set_aside_changed_run(out, RunConfig(dataset="synthetic", weights=None))
-    one_line_message(err, f"checkpoint {out / CHECKPOINT} cannot be read", "move it away")
-
-
-def test_results_cli_on_bad_profile_is_one_line(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(["not", "a", "mapping"]))
-    proc = run_cli("lib25d.results", "failed", str(path), cwd=tmp_path)
-    assert_one_error_line(proc, "python -m lib25d.results failed: error: ", f"profile file {path}", "not a list")
 
 
 @pytest.mark.parametrize("content", [b"PK\x03\x04 killed while saving", b"not a checkpoint at all"])

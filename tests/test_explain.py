@@ -426,7 +426,7 @@ def test_cli_explain_writes_figures_and_tables(tmp_path, capsys):
     args = parser.parse_args([
         "explain", "--attention-run", str(runs["attention"]), "--run-3d", str(runs["3d"]), "--run-acs",
         str(runs["acs"]), "--deletion-run", str(runs["attention"]), "--out", str(out), "--max-volumes", "2",
-        "--ks", "1", "2", "--repeats", "1", "--bootstrap", "50", "--device", "cpu"])
+        "--ks", "1", "2", "--repeats", "1", "--n-boot", "50", "--device", "cpu"])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "pointing" in printed and "deletion" in printed and "hirescam acs" in printed

@@ -7,8 +7,8 @@ import torchvision
 from torch import nn
 
 from lib25d.models import METHODS, build_model, count_parameters, set_encoder_trainable
-from lib25d.models.baselines import convert_to_3d, convert_to_acs
-from lib25d.models.encoder import backbone_network
+from lib25d.models.volume import convert_to_3d, convert_to_acs
+from lib25d.models.backbone import backbone_network
 from lib25d.models.slicing import SliceLayout, slice_axis
 
 SHAPES = [(1, (28, 28, 28)), (3, (64, 64, 64)), (2, (12, 20, 16))]
@@ -82,7 +82,7 @@ def test_token_order_matches_slices():
     """Token t must be the feature of the slice that ``layout.locate(t)`` names."""
     model = build_model("attention").eval()
     x = torch.rand(1, 1, 9, 10, 11)
-    tokens, layout = model.encode(x)
+    tokens, layout = model.features(x), model.layout(x)
     for t in (0, 8, 9, 18, 19, 29):
         axis, i = layout.locate(t)
         plane = x.select(2 + axis, i)

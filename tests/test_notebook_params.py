@@ -66,7 +66,7 @@ def test_the_run_notebook_accepts_every_parameter_the_workflow_passes():
     from lib25d.config import RunConfig
 
     params = papermill.inspect_notebook(str(REPO / "notebooks" / "run.ipynb"))
-    passed = {**RunConfig().to_dict(), "out": "results/x/runs/r", "threads": 2, "run_id": "r"}
+    passed = {"config": RunConfig().to_dict(), "out": "results/x/runs/r", "threads": 2, "run_id": "r"}
     kernel = {"__annotations__": {name: p["inferred_type_name"] for name, p in params.items()}, **passed}
     exec(check_cell("run").source, kernel)
     kernel["unknown_switch"] = True
@@ -76,12 +76,13 @@ def test_the_run_notebook_accepts_every_parameter_the_workflow_passes():
 
 # -- real papermill runs fail at the check cell ---------------------------------------------------
 @pytest.mark.parametrize("name, parameters, expected", [
-    ("run", {"methd": "acs"}, ["methd (did you mean method?)", "valid: dataset, size, method"]),
+    ("run", {"confg": {"method": "acs"}}, ["confg (did you mean config?)", "valid: config, out, threads, run_id"]),
+    ("run", {"config": {"methd": "acs"}}, ["unknown run setting(s) methd", "valid: dataset, size, method"]),
     ("table1", {"profil": "smoke"}, ["profil (did you mean profile?)", "valid: profile, which"]),
 ])
 def test_papermill_fails_on_an_unknown_parameter(tmp_path, name, parameters, expected):
     if name == "run":  # were the typo accepted, a small run would write here, not into results/
-        parameters = {**parameters, "out": str(tmp_path / "run"), "epochs": 1, "threads": 1}
+        parameters = {**parameters, "out": str(tmp_path / "run"), "threads": 1}
     with pytest.raises(papermill.PapermillExecutionError) as error:
         papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(tmp_path / "out.ipynb"),
                                    parameters=parameters, kernel_name="python3", progress_bar=False, cwd=str(REPO))

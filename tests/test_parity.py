@@ -18,15 +18,17 @@ from lib25d import authors
 from lib25d.config import RunConfig
 from lib25d.data import load_dataset
 from lib25d.models import build_model
-from lib25d.models.reducers import REDUCERS
+from lib25d.models import METHODS
+from lib25d.models.speed import apply
 from lib25d.train import CHECKPOINT, load_splits, loss_function, model_for, shuffle_seed, _loader, train
 
-OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe=False, checkpointing=False)
+OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe_slices=False, checkpointing=False)
 SWITCHES = {"plain": {}, "channels_last": {"channels_last": True}, "tiny_convs": {"tiny_convs": True},
-            "fold_adapter": {"fold_adapter": True}, "dedupe": {"dedupe": True},
+            "fold_adapter": {"fold_adapter": True}, "dedupe": {"dedupe_slices": True},
             "checkpointing": {"checkpointing": True},
-            "all": {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe": True}}
-CASES = [("attention", s) for s in SWITCHES] + [(m, s) for m in REDUCERS if m != "attention" for s in ("plain", "all")]
+            "all": {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe_slices": True}}
+CASES = [("attention", s) for s in SWITCHES] + [(m, s) for m, d in METHODS.items() if d.family == "2.5d" and m != "attention"
+                                                 for s in ("plain", "all")]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,7 +75,7 @@ def test_reference_copy_is_exact():
 def test_training_steps_match_the_authors_design(method, switches, adrenal_batches):
     """Same initial weights, same batches: same logits, losses, gradients, BatchNorm statistics."""
     torch.manual_seed(0)
-    ours = build_model(method).double().configure(**{**OFF, **SWITCHES[switches]}).train()
+    ours = apply(build_model(method).double(), **{**OFF, **SWITCHES[switches]}).train()
     ref = authors.from_lib25d(ours).train()
     opts = [torch.optim.NAdam(m.parameters(), lr=1e-3) for m in (ours, ref)]
     bce = loss_function(2)
@@ -96,14 +98,14 @@ def test_training_steps_match_the_authors_design(method, switches, adrenal_batch
             opt.step()
             opt.zero_grad()
     assert_same_state(ours, ref, rtol=1e-7, atol=1e-10)  # weights and running statistics after 3 steps
-    if SWITCHES[switches].get("dedupe"):
+    if SWITCHES[switches].get("dedupe_slices"):
         unique, total = ours.encoder.last_dedupe
         assert unique < total  # the train-mode deduplication really ran
 
 
 def test_attention_map_is_the_authors(adrenal_batches):
     torch.manual_seed(0)
-    ours = build_model("attention").double().configure(**{**OFF, **SWITCHES["all"]}).eval()
+    ours = apply(build_model("attention").double(), **{**OFF, **SWITCHES["all"]}).eval()
     ref = authors.from_lib25d(ours).eval()
     x = adrenal_batches[0][0]
     with torch.no_grad():
@@ -116,7 +118,7 @@ def test_float32_fast_path_stays_near_the_plain_one(adrenal_batches):
     """In float32 (eval mode, well conditioned) the switches change the last digits only."""
     torch.manual_seed(0)
     plain = build_model("attention").eval()
-    fast = copy.deepcopy(plain).configure(**SWITCHES["all"])
+    fast = apply(copy.deepcopy(plain), **SWITCHES["all"])
     x = torch.cat([b[0] for b in adrenal_batches]).float()
     with torch.no_grad():
         a, b = plain(x), fast(x)
@@ -132,7 +134,7 @@ def authors_run(config: RunConfig) -> tuple[torch.nn.Module, list[float]]:
     """The authors' loop over the same initial weights and the same per-epoch batches as ``train``."""
     splits = load_splits(config)
     torch.manual_seed(config.seed)
-    ref = authors.from_lib25d(model_for(config.straightforward(), splits["train"]))
+    ref = authors.from_lib25d(model_for(config.straightforward(), splits["train"].info))
     authors.prepare(ref, config.warmup_epochs)
     opt = torch.optim.NAdam(ref.parameters(), lr=config.lr)
     losses = []

@@ -17,22 +17,22 @@ import numpy as np
 import pytest
 import torch
 
-from lib25d.bench import PAPER_TABLE2, SCHEMA, compare_frame, parse_size, table2_frame
+from lib25d.bench import SCHEMA, compare_frame, parse_size, table2_frame
 from lib25d.cli import main
-from lib25d.config import PERFORMANCE_FIELDS, RunConfig
+from lib25d.config import SPEED_FIELDS, RunConfig
 from lib25d.data import load_dataset
 from lib25d.models import build_model
-from lib25d.models.encoder import CountedBatchNorm2d, TinyConv2d, TinyConv3d, unique_slices, use_tiny_conv_matmul
+from lib25d.models.speed import CountedBatchNorm2d, TinyConv2d, TinyConv3d, apply, unique_slices, use_tiny_convs
 from lib25d.train import CHECKPOINT, autocast_for, train
 
-OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe=False, checkpointing=False)
+OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe_slices=False, checkpointing=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def configured(model, **switches):
-    return copy.deepcopy(model).configure(**{**OFF, **switches})
+    return apply(copy.deepcopy(model), **{**OFF, **switches})
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_dedupe_gives_identical_outputs_on_real_adrenal(adrenal_batch):
     torch.manual_seed(0)
     model = build_model("attention").eval()
     for others in ({}, {"channels_last": True, "tiny_convs": True}):
-        plain, dedup = configured(model, **others), configured(model, dedupe=True, **others)
+        plain, dedup = configured(model, **others), configured(model, dedupe_slices=True, **others)
         with torch.no_grad():
             a, b = plain.forward_with_attention(adrenal_batch), dedup.forward_with_attention(adrenal_batch)
         unique, total = dedup.encoder.last_dedupe
@@ -61,7 +61,7 @@ def test_dedupe_is_exact_on_synthetic_duplicates_in_eval_and_train_mode():
     x[1] = x[0]  # the whole second volume repeats the first
     x[1, :, 10] = torch.rand(3, 20, 16)
     model = build_model("mean", in_channels=3, num_classes=3).eval()
-    plain, dedup = configured(model), configured(model, dedupe=True)
+    plain, dedup = configured(model), configured(model, dedupe_slices=True)
     with torch.no_grad():
         assert torch.equal(plain(x), dedup(x))
     assert dedup.encoder.last_dedupe[0] < dedup.encoder.last_dedupe[1]
@@ -83,10 +83,10 @@ def test_dedupe_is_exact_on_synthetic_duplicates_in_eval_and_train_mode():
         torch.testing.assert_close(sb[k], sa[k], rtol=1e-10, atol=1e-12)
     # with chunks smaller than the batch each chunk's statistics differ: no deduplication then
     dedup.encoder.last_dedupe = None
-    dedup.configure(chunk_size=8)
+    dedup.encoder.chunk_size = 8
     dedup(xd)
     assert dedup.encoder.last_dedupe is None
-    dedup.configure(chunk_size=None)
+    dedup.encoder.chunk_size = None
     x = x.float()
     dedup = dedup.float()
     # input gradients (saliency) need one row per slice: no deduplication either
@@ -133,7 +133,7 @@ def test_counted_batch_norm_under_cpu_bf16_autocast():
     torch.testing.assert_close(counted.running_mean, plain.running_mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(counted.running_var, plain.running_var, rtol=1e-5, atol=1e-6)
     # a deduplicated training step of the whole model under the autocast that --bf16-cpu turns on
-    model = build_model("attention").configure(**{**OFF, "dedupe": True}).train()
+    model = apply(build_model("attention"), **{**OFF, "dedupe_slices": True}).train()
     x = torch.rand(2, 1, 12, 12, 12)
     x[:, :, :4], x[:, :, :, :4], x[:, :, :, :, :4] = 0, 0, 0  # empty slices on every axis: counted rows
     with autocast_for(torch.device("cpu"), amp=True, bf16_cpu=True):
@@ -154,7 +154,7 @@ def test_tiny_conv_is_the_same_function(dims, spatial, kernel, stride, padding):
     conv_cls = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
     conv = conv_cls(16, 8, kernel, stride=stride, padding=padding, bias=True).double()
     tiny = copy.deepcopy(conv)
-    assert use_tiny_conv_matmul(tiny) == 1 and isinstance(tiny, (TinyConv2d, TinyConv3d))
+    assert use_tiny_convs(tiny) == 1 and isinstance(tiny, (TinyConv2d, TinyConv3d))
     last = torch.channels_last if dims == 2 else torch.channels_last_3d
     for fmt in (torch.contiguous_format, last):  # the product reads channels_last input in place
         conv.zero_grad(), tiny.zero_grad()
@@ -168,7 +168,7 @@ def test_tiny_conv_is_the_same_function(dims, spatial, kernel, stride, padding):
         torch.testing.assert_close(tiny.weight.grad, conv.weight.grad, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(tiny.bias.grad, conv.bias.grad, rtol=1e-12, atol=1e-12)
     assert list(tiny.state_dict()) == list(conv.state_dict())
-    use_tiny_conv_matmul(tiny, False)
+    use_tiny_convs(tiny, False)
     assert type(tiny) is conv_cls
 
 
@@ -217,7 +217,7 @@ def test_folded_adapter_is_the_same_function(backbone, in_channels):
 def test_tiny_convs_in_the_3d_baseline():
     torch.manual_seed(0)
     model = build_model("3d").eval()
-    fast = copy.deepcopy(model).configure(tiny_convs=True, channels_last=True, dedupe=True)
+    fast = apply(copy.deepcopy(model), tiny_convs=True, channels_last=True, dedupe_slices=True)
     x = torch.rand(2, 1, 28, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
@@ -226,8 +226,8 @@ def test_tiny_convs_in_the_3d_baseline():
 # -- chunking with checkpointing -----------------------------------------------------------------
 def test_checkpointing_gives_the_same_gradients_and_statistics():
     torch.manual_seed(0)
-    model = build_model("attention").configure(chunk_size=20, channels_last=True, tiny_convs=True).train()
-    ckpt = copy.deepcopy(model).configure(checkpointing=True)
+    model = apply(build_model("attention", chunk_size=20), channels_last=True, tiny_convs=True).train()
+    ckpt = apply(copy.deepcopy(model), checkpointing=True)
     x = torch.rand(2, 1, 16, 20, 20)
     out_a, grad_a = _grads(model, x)
     out_b, grad_b = _grads(ckpt, x)
@@ -236,7 +236,8 @@ def test_checkpointing_gives_the_same_gradients_and_statistics():
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # running statistics updated once per chunk
     # in eval mode, chunks (with checkpointing) equal the whole batch at once
     model.eval(), ckpt.eval()
-    whole = copy.deepcopy(model).configure(chunk_size=None)
+    whole = copy.deepcopy(model)
+    whole.encoder.chunk_size = None
     torch.testing.assert_close(ckpt(x), whole(x), rtol=1e-5, atol=1e-6)
 
 
@@ -284,9 +285,9 @@ def test_straightforward_config_and_resume_across_switches(tmp_path):
     fast = RunConfig()
     slow = fast.straightforward()
     assert all(getattr(fast, f) for f in ("channels_last", "tiny_convs", "dedupe_slices", "cache_warmup_features"))
-    assert not any(getattr(slow, f) for f in PERFORMANCE_FIELDS) and not slow.amp
-    assert fast.performance() == {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe": True,
-                                  "checkpointing": False}
+    assert not any(getattr(slow, f) for f in SPEED_FIELDS) and not slow.amp
+    assert fast.speed() == {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe_slices": True,
+                            "cache_warmup_features": True, "checkpointing": False, "compile": False}
     config = RunConfig(**dict(TINY, epochs=1, warmup_epochs=1))
     train(config, tmp_path / "run", quiet=True)
     # performance switches may differ on resume (same numbers); the run is complete, nothing to redo
@@ -300,24 +301,25 @@ def test_bench_table2_json_schema(tmp_path, capsys):
     assert main(["bench", "--table2", "--sizes", "16", "--methods", "attention", "--batch-size", "1",
                  "--repeats", "1", "--device", "cpu", "--threads", "1", "--json", str(out)]) == 0  # a subprocess
     printed = capsys.readouterr().out
-    assert "attention" in printed and "matmul peak" in printed
+    assert "attention" in printed and "% of peak" in printed
     data = json.loads(out.read_text())
     assert data["schema"] == SCHEMA
     section = data["table2"]
     assert section["environment"]["device"].startswith("cpu") and section["matmul_peak_gflops"]["fp32"] > 0
-    assert section["paper"]["attention"]["params_m"] == PAPER_TABLE2["attention"]["params_m"]
     (row,) = section["rows"]
     assert row["error"] is None, row["error"]
     assert row["method"] == "attention" and row["size"] == "16" and row["batch_size"] == 1
     assert abs(row["params_m"] - 12.2) < 0.1
-    assert row["memory_kind"] == "process_peak_rss" and row["peak_memory_bytes"] > row["baseline_memory_bytes"] > 0
+    assert row["memory_kind"] == "process_peak_rss" and row["peak_memory_gib"] > 0.1  # torch alone takes more
     for key in ("train_step_s", "epoch_s", "train_volumes_per_s", "infer_volumes_per_s", "achieved_gflops",
                 "fraction_of_peak"):
         assert row[key] > 0, key
     assert row["flops_per_step"] > 0 and row["epoch_volumes"] == 1188
     assert row["settings"]["channels_last"] and not row["settings"]["checkpointing"]
-    frame = table2_frame(out)
-    assert list(frame["method"]) == ["attention"] and frame["paper_params_m"][0] == 12.2
+    assert row["command"].startswith("lib25d bench --table2")
+    frame = table2_frame(out)  # what the book shows: the paper's parameters beside ours (from the CSV)
+    assert list(frame["method"]) == ["attention"] and frame["params (M) paper"][0] == "12.2"
+    assert frame["s / epoch paper"][0] == "—"  # the paper's epoch is a 128x224x224 one
     # a later run of another method keeps this row (the notebook reads one merged table)
     assert main(["bench", "--table2", "--sizes", "16", "--methods", "mean", "--batch-size", "1", "--repeats", "1",
                  "--warmup-steps", "0", "--no-inference", "--device", "cpu", "--threads", "1", "--in-process",
@@ -329,30 +331,31 @@ def test_bench_compare_json_schema(tmp_path, medmnist_root, capsys):
     out = tmp_path / "bench.json"
     out.write_text(json.dumps({"schema": SCHEMA, "table2": {"rows": []}}))
     assert main(["bench", "--compare", "--subset", "4", "--batch-size", "2", "--steps", "1", "--repeats", "1",
-                 "--large-shape", "10x12x12", "--compare-chunk-size", "8", "--device", "cpu", "--threads", "1", "--in-process",
-                 "--data-root", str(medmnist_root), "--json", str(out)]) == 0
+                 "--large-shape", "10x12x12", "--compare-chunk-size", "8", "--device", "cpu", "--threads", "1",
+                 "--in-process", "--data-root", str(medmnist_root), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "inference over the Adrenal test split" in printed and "checkpointing costs" in printed
     data = json.loads(out.read_text())
     assert "table2" in data  # other sections are kept
     section = data["compare"]
-    ratios = section["ratios"]
-    for key in ("full_epoch_speedup", "inference_speedup", "warmup_speedup_authors_bn", "warmup_speedup_frozen_bn",
-                "large_peak_gib", "checkpointing_time_factor"):
-        assert ratios[key] > 0, key
     assert section["inference"]["identical_predictions"]
-    assert len(section["full_epoch"]["losses"]["authors"]) == len(section["full_epoch"]["losses"]["lib25d"]) == 2
-    assert section["full_epoch"]["loss_max_abs_diff"] < 1e-3  # same weights, same batches: same losses
-    assert section["memory_large"]["checkpointing"]["settings"]["checkpointing"]
+    assert len(section["training"]["losses"]["authors"]) == len(section["training"]["losses"]["lib25d"]) == 2
+    assert section["training"]["loss_max_abs_diff"] < 1e-3  # same weights, same batches: same losses
+    assert section["memory"]["case"]["settings"]["checkpointing"] and section["memory"]["peak_gib"] > 0
     assert section["settings"]["lib25d"]["channels_last"] and "authors" in section["settings"]["before"]
     # the book's view: one row per figure, values from this file, the command that measured them
-    frame = compare_frame(out)
+    frame = compare_frame(out).set_index("figure")
     assert len(frame) == 8 and frame["value"].notna().sum() == 6  # bf16 not asked for
-    assert frame.loc[0, "value"] == pytest.approx(ratios["full_epoch_speedup"])
-    assert frame["command"].str.startswith("lib25d bench --compare").all()
-    # a part that was not measured is missing, not a number
+    assert frame["value"].dropna().gt(0).all()
+    assert frame.loc["full-epoch training vs the authors' design, 28^3 (x)", "value"] == \
+        pytest.approx(section["training"]["speedup"])
+    assert frame["command"].dropna().str.startswith("lib25d bench --compare").all()
+    # a part that was not measured is missing, not a number; a later run keeps the parts it did not measure
     del data["compare"]["inference"]
     assert compare_frame(data)["value"].isna().sum() == 3
+    assert main(["bench", "--compare", "--parts", "inference", "--subset", "4", "--batch-size", "2", "--repeats", "1",
+                 "--device", "cpu", "--threads", "1", "--data-root", str(medmnist_root), "--json", str(out)]) == 0
+    assert compare_frame(out)["value"].notna().sum() == 6
 
 
 def test_bench_options(capsys):
@@ -360,7 +363,7 @@ def test_bench_options(capsys):
         main(["bench", "--help"])
     text = capsys.readouterr().out
     for flag in ("--table2", "--compare", "--sizes", "--methods", "--batch-size", "--device", "--repeats",
-                 "--json", "--steps", "--threads", "--large-chunk-size"):
+                 "--json", "--steps", "--threads", "--large-chunk-size", "--parts", "--large-shape"):
         assert flag in text, flag
     assert parse_size("28") == (28, 28, 28) and parse_size("128x224x224") == (128, 224, 224)
     with pytest.raises(ValueError, match="DxHxW"):

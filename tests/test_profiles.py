@@ -11,9 +11,9 @@ import papermill
 import pytest
 import yaml
 
-from lib25d import results as R
+from lib25d import tables as T
 from lib25d.config import RunConfig
-from lib25d.profiles import NOTEBOOKS, ProfileError, from_dict, list_profiles, load_profile, run_id
+from lib25d.profiles import NOTEBOOKS, Profile, ProfileError, from_dict, list_profiles, load_profile, run_id
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"profile": "tiny", "defaults": {"epochs": 2, "weights": None},
@@ -21,7 +21,7 @@ SMALL = {"profile": "tiny", "defaults": {"epochs": 2, "weights": None},
          "seeds": [0, 1], "table1": ["3d", "attention"], "table3": ["attention", "mean"]}
 
 
-def tiny(tmp_path: Path, **changes) -> R.Profile:
+def tiny(tmp_path: Path, **changes) -> Profile:
     return from_dict({**SMALL, "results": str(tmp_path / "results"), **changes}, root=tmp_path)
 
 
@@ -42,8 +42,8 @@ def fake_result(profile, run, auc: float, acc: float = 0.7, predictions: dict | 
                               "versions": {"torch": "2.14.1"}},
               "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00",
               **({"predictions": predictions} if predictions else {})}
-    (folder / R.RESULT).write_text(json.dumps(result))
-    R.record_status(folder, 0)
+    (folder / T.RESULT).write_text(json.dumps(result))
+    (folder / T.STATUS).write_text(json.dumps({"run_id": run.run_id, "status": "ok", "exit_code": 0}))
 
 
 # -- profiles ---------------------------------------------------------------------------------
@@ -70,11 +70,10 @@ def test_profiles_match_the_issue():
     medmnist = [r for r in cpu.runs() if r.label != "synthetic"]  # #12: full splits, never a subset
     assert all(not (r.config.dataset_options or {}).get("subset") for r in medmnist)
     assert all(r.config.batch_size == 64 and r.config.warmup_epochs == 3 for r in medmnist)
-    assert len(cpu.runs_for("table1")) == 7 * 3 * 3 and {r.seed for r in cpu.runs_for("table3")} == {0}
+    assert len(cpu.runs(methods=cpu.table1)) == 7 * 3 * 3 and cpu.table3_seeds == [0]
     # Figure 3 explains the synthetic runs (masks) and tests deletion on real Adrenal attention runs
-    assert {r.run_id for r in smoke.runs_for("fig3")} == {
-        "synthetic-attention-s0", "synthetic-3d-s0", "synthetic-acs-s0", "adrenal-attention-s0"}
-    assert {r.label for r in paper.runs_for("fig3")} == {"adrenal"} and len(paper.runs_for("fig3")) == 3 * 5
+    assert smoke.notebooks["fig3"]["dataset"] == "synthetic" and smoke.notebooks["fig3"]["deletion_dataset"] == "adrenal"
+    assert paper.notebooks["fig3"]["dataset"] == "adrenal"
 
 
 def test_run_ids_settings_and_filters(tmp_path):
@@ -84,8 +83,7 @@ def test_run_ids_settings_and_filters(tmp_path):
     run = p.run("adrenal-mean-s1")
     assert run.config.method == "mean" and run.config.seed == 1 and run.config.dataset == "adrenal"
     assert run.config.dataset_options == {"subset": 8} and run.config.epochs == 2 and run.config.weights is None
-    assert len(p.runs_for("table1")) == 2 * 2 * 2 and len(p.runs_for("table3")) == 2 * 2 * 2
-    assert p.runs_for("tutorial") == [] and len(p.runs_for("provenance")) == len(p.runs())
+    assert len(p.runs(methods=p.table1)) == 2 * 2 * 2 and len(p.runs(methods=p.table3)) == 2 * 2 * 2
     assert run_id("adrenal", "3d", 4) == "adrenal-3d-s4"
 
 
@@ -110,24 +108,6 @@ def test_profile_errors_name_the_problem_and_the_fix(tmp_path, values, words):
         tiny(tmp_path, **values)
     message = str(err.value)
     assert "\n" not in message and all(w in message for w in words), message
-
-
-def test_bench_settings_become_lib25d_bench_arguments(tmp_path):
-    p = tiny(tmp_path, bench={"sizes": [16, "8x16x16"], "repeats": 1, "in_process": True, "inference": False})
-    assert p.bench_args("t.json") == ["bench", "--table2", "--methods", "3d", "attention", "--json", "t.json",
-                                      "--sizes", "16", "8x16x16", "--repeats", "1", "--in-process", "--no-inference"]
-    with pytest.raises(ProfileError, match="unknown bench setting.*size.*valid: sizes"):
-        tiny(tmp_path, bench={"size": [16]})
-    from lib25d.cli import build_parser
-
-    args = build_parser().parse_args(load_profile("smoke", start=REPO).bench_args("t.json"))
-    assert args.table2 and args.sizes == ["16"] and args.in_process
-
-
-def test_a_failed_benchmark_leaves_its_reason(tmp_path):
-    (tmp_path / "log").write_text("case 1\nRuntimeError: CUDA out of memory\n")
-    R.record_bench_failure(tmp_path / "b" / "t.json", tmp_path / "log")
-    assert json.loads((tmp_path / "b" / "t.json").read_text())["error"] == "RuntimeError: CUDA out of memory"
 
 
 def test_unknown_profile_lists_the_valid_ones():
@@ -169,13 +149,12 @@ def test_profile_notebook_settings_are_notebook_parameters(name):
         assert set(settings) <= set(params), f"{name}: {notebook} has no parameter(s) {set(settings) - set(params)}"
 
 
-def test_run_notebook_parameters_are_runconfig_fields():
-    """Every run setting is a documented parameter; speed-only switches may be injected without one."""
-    from lib25d import config as config_module
-
+def test_run_notebook_takes_a_runconfig():
+    """The run notebook's settings are one RunConfig dict (its fields are documented once, in lib25d.config)."""
     params = papermill.inspect_notebook(str(REPO / "notebooks" / "run.ipynb"))
-    speed_only = set(getattr(config_module, "PERFORMANCE_FIELDS", ()))
-    assert set(RunConfig().to_dict()) - speed_only <= set(params)
+    assert set(params) == {"config", "out", "threads", "run_id"}
+    default = eval(params["config"]["default"])  # a literal the workflow replaces whole
+    assert RunConfig.from_dict(default).dataset == "synthetic"
 
 
 # -- results: one row per expected run ------------------------------------------------------------
@@ -187,17 +166,17 @@ def test_collect_has_a_row_per_expected_run_with_status_and_reason(tmp_path):
     fake_result(p, runs["adrenal-3d-s0"], 0.70)
     failed = p.run_dir("organ-3d-s0")
     failed.mkdir(parents=True)
-    (failed / R.STATUS).write_text(json.dumps({"status": "failed", "error": "FileNotFoundError: organmnist3d.npz "
+    (failed / T.STATUS).write_text(json.dumps({"status": "failed", "error": "FileNotFoundError: organmnist3d.npz "
                                                "not found in /data: point LIB25D_DATA_ROOT at it",
                                                "reason": "organmnist3d.npz not found in /data"}))
-    frame = R.collect(p)
+    frame = T.collect(p)
     assert len(frame) == len(p.runs()) and list(frame.run_id) == [r.run_id for r in p.runs()]
     by_id = frame.set_index("run_id")
     assert by_id.loc["adrenal-attention-s0", "status"] == "ok" and by_id.loc["adrenal-attention-s0", "auc"] == 0.8
     assert by_id.loc["organ-3d-s0", "status"] == "failed"
     assert by_id.loc["organ-3d-s0", "reason"] == "organmnist3d.npz not found in /data"
     assert by_id.loc["organ-attention-s0", "status"] == "missing"
-    assert R.collect(p, which="best_val").set_index("run_id").loc["adrenal-attention-s0", "auc"] == pytest.approx(0.7)
+    assert T.collect(p, which="best").set_index("run_id").loc["adrenal-attention-s0", "auc"] == pytest.approx(0.7)
 
 
 def test_summary_and_comparison_show_missing_cells_and_paper_numbers(tmp_path):
@@ -208,10 +187,10 @@ def test_summary_and_comparison_show_missing_cells_and_paper_numbers(tmp_path):
     fake_result(p, runs["adrenal-3d-s0"], 0.70)
     folder = p.run_dir("organ-3d-s0")
     folder.mkdir(parents=True)
-    R.record_status(folder, 1, log=None)
-    frame = R.collect(p, p.runs_for("table1"))
-    summary = R.summarise(frame)
-    table = R.compare(summary, "table1").reset_index()
+    (folder / T.STATUS).write_text(json.dumps({"status": "failed", "error": "exit code 1", "reason": "exit code 1"}))
+    frame = T.collect(p, p.runs(methods=p.table1))
+    summary = T.summarise(frame)
+    table = T.compare(summary, "table1").reset_index()
     assert len(table) == 4 and set(zip(table.dataset, table.method)) == \
         {(d, m) for d in ("adrenal", "organ") for m in ("3d", "attention")}
     row = table.set_index(["dataset", "method"])
@@ -223,10 +202,10 @@ def test_summary_and_comparison_show_missing_cells_and_paper_numbers(tmp_path):
     assert row.loc[("organ", "3d"), "AUROC paper"] == "96.5"
     assert row.loc[("adrenal", "attention"), "AUROC v2 scratch"] == "71.8"  # MedMNIST v2's 2.5D row
     assert row.loc[("adrenal", "3d"), "ACC v2 scratch"] == "72.1"
-    html = R.to_html(table)
+    html = T.to_html(table)
     assert html.count("<tr") == 5 and "missing (" in html and html.startswith("<div")
-    assert "adrenal: attention (85.0), paper attention (80.9)" in R.winners(summary, p.table1)
-    assert set(R.gaps(frame).status) == {"failed", "missing"}
+    assert "adrenal: attention (85.0), paper attention (80.9)" in T.winners(summary, p.table1)
+    assert set(T.gaps(frame).status) == {"failed", "missing"}
 
 
 def test_cells_carry_an_interval_and_chance_is_marked_never_a_winner(tmp_path):
@@ -244,55 +223,44 @@ def test_cells_carry_an_interval_and_chance_is_marked_never_a_winner(tmp_path):
     inverted = [[1 - s[0]] for s in good]  # a ranking that learned the labels backwards
     fake_result(p, runs["organ-attention-s0"], 0.1, predictions={"labels": labels, "final": inverted,
                                                                    "best_val": inverted})
-    summary = R.summarise(R.collect(p, p.runs_for("table1")))
+    summary = T.summarise(T.collect(p, p.runs(methods=p.table1)))
     row = summary.set_index(["dataset", "method"])
     assert row.loc[("adrenal", "attention"), "auc_lo"] > 0.5 and row.loc[("adrenal", "attention"), "result"]
     assert not row.loc[("adrenal", "3d"), "result"] and not row.loc[("organ", "attention"), "result"]
-    table = R.compare(summary, "table1")
+    table = T.compare(summary, "table1")
     assert re.fullmatch(r"90\.0 ± 0\.0 \[\d+\.\d, \d+\.\d\]", table.loc[("adrenal", "attention"), "AUROC ours"])
     assert table.loc[("adrenal", "3d"), "AUROC ours"].startswith("not distinguishable from chance (95.0 [")
     assert table.loc[("organ", "attention"), "AUROC ours"].startswith("below chance (10.0 [")
     assert "[" not in table.loc[("adrenal", "3d"), "ACC ours"]  # the interval is the AUROC's
     assert table.loc[("organ", "3d"), "AUROC ours"] == "missing (not run yet)"
     assert table.loc[("organ", "3d"), "ACC ours"] == "missing"  # the reason is said once, in the first column
-    words = R.winners(summary, p.table1)
+    words = T.winners(summary, p.table1)
     assert "adrenal: attention (90.0)" in words and "organ: none above chance" in words
-
-
-def test_snakemake_config_strings_get_their_yaml_types_back():
-    """`--config seeds=[0,1] 'defaults={epochs: 2, lr: 1e-3}'` reaches the Snakefile as strings."""
-    from lib25d.profiles import typed
-
-    raw = {"seeds": ["0", "1"], "defaults": {"epochs": "2", "lr": "1e-3", "amp": "false", "weights": "null",
-                                             "dataset": "nifti:scans.csv", "backbone": "resnet18"},
-           "datasets": {"myct": {"dataset_options": {"window": ["-150", "250.5"]}}}, "results": "results/x"}
-    assert typed(raw) == {"seeds": [0, 1], "defaults": {"epochs": 2, "lr": 1e-3, "amp": False, "weights": None,
-                                                         "dataset": "nifti:scans.csv", "backbone": "resnet18"},
-                          "datasets": {"myct": {"dataset_options": {"window": [-150, 250.5]}}}, "results": "results/x"}
 
 
 def test_table3_seeds_trim_the_reducers_only(tmp_path):
     p = tiny(tmp_path, seeds=[0, 1, 2], table3_seeds=[0], table1=["3d", "attention"], table3=["attention", "mean"])
     ids = {r.run_id for r in p.runs(datasets=["adrenal"])}
     assert ids == {f"adrenal-{m}-s{s}" for m in ("3d", "attention") for s in (0, 1, 2)} | {"adrenal-mean-s0"}
-    assert {r.run_id for r in p.runs_for("table3") if r.label == "adrenal"} == {"adrenal-attention-s0", "adrenal-mean-s0"}
+    table3 = p.runs(methods=p.table3, seeds=p.table3_seeds)  # what the Table 3 notebook reads
+    assert {r.run_id for r in table3 if r.label == "adrenal"} == {"adrenal-attention-s0", "adrenal-mean-s0"}
     with pytest.raises(ProfileError, match="table3_seeds"):
         tiny(tmp_path, seeds=[0], table3_seeds=[3])
 
 
-def test_stale_results_are_not_counted(tmp_path):
+def test_setting_line_reports_what_the_runs_did(tmp_path):
+    """The workflow retrains a run whose settings changed; a table read in between reports what was run."""
     p = tiny(tmp_path)
-    run = p.run("adrenal-attention-s0")
-    fake_result(p, run, 0.8)
-    changed = tiny(tmp_path, defaults={"epochs": 2, "weights": None, "lr": 1e-3})
-    row = R.collect(changed).set_index("run_id").loc["adrenal-attention-s0"]
-    assert row.status == "stale" and "lr" in row.reason
+    fake_result(p, p.run("adrenal-attention-s0"), 0.8)
+    changed = tiny(tmp_path, defaults={"epochs": 3, "weights": None})
+    row = T.collect(changed).set_index("run_id").loc["adrenal-attention-s0"]
+    assert row.status == "ok" and row.epochs == 2 and set(T.collect(changed).epochs) == {2, 3}
 
 
 def test_setting_line_names_profile_data_weights_device(tmp_path):
     p = tiny(tmp_path)
     fake_result(p, p.run("adrenal-attention-s0"), 0.8)
-    text = R.setting(p, R.collect(p))
+    text = T.setting(p, T.collect(p))
     for words in ("Profile tiny", "adrenalmnist3d 28, subset 8 (8/8/8)", "none (random init)", "cpu (x86_64",
                   "epochs: 2", "seeds: 0, 1", "runs finished: 1 of 12"):
         assert words in text, text
@@ -301,14 +269,14 @@ def test_setting_line_names_profile_data_weights_device(tmp_path):
 def test_compute_table_pools_full_epochs_and_keeps_missing_rows(tmp_path):
     p = tiny(tmp_path)
     fake_result(p, p.run("adrenal-attention-s0"), 0.8)
-    table = R.compute(R.collect(p, p.runs_for("table2"))).set_index(["dataset", "method"])
+    table = T.compute(T.collect(p, p.runs(methods=p.table1))).set_index(["dataset", "method"])
     assert table.loc[("adrenal", "attention"), "s / epoch"] == "4.0"
     assert table.loc[("adrenal", "attention"), "params (M)"] == "12.0"
     assert table.loc[("organ", "3d"), "s / epoch"].startswith("missing")
 
 
 def test_paper_numbers_cover_tables_1_2_3_and_medmnist_v2():
-    paper = R.paper_results()
+    paper = T.paper_results()
     assert set(paper.table) == {"table1", "table2", "table3", "medmnist_v2"}
     v2 = paper[paper.table == "medmnist_v2"]
     assert len(v2) == 3 * 6 * 2 and set(v2.method) == {"2.5d", "3d", "acs"} and v2.value.between(0, 1).all()
@@ -320,74 +288,6 @@ def test_paper_numbers_cover_tables_1_2_3_and_medmnist_v2():
     assert value[("table3", "mean", "adrenal", "auc")] == pytest.approx(0.870)
     assert value[("table2", "3d", "pdac", "params_millions")] == pytest.approx(33.2)
     assert value[("medmnist_v2", "acs", "vessel", "auc")] == pytest.approx(0.930)  # as in the project's notes
-
-
-# -- status files: what the workflow records ------------------------------------------------------
-def test_failed_run_status_takes_the_error_from_the_notebook(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
-        "error", ename="FileNotFoundError", evalue="\x1b[31morganmnist3d.npz not found in /d\x1b[0m: point "
-        "LIB25D_DATA_ROOT (or --data-root) at the folder", traceback=[])])])
-    nbformat.write(nb, tmp_path / "run.ipynb")
-    status = R.record_status(tmp_path / "organ-3d-s0", 1, tmp_path / "run.ipynb")
-    saved = json.loads((tmp_path / "organ-3d-s0" / R.STATUS).read_text())
-    assert saved == status and status["status"] == "failed"
-    assert status["error"].startswith("FileNotFoundError: organmnist3d.npz not found in /d: point")
-    assert status["reason"] == "organmnist3d.npz not found in /d"
-
-
-def test_failed_run_without_notebook_gets_a_stub_and_strict_exit_code(tmp_path):
-    log = tmp_path / "log"
-    log.write_text("Executing\nNoSuchKernel: No such kernel named python3\n")
-    nb = tmp_path / "run" / "run.ipynb"
-    assert R.main(["status", str(tmp_path / "run"), "--exit-code", "1", "--notebook", str(nb), "--log", str(log)]) == 0
-    assert "No such kernel" in nbformat.read(nb, as_version=4).cells[0].source
-    assert R.main(["status", str(tmp_path / "run"), "--exit-code", "1", "--log", str(log), "--strict"]) == 1
-
-
-def test_ok_needs_a_result_file(tmp_path):
-    assert R.record_status(tmp_path / "a", 0)["status"] == "failed"
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / R.RESULT).write_text("{}")
-    assert R.record_status(tmp_path / "b", 0)["status"] == "ok"
-
-
-def test_failed_status_files_are_listed_for_forcerun(tmp_path, capsys):
-    p = tiny(tmp_path)
-    R.record_status(p.run_dir("organ-3d-s1"), 2)
-    fake_result(p, p.run("adrenal-3d-s0"), 0.8)
-    assert R.failed_status_files(p) == [p.run_dir("organ-3d-s1") / R.STATUS]
-
-
-def test_stage_book_copies_and_titles_run_notebooks(tmp_path):
-    p = tiny(tmp_path)
-    p.notebook_dir.mkdir(parents=True)
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Table 1")]), p.notebook_dir / "table1.ipynb")
-    run_nb = p.run_dir("adrenal-3d-s0") / "run.ipynb"
-    run_nb.parent.mkdir(parents=True)
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# One training run\n\ntext")]), run_nb)
-    dest = tmp_path / "book" / "_generated"
-    (dest / "stale").mkdir(parents=True)
-    written = R.stage_book(p, dest, ["table1"])
-    assert sorted(x.relative_to(dest).as_posix() for x in written) == ["notebooks/table1.ipynb", "runs/adrenal-3d-s0.ipynb"]
-    assert not (dest / "stale").exists()
-    assert nbformat.read(dest / "runs" / "adrenal-3d-s0.ipynb", as_version=4).cells[0].source == "# Run adrenal-3d-s0\n\ntext"
-
-
-def test_changed_settings_set_the_old_run_aside(tmp_path):
-    out = tmp_path / "run"
-    out.mkdir()
-    config = RunConfig(dataset="synthetic", weights=None, epochs=2)
-    (out / R.RESULT).write_text(json.dumps({"config": config.to_dict(), "history": [{}, {}]}))
-    assert R.set_aside_changed_run(out, config.replace(epochs=5)) is None  # more epochs: the trainer extends
-    assert R.set_aside_changed_run(out, config.replace(lr=1e-3)) == out / "previous"
-    assert (out / "previous" / R.RESULT).is_file() and not (out / R.RESULT).exists()
-
-
-def test_short_reasons_fit_a_table_cell():
-    assert R.short_reason("FileNotFoundError: x.npz not found in /d: point LIB25D_DATA_ROOT") == "x.npz not found in /d"
-    assert R.short_reason("RuntimeError: ImageNet weights for resnet18 are not in the cache (/root/x) and could not") \
-        == "ImageNet weights for resnet18 are not in the cache"
-    assert len(R.short_reason("ValueError: " + "a" * 200)) == R.REASON_CHARS
 
 
 def test_environment_yml_follows_pyproject():
@@ -412,30 +312,3 @@ def test_reference_numbers_ship_with_the_package():
     assert "reference/*.csv" in data and (REPO / "lib25d" / "reference" / "paper_results.csv").is_file()
 
 
-def test_a_run_whose_input_was_not_fetched_is_recorded_without_starting(tmp_path):
-    from lib25d.profiles import fetch
-
-    outcome = fetch("medmnist-organ-28", download=False, root=str(tmp_path / "empty"))
-    assert outcome["status"] == "missing" and outcome["error"].startswith("FileNotFoundError: organmnist3d.npz not found")
-    (tmp_path / "fetch").mkdir()
-    (tmp_path / "fetch" / "medmnist-organ-28.json").write_text(json.dumps(outcome))
-    nb = tmp_path / "organ-3d-s0" / "run.ipynb"
-    status = R.record_status(nb.parent, 3, nb, fetched=[tmp_path / "fetch" / "medmnist-organ-28.json"])
-    assert status["status"] == "failed" and status["error"] == outcome["error"]
-    assert status["reason"].startswith("organmnist3d.npz not found in /")
-    assert "organmnist3d.npz not found" in nbformat.read(nb, as_version=4).cells[0].source
-
-
-@pytest.mark.parametrize("linked", [False, True])
-def test_fetch_finds_the_shared_adrenal_file_and_rejects_unknown_items(medmnist_root, linked, tmp_path):
-    """Also through a symbolic link to the data folder (../shared is one on some machines)."""
-    from lib25d.profiles import fetch
-
-    root = medmnist_root
-    if linked:
-        root = tmp_path / "linked"
-        root.symlink_to(medmnist_root.resolve(), target_is_directory=True)
-    found = fetch("medmnist-adrenal-28", download=False, root=str(root))
-    assert found["status"] == "ok" and Path(found["where"]).samefile(medmnist_root / "adrenalmnist3d.npz")
-    with pytest.raises(ProfileError, match="unknown fetch item"):
-        fetch("kaggle-x", download=False)

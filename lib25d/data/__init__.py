@@ -20,13 +20,14 @@ import inspect
 from typing import Any
 
 from .base import SPLITS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, stratified_subset
-from .medmnist3d import FLAGS, load_medmnist3d, medmnist3d_info
+from .medmnist3d import MEDMNIST, load_medmnist3d, medmnist3d_info
 from .nifti import load_nifti, nifti_info
 from .synthetic import load_synthetic, make_synthetic, synthetic_info
 
 __all__ = [
     "SPLITS",
     "DatasetInfo",
+    "MEDMNIST",
     "Uint8Volumes",
     "VolumeDataset",
     "available_datasets",
@@ -37,12 +38,12 @@ __all__ = [
 ]
 
 NIFTI_PREFIX = "nifti:"
-_FLAG_ALIASES = {flag: short for short, flag in FLAGS.items()}
+_FLAG_ALIASES = {flag: short for short, flag in MEDMNIST.items()}
 
 
 def available_datasets() -> list[str]:
     """Fixed dataset names; NIfTI data is named ``nifti:<path to csv>`` on top of these."""
-    return [*FLAGS, "synthetic"]
+    return [*MEDMNIST, "synthetic"]
 
 
 def _parse(name: str) -> tuple[str, str]:
@@ -56,7 +57,7 @@ def _parse(name: str) -> tuple[str, str]:
             raise ValueError(f"{name!r} names no CSV: write {NIFTI_PREFIX}path/to/scans.csv")
         return "nifti", path
     key = _FLAG_ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key in FLAGS:
+    if key in MEDMNIST:
         return "medmnist", key
     if key == "synthetic":
         return "synthetic", ""

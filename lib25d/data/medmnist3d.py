@@ -21,14 +21,8 @@ import numpy as np
 
 from .base import DatasetInfo, Uint8Volumes, VolumeDataset, check_split
 
-FLAGS = {
-    "organ": "organmnist3d",
-    "nodule": "nodulemnist3d",
-    "fracture": "fracturemnist3d",
-    "adrenal": "adrenalmnist3d",
-    "vessel": "vesselmnist3d",
-    "synapse": "synapsemnist3d",
-}
+# short name -> medmnist flag, from medmnist's own table: organ, nodule, adrenal, fracture, vessel, synapse
+MEDMNIST = {flag.removesuffix("mnist3d"): flag for flag in medmnist.INFO if flag.endswith("mnist3d")}
 SIZES = (28, 64)
 ENV_ROOT = "LIB25D_DATA_ROOT"
 
@@ -36,9 +30,9 @@ _MD5_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def _flag(name: str) -> str:
-    if name not in FLAGS:
-        raise ValueError(f"unknown MedMNIST 3D dataset {name!r}: use one of {', '.join(FLAGS)}")
-    return FLAGS[name]
+    if name not in MEDMNIST:
+        raise ValueError(f"unknown MedMNIST 3D dataset {name!r}: use one of {', '.join(MEDMNIST)}")
+    return MEDMNIST[name]
 
 
 def _size_suffix(size: int) -> str:

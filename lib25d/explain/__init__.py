@@ -9,18 +9,18 @@
 """
 from .attention import (SliceAttention, SliceRef, attention_entropy, background_share, effective_slices,
                         empty_slices, slice_attention, sparsity_table, top_k_per_axis, top_k_slices)
-from .benchmark import (attention_pointing, blank_slices, deletion_test, run_benchmark, slice_pointing,
-                        summarize_pointing, voxel_pointing)
+from .benchmark import (Settings, attention_pointing, blank_slices, deletion_test, run_benchmark, slice_pointing,
+                        summarize_pointing, volumes_to_draw, voxel_pointing)
 from .cam import ClassTarget, default_cam_layer, hirescam
 from .figures import figure3, figure3_for, head_figure, lesion_figure, pointing_figure
-from .runs import load_run
+from ..train import load_run
 from .stats import bootstrap_ci, pool_seeds
 from .voxel import peak_voxels, voxel_map
 
 __all__ = [
     "SliceAttention", "SliceRef", "attention_entropy", "background_share", "effective_slices", "empty_slices",
     "slice_attention", "sparsity_table", "top_k_per_axis", "top_k_slices",
-    "attention_pointing", "blank_slices", "deletion_test", "run_benchmark", "slice_pointing", "summarize_pointing", "voxel_pointing",
+    "Settings", "attention_pointing", "blank_slices", "deletion_test", "run_benchmark", "volumes_to_draw", "slice_pointing", "summarize_pointing", "voxel_pointing",
     "ClassTarget", "default_cam_layer", "hirescam",
     "figure3", "figure3_for", "head_figure", "lesion_figure", "pointing_figure",
     "load_run", "bootstrap_ci", "pool_seeds", "peak_voxels", "voxel_map",

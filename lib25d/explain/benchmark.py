@@ -32,6 +32,7 @@ blanking random ones.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
@@ -43,13 +44,23 @@ from torch import nn
 
 from ..data import VolumeDataset
 from ..metrics import evaluate_scores, scores_from_logits
+from ..config import setting
+from ..train import WHICH, Run, load_run, split_of
 from ..models import AXIS_NAMES, SliceLayout
 from .attention import (EMPTY_THRESHOLD, eval_mode, model_device, slice_any, slice_attention,
                         sparsity_table, split_tokens, top_k_tokens)
 from .cam import hirescam
-from .runs import Run, labels_of, load_run, run_data, volume_batch
 from .stats import LEVEL, N_BOOT, bootstrap_ci, pool_seeds
 from .voxel import MODES, peak_voxels, voxel_map
+
+def volume_batch(data: VolumeDataset, index: np.ndarray | slice) -> torch.Tensor:
+    """Volumes ``(B, C, D, H, W)`` float32 for the given indices of a dataset."""
+    return torch.as_tensor(np.asarray(data.volumes[index], dtype=np.float32))
+
+
+def labels_of(data: VolumeDataset, index: np.ndarray | slice) -> np.ndarray:
+    return np.asarray(data.labels)[index].reshape(-1)
+
 
 DEFAULT_TOLERANCES = (0, 2)
 DEFAULT_KS = (1, 2, 4, 8)
@@ -326,21 +337,36 @@ def pool_deletion(summaries: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- from run folders
 
-def _paths(runs: str | Path | Sequence[str | Path] | None) -> list[Path]:
-    if runs is None:
-        return []
-    if isinstance(runs, (str, Path)):
-        return [Path(runs)]
-    return [Path(r) for r in runs]
+@dataclass
+class Settings:
+    """What :func:`run_benchmark` does, and the options of ``lib25d explain`` (generated from these fields)."""
+
+    split: str = setting("test", "split to explain: train, val or test")
+    which: str = setting("final", "final: the last epoch's model (as the paper); best: the best-validation one")
+    tolerances: list[int] = setting(list(DEFAULT_TOLERANCES), "voxel pointing-game tolerances: Chebyshev distance "
+                                                              "to the lesion, in voxels")
+    ks: list[int] = setting(list(DEFAULT_KS), "numbers of slices the deletion test blanks")
+    repeats: int = setting(5, "random-slice repeats per k in the deletion test")
+    cam_class: str = setting("label", "class HiResCAM explains in the pointing game: label or predicted")
+    n_boot: int = setting(N_BOOT, "bootstrap resamples of the 95 % intervals")
+    seed: int = setting(0, "seed of the random slices, the random maps and the bootstrap")
+    batch_size: int = setting(16, "volumes per forward pass")
+    max_volumes: int | None = setting(None, "only the first N volumes (lesion volumes in the pointing game)")
+    background: float = setting(0.0, "background voxel value: what deletion writes, what empty slices hold")
+    threshold: float = setting(EMPTY_THRESHOLD, "a slice is empty when every voxel is within this of the background")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    data_root: str | None = setting(None, "folder of the MedMNIST files, if not where the runs were trained")
+
+    def __post_init__(self) -> None:
+        if self.which not in WHICH:
+            raise ValueError(f"unknown model choice {self.which!r}; valid: {', '.join(WHICH)}")
+        if self.cam_class not in CAM_CLASSES:
+            raise ValueError(f"unknown cam_class {self.cam_class!r}; valid: {', '.join(CAM_CLASSES)}")
 
 
-def run_benchmark(attention_runs: str | Path | Sequence[str | Path] = (), runs_3d: str | Path | Sequence = (),
-                  runs_acs: str | Path | Sequence = (), deletion_runs: str | Path | Sequence = (), *,
-                  split: str = "test", which: str = "final", tolerances: Sequence[int] = DEFAULT_TOLERANCES,
-                  ks: Sequence[int] = DEFAULT_KS, repeats: int = 5, n_boot: int = N_BOOT, seed: int = 0,
-                  batch_size: int = 16, max_volumes: int | None = None, cam_class: str = "label",
-                  background: float = 0.0, threshold: float = EMPTY_THRESHOLD, device: str = "auto",
-                  data_root: str | None = None) -> dict[str, pd.DataFrame]:
+def run_benchmark(attention_runs: Sequence[str | Path] = (), runs_3d: Sequence[str | Path] = (),
+                  runs_acs: Sequence[str | Path] = (), deletion_runs: Sequence[str | Path] = (),
+                  settings: Settings | None = None) -> dict[str, pd.DataFrame]:
     """The whole benchmark from run folders (several runs per kind = several seeds) as tidy tables.
 
     Keys: ``sparsity_per_volume`` / ``sparsity`` (attention runs), ``pointing_per_volume`` /
@@ -349,34 +375,37 @@ def run_benchmark(attention_runs: str | Path | Sequence[str | Path] = (), runs_3
     ``deletion_pooled`` (over seeds). A part whose runs are not given is absent; runs on data
     without lesion masks are left out of the pointing game with a warning.
     """
-    runs = _RunCache(split, which, device, data_root)
+    o = settings or Settings()
+    runs = _RunCache(o.split, o.which, o.device, o.data_root)
     out: dict[str, pd.DataFrame] = {}
     sparsity, pointing = [], []
-    for path in _paths(attention_runs):
+    for path in map(Path, attention_runs):
         run, data = runs.get(path, "attention")
-        sparsity.append(_sparsity_rows(run, data, batch_size, max_volumes, background, threshold))
+        sparsity.append(_sparsity_rows(run, data, o.batch_size, o.max_volumes, o.background, o.threshold))
         if _has_masks(path, data):
             s = run.config.seed
-            pointing.append(attention_pointing(run.model, data, tolerances, s, batch_size, max_volumes=max_volumes))
-            pointing.append(random_pointing(data, tolerances, seed * 100_003 + s, max_volumes=max_volumes)
+            pointing.append(attention_pointing(run.model, data, o.tolerances, s, o.batch_size, max_volumes=o.max_volumes))
+            pointing.append(random_pointing(data, o.tolerances, o.seed * 100_003 + s, max_volumes=o.max_volumes)
                             .assign(seed=s))
     for method, paths in (("3d", runs_3d), ("acs", runs_acs)):
-        for path in _paths(paths):
+        for path in map(Path, paths):
             run, data = runs.get(path, method)
             if _has_masks(path, data):
-                pointing.append(cam_pointing(run.model, data, method, tolerances, run.config.seed,
-                                             max(1, batch_size // 2), max_volumes=max_volumes, cam_class=cam_class))
+                pointing.append(cam_pointing(run.model, data, method, o.tolerances, run.config.seed,
+                                             max(1, o.batch_size // 2), max_volumes=o.max_volumes,
+                                             cam_class=o.cam_class))
     if sparsity:
         out["sparsity_per_volume"] = pd.concat(sparsity, ignore_index=True)
         long = out["sparsity_per_volume"].melt(id_vars=["run", "seed", "volume", "label"], var_name="measure")
-        out["sparsity"] = pool_seeds(long, "value", ["measure"], n_boot, seed=seed)
+        out["sparsity"] = pool_seeds(long, "value", ["measure"], o.n_boot, seed=o.seed)
     if pointing:
         out["pointing_per_volume"] = pd.concat(pointing, ignore_index=True)
-        out["pointing"] = summarize_pointing(out["pointing_per_volume"], n_boot, seed=seed)
+        out["pointing"] = summarize_pointing(out["pointing_per_volume"], o.n_boot, seed=o.seed)
     per_repeat, summaries = [], []
-    for path in _paths(deletion_runs):
+    for path in map(Path, deletion_runs):
         run, data = runs.get(path, "attention")
-        result = deletion_test(run.model, data, ks, repeats, seed, batch_size, background, max_volumes, n_boot)
+        result = deletion_test(run.model, data, o.ks, o.repeats, o.seed, o.batch_size, o.background, o.max_volumes,
+                               o.n_boot)
         per_repeat.append(result.per_repeat.assign(run=str(path), seed=run.config.seed))
         summaries.append(result.summary.assign(run=str(path), seed=run.config.seed))
     if summaries:
@@ -384,6 +413,20 @@ def run_benchmark(attention_runs: str | Path | Sequence[str | Path] = (), runs_3
         out["deletion"] = pd.concat(summaries, ignore_index=True)
         out["deletion_pooled"] = pool_deletion(out["deletion"])
     return out
+
+
+def volumes_to_draw(data: VolumeDataset, requested: Sequence[int] | None = None) -> list[int]:
+    """The volumes Figure 3 is drawn for: as requested, else the first with a lesion mask, else the
+    first of a non-zero class (the CLI and the book's Figure 3 page pick the same one)."""
+    if requested:
+        bad = [i for i in requested if not 0 <= i < len(data)]
+        if bad:
+            raise ValueError(f"volume {bad[0]} is outside 0..{len(data) - 1} (the {data.split} split's size)")
+        return list(requested)
+    if data.masks is not None and np.asarray(data.masks).any():
+        return [int(lesion_indices(data)[0])]
+    nonzero = np.flatnonzero(np.asarray(data.labels).reshape(-1))
+    return [int(nonzero[0]) if len(nonzero) else 0]
 
 
 class _RunCache:
@@ -404,7 +447,7 @@ class _RunCache:
         c = run.config
         key = repr((c.dataset, c.size, c.data_root, sorted(c.dataset_options.items())))
         if key not in self.data:
-            self.data[key] = run_data(c, self.split)
+            self.data[key] = split_of(c, self.split)
         return run, self.data[key]
 
 

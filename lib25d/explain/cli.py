@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .attention import EMPTY_THRESHOLD
-from .benchmark import CAM_CLASSES, DEFAULT_KS, DEFAULT_TOLERANCES
-from .stats import N_BOOT
 
 TABLES = ("sparsity", "pointing", "deletion", "deletion_pooled")  # printed; per-volume tables are only saved
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``explain`` subcommand to ``subparsers`` (from ``parser.add_subparsers()``)."""
+    """Add the ``explain`` subcommand; its settings are :class:`~lib25d.explain.benchmark.Settings`."""
+    from ..cli import add_options
+    from .benchmark import Settings
+
     p = subparsers.add_parser(
         "explain", help="Figure 3, per-head attention, pointing game and deletion tables from trained runs",
         description="Explain trained runs: the paper's Figure 3 and per-head attention for chosen volumes, "
@@ -36,51 +36,27 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--deletion-run", action="append", default=[], metavar="DIR",
                    help="run folder of an 'attention' model to test by deletion (e.g. on adrenal); repeatable")
     p.add_argument("--out", required=True, help="output folder for PNG, CSV and JSON files (created if missing)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to explain (default test)")
-    p.add_argument("--which", default="final", choices=["final", "best"],
-                   help="final-epoch checkpoint or best-validation model (default final)")
     p.add_argument("--volume", type=int, action="append", default=None, metavar="INDEX",
                    help="volume index in the split to draw Figure 3 for; repeatable (default: the first "
                         "volume with a lesion mask, else the first volume of a non-zero class)")
     p.add_argument("--no-figures", action="store_true", help="skip Figure 3 and the per-head figure")
-    p.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS),
-                   help=f"numbers of slices to blank in the deletion test (default {' '.join(map(str, DEFAULT_KS))})")
-    p.add_argument("--repeats", type=int, default=5, help="random-slice repeats per k in the deletion test (default 5)")
-    p.add_argument("--tolerance", type=int, nargs="+", default=list(DEFAULT_TOLERANCES),
-                   help="voxel pointing-game tolerances in voxels, Chebyshev distance to the lesion "
-                        f"(default {' '.join(map(str, DEFAULT_TOLERANCES))})")
-    p.add_argument("--cam-class", default="label", choices=list(CAM_CLASSES),
-                   help="class HiResCAM explains in the pointing game: true label or prediction (default label)")
-    p.add_argument("--bootstrap", type=int, default=N_BOOT, help=f"bootstrap resamples for CIs (default {N_BOOT})")
-    p.add_argument("--seed", type=int, default=0, help="seed of random slices, random maps and bootstrap (default 0)")
-    p.add_argument("--batch-size", type=int, default=16, help="volumes per forward pass (default 16)")
-    p.add_argument("--max-volumes", type=int, default=None,
-                   help="use only the first N volumes (lesion volumes for the pointing game) for a quick look")
-    p.add_argument("--background", type=float, default=0.0,
-                   help="background voxel value: what deletion writes and what empty slices hold (default 0)")
-    p.add_argument("--empty-threshold", type=float, default=EMPTY_THRESHOLD,
-                   help="a slice is empty when every voxel is within this of the background "
-                        f"(default {EMPTY_THRESHOLD})")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--data-root", default=None,
-                   help="folder with the MedMNIST .npz files, if not where the runs were trained")
+    add_options(p.add_argument_group("settings"), Settings)
     p.set_defaults(func=run_explain)
     return p
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from .benchmark import run_benchmark  # heavy imports only when the command runs
+    from ..cli import settings_from_args
+    from .benchmark import Settings, run_benchmark  # heavy imports only when the command runs
+
+    settings = settings_from_args(Settings, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_figures:
-        _figures(args, out)
+        _figures(args, settings, out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        tables = run_benchmark(
-            args.attention_run, args.run_3d, args.run_acs, args.deletion_run, split=args.split, which=args.which,
-            tolerances=args.tolerance, ks=args.ks, repeats=args.repeats, n_boot=args.bootstrap, seed=args.seed,
-            batch_size=args.batch_size, max_volumes=args.max_volumes, cam_class=args.cam_class,
-            background=args.background, threshold=args.empty_threshold, device=args.device, data_root=args.data_root)
+        tables = run_benchmark(args.attention_run, args.run_3d, args.run_acs, args.deletion_run, settings)
     for w in caught:
         print(f"note: {w.message}")
     for name, table in tables.items():
@@ -118,27 +94,18 @@ def write_table(table: pd.DataFrame, stem: Path) -> None:
     stem.with_suffix(".json").write_text(table.to_json(orient="records", indent=1) + "\n")
 
 
-def _figure_volumes(args: argparse.Namespace, data) -> list[int]:
-    if args.volume:
-        bad = [i for i in args.volume if not 0 <= i < len(data)]
-        if bad:
-            raise ValueError(f"--volume {bad[0]} is outside 0..{len(data) - 1} (the {args.split} split's size)")
-        return list(args.volume)
-    if data.masks is not None and np.asarray(data.masks).any():
-        return [int(np.flatnonzero(np.asarray(data.masks).reshape(len(data), -1).any(1))[0])]
-    nonzero = np.flatnonzero(np.asarray(data.labels).reshape(-1))
-    return [int(nonzero[0]) if len(nonzero) else 0]
-
-
-def _figures(args: argparse.Namespace, out: Path) -> None:
+def _figures(args: argparse.Namespace, settings, out: Path) -> None:
+    from ..train import load_run, split_of
+    from .benchmark import volumes_to_draw
     from .figures import figure3_for
-    from .runs import load_run, run_data
-    run = load_run(args.attention_run[0], args.which, args.device, args.data_root)
-    data = run_data(run.config, args.split)
-    model_3d = load_run(args.run_3d[0], args.which, args.device, args.data_root).model if args.run_3d else None
-    for i in _figure_volumes(args, data):
+
+    run = load_run(args.attention_run[0], settings.which, settings.device, settings.data_root)
+    data = split_of(run.config, settings.split)
+    model_3d = (load_run(args.run_3d[0], settings.which, settings.device, settings.data_root).model
+                if args.run_3d else None)
+    for i in volumes_to_draw(data, args.volume):
         volume, label = data[i]
-        title = f"{data.info.name} {args.split} volume {i} (class {data.info.class_names[label]})"
+        title = f"{data.info.name} {settings.split} volume {i} (class {data.info.class_names[label]})"
         figure3_for(run.model, volume, model_3d, title=title, save=out / f"figure3_volume{i}.png",
                     heads_save=out / f"heads_volume{i}.png")
         print(f"figures: {out / f'figure3_volume{i}.png'}, {out / f'heads_volume{i}.png'}")

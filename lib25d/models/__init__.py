@@ -1,8 +1,80 @@
-"""Models: 2.5D slice models with five reducers, and 3D / ACS baselines."""
-from .factory import METHODS, build_model, count_parameters, num_outputs, set_encoder_trainable
-from .model25d import Model25D, Output25D
-from .baselines import VolumeClassifier
-from .slicing import AXIS_NAMES, SliceLayout
+"""Models: the one registry of methods, and ``build_model``, the one entry point to them.
 
-__all__ = ["METHODS", "build_model", "count_parameters", "num_outputs", "set_encoder_trainable",
-           "Model25D", "Output25D", "VolumeClassifier", "AXIS_NAMES", "SliceLayout"]
+A 2.5D method is a reducer over slice tokens (:mod:`.reducers`, :class:`.model25d.Model25D`);
+a volume method is the same 2D network converted to 3D or ACS convolutions (:mod:`.volume`).
+Both expose ``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+from torch import nn
+
+from . import reducers, volume
+from .backbone import SliceEncoder, Weights
+from .model25d import Model25D, Output25D
+from .slicing import AXIS_NAMES, SliceLayout
+from .volume import VolumeClassifier
+
+
+class Method(NamedTuple):
+    label: str       # how tables and figures name it
+    family: str      # "2.5d": a reducer over slice tokens; "volume": a converted 3D network
+    build: Callable  # reducer class (feature width -> module), or converter (2D network -> 3D network)
+
+
+METHODS: dict[str, Method] = {
+    "attention": Method("Attention", "2.5d", reducers.AttentionPool),
+    "mean": Method("Mean", "2.5d", reducers.MeanPool),
+    "max": Method("Max", "2.5d", reducers.MaxPool),
+    "lstm": Method("LSTM", "2.5d", reducers.LSTMReducer),
+    "transformer": Method("Transformer", "2.5d", reducers.TransformerReducer),
+    "3d": Method("3D", "volume", volume.convert_to_3d),
+    "acs": Method("ACS", "volume", volume.convert_to_acs),
+}
+
+
+def check_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def num_outputs(num_classes: int) -> int:
+    """Binary tasks use one logit (BCE), multi-class one logit per class (cross-entropy)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    return 1 if num_classes == 2 else num_classes
+
+
+def build_model(method: str, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1,
+                num_classes: int = 2, chunk_size: int | None = None, axes: tuple[int, ...] = (0, 1, 2),
+                speed=None) -> nn.Module:
+    """A model by method name. ``weights``: "imagenet", a torchvision state-dict file, or None
+    (random); ``speed``: a RunConfig whose speed switches to apply (:mod:`.speed`), or None."""
+    m = check_method(method)
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be positive, got {in_channels}")
+    if m.family == "volume":
+        model = volume.build(m.build, backbone, weights, in_channels, num_outputs(num_classes))
+    else:
+        encoder = SliceEncoder(backbone, weights, in_channels, chunk_size)
+        model = Model25D(encoder, m.build(encoder.out_features), num_outputs(num_classes), axes)
+    if speed is not None:
+        from .speed import apply
+
+        apply(model, speed)
+    return model
+
+
+def set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze or unfreeze the pretrained part (warm-up trains only ``model.new_modules()``)."""
+    model.encoder.requires_grad_(trainable)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = ["METHODS", "Method", "build_model", "check_method", "count_parameters", "num_outputs",
+           "set_encoder_trainable", "Model25D", "Output25D", "VolumeClassifier", "AXIS_NAMES", "SliceLayout"]

@@ -6,8 +6,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .encoder import SliceEncoder
-from .reducers import Reduced
+from .backbone import SliceEncoder
 from .slicing import SliceLayout, check_volume, slice_axis
 
 
@@ -45,33 +44,24 @@ class Model25D(nn.Module):
         """Randomly initialised parts, trained alone during warm-up."""
         return [self.reducer, self.head]
 
-    def configure(self, *, channels_last: bool | None = None, dedupe: bool | None = None,
-                  checkpointing: bool | None = None, tiny_convs: bool | None = None,
-                  fold_adapter: bool | None = None, chunk_size: int | None | str = "keep") -> "Model25D":
-        """Performance switches of the slice encoder (see :class:`SliceEncoder`); returns self."""
-        self.encoder.configure(channels_last=channels_last, dedupe=dedupe, checkpointing=checkpointing,
-                               tiny_convs=tiny_convs, fold_adapter=fold_adapter, chunk_size=chunk_size)
-        return self
+    def layout(self, x: torch.Tensor) -> SliceLayout:
+        return SliceLayout.for_shape(tuple(x.shape[2:]), self.axes)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, SliceLayout]:
-        """(B, C, D, H, W) -> slice tokens (B, N, F) and their layout."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> slice tokens (B, N, F), axis by axis (see :meth:`layout`)."""
         check_volume(x, self.encoder.in_channels)
-        b = x.shape[0]
-        layout = SliceLayout.for_shape(tuple(x.shape[2:]), self.axes)
         # one encoder call per axis, as in the authors' code: BatchNorm batch statistics are per axis
         # and its running statistics move once per axis and step
         feats = [self.encoder(slice_axis(x, a)) for a in self.axes]
-        tokens = torch.cat([f.reshape(b, -1, f.shape[-1]) for f in feats], dim=1)
-        return tokens, layout
+        return torch.cat([f.reshape(x.shape[0], -1, f.shape[-1]) for f in feats], dim=1)
 
-    def classify(self, tokens: torch.Tensor) -> tuple[torch.Tensor, Reduced]:
-        reduced = self.reducer(tokens)
-        return self.head(reduced.vector), reduced
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Slice tokens -> logits (the part a warm-up trains, on cached tokens or fresh ones)."""
+        return self.head(self.reducer(tokens).vector)
 
     def forward_with_attention(self, x: torch.Tensor) -> Output25D:
-        tokens, layout = self.encode(x)
-        logits, reduced = self.classify(tokens)
-        return Output25D(logits, reduced.weights, reduced.head_weights, layout)
+        reduced = self.reducer(self.features(x))
+        return Output25D(self.head(reduced.vector), reduced.weights, reduced.head_weights, self.layout(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_attention(x).logits
+        return self.classify(self.features(x))

@@ -79,18 +79,3 @@ class TransformerReducer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> Reduced:
         out = self.transformer(tokens, tokens.mean(dim=1, keepdim=True))
         return Reduced(out[:, 0])
-
-
-REDUCERS: dict[str, type[nn.Module]] = {
-    "attention": AttentionPool,
-    "mean": MeanPool,
-    "max": MaxPool,
-    "lstm": LSTMReducer,
-    "transformer": TransformerReducer,
-}
-
-
-def build_reducer(name: str, dim: int) -> nn.Module:
-    if name not in REDUCERS:
-        raise ValueError(f"unknown reducer {name!r}; valid: {', '.join(REDUCERS)}")
-    return REDUCERS[name](dim)

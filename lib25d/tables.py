@@ -1,29 +1,17 @@
-"""Result files of a profile as tidy tables: one row per EXPECTED run, never a silent gap.
+"""Result files of a profile as the book's tables: one row per EXPECTED run, never a silent gap.
 
 A run folder (``<results>/runs/<run_id>/``) holds what the training wrote (``result.json``)
 and what the workflow recorded about the attempt (``status.json``: ok, or failed with a
-one-line error). :func:`collect` joins them with the profile's grid, so a run that failed or
-never ran is a row with status ``failed`` / ``missing`` and its reason; :func:`summarise` and
-:func:`compare` carry that reason into the table cell ("missing (organmnist3d.npz not found)").
-A damaged record (truncated ``result.json``, a ``status.json`` that is not JSON, a result
-lacking its metrics) is a ``failed`` row whose reason names the file and the damage.
-
-Command line (used by the Snakefile)::
-
-    python -m lib25d.results status RUN_DIR --exit-code N [--notebook NB] [--log LOG] [--fetched F..] [--strict]
-    python -m lib25d.results bench-failed JSON LOG   # a crashed benchmark leaves its reason for Table 2
-    python -m lib25d.results failed PROFILE        # status files of failed runs, for --forcerun
-    python -m lib25d.results stage PROFILE book/_generated --notebooks table1 ...   # the book's inputs
+one-line reason). :func:`collect` joins them with the profile's grid, so a run that failed or
+never ran is a row with status ``failed`` / ``missing`` and its reason, which :func:`compare`
+carries into the cell ("missing (organmnist3d.npz not found)"). A damaged record is a
+``failed`` row whose reason names the file and the damage.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
-import re
-import sys
-from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -31,28 +19,15 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config as _config
 from .metrics import mean_auroc_interval
 from .profiles import Profile, Run, load_profile
 
 RESULT, STATUS = "result.json", "status.json"
-WHICH = ("final", "best_val")
-# settings that may differ between the profile and a finished run without changing its numbers
-RUNTIME_FIELDS = ("device", "num_workers", "data_root", "chunk_size", "amp", *getattr(_config, "PERFORMANCE_FIELDS", ()))
+KEYS = {"final": "final", "best": "best_val"}  # lib25d.train.WHICH -> the key result.json keeps it under
 METRIC_NAMES = {"auc": "AUROC", "acc": "ACC"}
-REASON_CHARS = 70
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 # -- status of one attempt ------------------------------------------------------------------
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON file, or None when it is absent or unreadable (a half-written file is 'not there')."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(object, problem) of a JSON record: (None, None) when absent, (None, why) when it cannot be used."""
     path = Path(path)
@@ -69,130 +44,14 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return value, None
 
 
-def one_line(text: str) -> str:
-    """Errors as one line: ANSI colours and tracebacks' line breaks removed."""
-    return " ".join(_ANSI.sub("", str(text)).split())
-
-
-def short_reason(error: str) -> str:
-    """The head of an error, short enough for a table cell (the full text is in status.json)."""
-    text = one_line(error)
-    text = re.sub(r"^[A-Za-z_.]*(Error|Exception|Interrupt)\w*: ", "", text)  # the type name
-    head = re.split(r": | \(|; ", text, maxsplit=1)[0]
-    return head if len(head) <= REASON_CHARS else head[: REASON_CHARS - 1] + "…"
-
-
-def notebook_error(notebook: Path) -> str | None:
-    """'Type: message' of the first error output of an executed notebook, if any."""
-    nb = read_json(notebook)
-    for cell in (nb or {}).get("cells", []):
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
-                return one_line(f"{out.get('ename', 'Error')}: {out.get('evalue', '')}")
-    return None
-
-
-def log_error(log: Path | None) -> str | None:
-    """The last line of a log that looks like an error (papermill's own failures land there)."""
-    if log is None or not Path(log).is_file():
-        return None
-    lines = [one_line(x) for x in Path(log).read_text(errors="replace").splitlines() if x.strip()]
-    errors = [x for x in lines if re.search(r"(Error|Exception)\b", x)]
-    return (errors or lines or [None])[-1]
-
-
-def _stub_notebook(path: Path, error: str) -> None:
-    """A one-cell notebook saying why the run has none (keeps the workflow's output complete)."""
-    nb = {"cells": [{"id": "failed", "cell_type": "markdown", "metadata": {}, "source": f"# Run failed\n\n{error}\n"}],
-          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-          "nbformat": 4, "nbformat_minor": 5}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(nb, indent=1))
-
-
-def missing_input(fetched: Sequence[str | Path]) -> str | None:
-    """The error of the first input the workflow could not fetch (``fetch/<item>.json``), if any."""
-    for path in fetched:
-        outcome = read_json(Path(path)) or {}
-        if outcome.get("status") == "missing":
-            return one_line(outcome.get("error", f"{Path(path).stem} is missing"))
-    return None
-
-
-def record_status(run_dir: str | Path, exit_code: int, notebook: str | Path | None = None,
-                  log: str | Path | None = None, seconds: float | None = None,
-                  fetched: Sequence[str | Path] = ()) -> dict[str, Any]:
-    """Write ``status.json`` for one attempt: ok when it exited 0 and left a result file.
-
-    The reason of a failure is, in this order: an input that could not be fetched (the run
-    was then not started), the notebook's first error, the log's last error line.
-    """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ok = exit_code == 0 and (run_dir / RESULT).is_file()
-    status: dict[str, Any] = {"run_id": run_dir.name, "status": "ok" if ok else "failed", "exit_code": int(exit_code)}
-    if not ok:
-        error = missing_input(fetched) or (notebook_error(Path(notebook)) if notebook else None) \
-            or log_error(Path(log) if log else None) or (f"exit code {exit_code}" if exit_code else f"no {RESULT} written")
-        status.update(error=error, reason=short_reason(error))
-        if notebook and not Path(notebook).is_file():
-            _stub_notebook(Path(notebook), error)
-    status.update(seconds=seconds, recorded=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    (run_dir / STATUS).write_text(json.dumps(status, indent=1) + "\n")
-    return status
-
-
-def set_aside_changed_run(out: str | Path, config: Any) -> Path | None:
-    """Move an earlier run with other settings to ``out/previous/`` so the new settings start fresh.
-
-    The trainer refuses to resume a run whose settings differ (rightly); in a workflow, a
-    changed profile should retrain instead of failing. More epochs than before is not a
-    change: the trainer extends the run. Nothing is deleted: the old files are kept aside.
-    """
-    from .runfolder import read_torch  # lazy, like .train: torch only where a checkpoint is read
-    from .train import BEST, CHECKPOINT, RUNTIME_FIELDS
-
-    out = Path(out)
-    if (out / CHECKPOINT).is_file():
-        state = read_torch(out / CHECKPOINT, "checkpoint", keys=("config", "history"))
-        recorded, done = state["config"], len(state["history"])
-    elif (out / RESULT).is_file():
-        result = read_json(out / RESULT) or {}
-        recorded, done = result.get("config", {}), len(result.get("history", []))
-    else:
-        return None
-    new = config.to_dict()
-    changed = [k for k in new if k not in RUNTIME_FIELDS and json.dumps(recorded.get(k), default=list, sort_keys=True)
-               != json.dumps(new[k], default=list, sort_keys=True)]
-    if not changed and done <= new["epochs"]:
-        return None
-    aside = out / "previous"
-    aside.mkdir(exist_ok=True)
-    for name in (CHECKPOINT, BEST, RESULT):
-        if (out / name).is_file():
-            (out / name).replace(aside / name)
-    print(f"{out} held a run with other settings ({', '.join(changed) or 'more epochs'}): moved it to {aside}")
-    return aside
-
-
 # -- one row per expected run -----------------------------------------------------------------
-def _mismatch(expected: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
-    return sorted(k for k, v in expected.items() if k not in RUNTIME_FIELDS and recorded.get(k, v) != v
-                  and not _same_options(k, v, recorded.get(k)))
-
-
-def _same_options(key: str, a: Any, b: Any) -> bool:
-    """dataset_options survive JSON as lists where YAML gave tuples: compare them as JSON."""
-    return key == "dataset_options" and json.dumps(a, sort_keys=True, default=list) == json.dumps(b, sort_keys=True, default=list)
-
-
-def _state(run_dir: Path, run: Run) -> tuple[str, str, dict[str, Any] | None]:
-    """(status, reason, result) of a run folder, judged against the run the profile expects."""
+def _state(run_dir: Path) -> tuple[str, str, dict[str, Any] | None]:
+    """(status, reason, result) of a run folder; the workflow reruns a run whose settings changed."""
     status, status_problem = read_record(run_dir / STATUS)
     result, result_problem = read_record(run_dir / RESULT)
     status = status or {}
     if status.get("status") == "failed":
-        return "failed", status.get("reason") or short_reason(status.get("error", "failed")), None
+        return "failed", status.get("reason") or status.get("error", "failed"), None
     if status_problem or result_problem:  # a damaged record is a failed attempt, with the file as its reason
         return "failed", result_problem or status_problem, None
     if result is None:
@@ -200,14 +59,11 @@ def _state(run_dir: Path, run: Run) -> tuple[str, str, dict[str, Any] | None]:
     try:  # valid JSON with the wrong content (a foreign or hand-edited file)
         if not isinstance(result.get("config", {}), dict):
             raise TypeError("its config is not an object")
-        for which in WHICH:
+        for which in KEYS:
             _result_fields(result, which)
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
-        what = f"no {err}" if isinstance(err, KeyError) else one_line(str(err) or type(err).__name__)
+        what = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split()) or type(err).__name__
         return "failed", f"{RESULT} is incomplete ({what})", None
-    diff = _mismatch(run.config.to_dict(), result.get("config", {}))
-    if diff:
-        return "stale", f"run used other settings: {', '.join(diff)}", None
     return "ok", "", result
 
 
@@ -221,13 +77,12 @@ def _data_text(result: dict[str, Any]) -> str:
 
 def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
     """Everything the tables need about one expected run; NaN where the run gave nothing."""
-    if which not in WHICH:
-        raise ValueError(f"unknown model choice {which!r}; valid: {', '.join(WHICH)}")
+    if which not in KEYS:
+        raise ValueError(f"unknown model choice {which!r}; valid: {', '.join(KEYS)}")
     run_dir = profile.run_dir(run.run_id)
-    state, reason, result = _state(run_dir, run)
-    c = run.config
+    state, reason, result = _state(run_dir)
     row: dict[str, Any] = {"run_id": run.run_id, "dataset": run.label, "method": run.method, "seed": run.seed,
-                           "status": state, "reason": reason, "weights": str(c.weights), "epochs": c.epochs,
+                           "status": state, "reason": reason, "weights": str(run.config.weights), "epochs": run.config.epochs,
                            "auc": math.nan, "acc": math.nan, "labels": None, "scores": None, "task": "",
                            "epoch_seconds": math.nan,
                            "full_epoch_seconds": math.nan, "full_epochs": [], "train_seconds": math.nan,
@@ -240,11 +95,13 @@ def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
 
 
 def _result_fields(result: dict[str, Any], which: str) -> dict[str, Any]:
-    test = result["metrics"][which]["test"]
+    test = result["metrics"][KEYS[which]]["test"]
     env = result.get("environment", {})
     predictions = result.get("predictions") or {}
+    recorded = result.get("config", {})  # what the run really did (the setting line reports it)
     return dict(auc=_num(test.get("auc")), acc=_num(test.get("acc")),
-                labels=predictions.get("labels"), scores=predictions.get(which),
+                weights=str(recorded.get("weights")), epochs=recorded.get("epochs"),
+                labels=predictions.get("labels"), scores=predictions.get(KEYS[which]),
                 task=result["data"].get("task", "binary-class"),
                 epoch_seconds=_num(result["timing"].get("mean_epoch_seconds")),
                 full_epoch_seconds=_num(result["timing"].get("mean_full_epoch_seconds")),
@@ -342,7 +199,9 @@ def _reference() -> dict[tuple[str, str, str, str], float]:
 
 def v2_method(method: str) -> str:
     """MedMNIST v2's row for one of our methods: 3d and acs their own, every 2.5D reducer '2.5d'."""
-    return method if method in ("3d", "acs") else "2.5d"
+    from .models import METHODS
+
+    return "2.5d" if method in METHODS and METHODS[method].family == "2.5d" else method
 
 
 def _published(table: str, dataset: str, method: str, metric: str) -> str:
@@ -393,28 +252,6 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def bench_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """``lib25d bench`` rows (:func:`lib25d.bench.table2_frame`) as the book shows them."""
-    def num(value: Any, fmt: str) -> str:
-        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
-
-    kinds = {"process_peak_rss": "CPU process", "cuda_max_allocated": "CUDA tensors"}
-    rows = []
-    for r in frame.to_dict("records"):
-        if r.get("error"):
-            rows.append({"method": r["method"], "size": r["size"], "params (M)": f"missing ({r['error']})"})
-            continue
-        rows.append({"method": r["method"], "size": r["size"], "batch": r["batch_size"],
-                     "params (M)": num(r["params_m"], ".1f"),
-                     "peak memory (GiB)": f"{num(r['peak_memory_gib'], '.2f')} ({kinds.get(r['memory_kind'], r['memory_kind'])})",
-                     "s / step": num(r["train_step_s"], ".3f"), "s / epoch": num(r["epoch_s"], ".0f"),
-                     "train vol/s": num(r["train_volumes_per_s"], ".1f"),
-                     "params (M) paper": num(r["paper_params_m"], ".1f"),
-                     "memory (GiB) paper": num(r["paper_memory_gib"], ".1f"),
-                     "s / epoch paper": num(r["paper_epoch_s"], ".0f")})
-    return pd.DataFrame(rows)
-
-
 def winners(summary: pd.DataFrame, methods: Sequence[str], table: str = "table1", metric: str = "auc") -> str:
     """Best method per dataset by mean test metric, ours and the paper's, as one sentence; a
     cell not distinguishable from chance is never a winner."""
@@ -458,7 +295,7 @@ def notebook_times(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Papermill's record of executed notebooks: name, status, start, end, seconds."""
     rows = []
     for path in paths:
-        nb = read_json(Path(path)) or {}
+        nb = read_record(Path(path))[0] or {}
         meta = (nb.get("metadata") or {}).get("papermill") or {}
         rows.append({"notebook": Path(path).parent.name if Path(path).name == "run.ipynb" else Path(path).stem,
                      "status": "failed" if meta.get("exception") else ("ok" if meta else "not executed"),
@@ -510,98 +347,3 @@ def to_html(frame: pd.DataFrame) -> str:
     table = frame.to_html(index=False, na_rep="—", border=0, classes="table",
                           float_format=lambda v: f"{v:.4g}")
     return f'<div class="lib25d-table" style="overflow-x: auto">{table}</div>'
-
-
-def stage_book(profile: Profile, dest: str | Path, notebooks: Sequence[str]) -> list[Path]:
-    """Copy the profile's executed notebooks where ``_toc.yml`` expects them (``book/_generated``).
-
-    Aggregates go to ``notebooks/<name>.ipynb``; runs to ``runs/<run_id>.ipynb`` with the run id
-    in their title, so the book's run pages are told apart. The folder is replaced whole:
-    it never mixes two profiles.
-    """
-    import shutil
-
-    dest = Path(dest)
-    shutil.rmtree(dest, ignore_errors=True)
-    (dest / "notebooks").mkdir(parents=True)
-    (dest / "runs").mkdir()
-    written = []
-    for name in notebooks:
-        written.append(Path(shutil.copyfile(profile.notebook_dir / f"{name}.ipynb", dest / "notebooks" / f"{name}.ipynb")))
-    for run in profile.runs():
-        nb = read_json(profile.run_dir(run.run_id) / "run.ipynb")
-        if nb is None:
-            continue
-        first = next((c for c in nb["cells"] if c["cell_type"] == "markdown"), None)
-        if first is not None:
-            text = "".join(first["source"])
-            first["source"] = re.sub(r"^# .*$", f"# Run {run.run_id}", text, count=1, flags=re.M)
-        path = dest / "runs" / f"{run.run_id}.ipynb"
-        path.write_text(json.dumps(nb, indent=1))
-        written.append(path)
-    return written
-
-
-def record_bench_failure(json_path: str | Path, log: str | Path) -> dict[str, str]:
-    """A benchmark that crashed still leaves a file: Table 2 then says why it has no measurements."""
-    error = {"error": log_error(Path(log)) or "lib25d bench failed", "log": str(log)}
-    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(json_path).write_text(json.dumps(error, indent=1) + "\n")
-    return error
-
-
-def failed_status_files(profile: Profile) -> list[Path]:
-    """status.json of every failed run (a damaged record counts): pass them to ``snakemake --forcerun``."""
-    paths = [(profile.run_dir(r.run_id) / STATUS, r) for r in profile.runs()]
-    return [p for p, r in paths if p.is_file() and _state(p.parent, r)[0] == "failed"]
-
-
-# -- command line -------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lib25d.results", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("status", help="record the outcome of one run attempt in RUN_DIR/status.json")
-    p.add_argument("run_dir")
-    p.add_argument("--exit-code", type=int, required=True, help="papermill's exit code")
-    p.add_argument("--notebook", help="the executed notebook (its error output is the reason)")
-    p.add_argument("--log", help="the run's log (the reason when the notebook has none)")
-    p.add_argument("--seconds", type=float, help="wall time of the attempt")
-    p.add_argument("--strict", action="store_true", help="exit 1 when the run failed")
-    p.add_argument("--fetched", nargs="*", default=[], help="the run's fetch/<item>.json files (a missing input is the reason)")
-    p = sub.add_parser("failed", help="print the status files of failed runs (for snakemake --forcerun)")
-    p.add_argument("profile", help="profile name or file (e.g. cpu or results/cpu/profile.yaml)")
-    p = sub.add_parser("bench-failed", help="record a failed `lib25d bench` run in its JSON file")
-    p.add_argument("json")
-    p.add_argument("log")
-    p = sub.add_parser("stage", help="copy a profile's executed notebooks into the book's source folder")
-    p.add_argument("profile", help="profile name or file (the workflow passes results/<profile>/profile.yaml)")
-    p.add_argument("dest", help="folder named in _toc.yml (book/_generated)")
-    p.add_argument("--notebooks", nargs="+", required=True, help="aggregate notebooks to copy")
-    args = parser.parse_args(argv)
-    try:
-        return _main(args)
-    except (ValueError, FileNotFoundError) as err:  # a bad profile or record file: one line naming it
-        print(f"python -m lib25d.results {args.command}: error: {one_line(str(err))}", file=sys.stderr)
-        return 2
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.command == "status":
-        status = record_status(args.run_dir, args.exit_code, args.notebook, args.log, args.seconds, args.fetched)
-        if status["status"] == "failed":
-            print(f"run {status['run_id']} failed: {status['error']}", file=sys.stderr)
-            return 1 if args.strict else 0
-        return 0
-    if args.command == "bench-failed":
-        print(f"lib25d bench failed: {record_bench_failure(args.json, args.log)['error']}", file=sys.stderr)
-        return 0
-    if args.command == "stage":
-        written = stage_book(load_profile(args.profile), args.dest, args.notebooks)
-        print(f"staged {len(written)} notebooks in {args.dest}")
-        return 0
-    print(" ".join(str(p) for p in failed_status_files(load_profile(args.profile))))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,7 @@ from torch import nn
 with contextlib.redirect_stdout(io.StringIO()):  # acsconv prints a banner on import
     from acsconv.converters import ACSConverter, Conv3dConverter
 
-from .encoder import Weights, backbone_network, channel_adapter, use_tiny_conv_matmul
+from .backbone import Weights, backbone_network, channel_adapter
 from .slicing import check_volume
 
 CONVERTIBLE = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "wide_resnet50_2")
@@ -66,19 +66,6 @@ class VolumeClassifier(nn.Module):
     def new_modules(self) -> list[nn.Module]:
         return [self.head]
 
-    def configure(self, *, tiny_convs: bool | None = None, **ignored) -> "VolumeClassifier":
-        """Performance switches (see :class:`~lib25d.models.encoder.SliceEncoder`); returns self.
-
-        Only ``tiny_convs`` applies here: the 3D convolutions on maps no bigger than their kernel
-        (``layer3`` and ``layer4`` at 28^3) run as matrix products (exact rewrite; ACS convolutions
-        are not touched). The slice switches (``dedupe``, ``checkpointing``, ``chunk_size``) have no meaning for a
-        whole-volume network, and ``channels_last`` (NDHWC) was slower for the 3D network on
-        CPU and impossible for ACS (2D kernels), so they are ignored.
-        """
-        if tiny_convs is not None:
-            use_tiny_conv_matmul(self.encoder, tiny_convs)
-        return self
-
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, D, H, W) -> pooled features (B, F): everything but the head."""
         check_volume(x, self.in_channels)
@@ -92,11 +79,10 @@ class VolumeClassifier(nn.Module):
         return self.classify(self.features(x))
 
 
-def build_baseline(kind: str, backbone: str, weights: Weights, in_channels: int,
-                   num_outputs: int) -> VolumeClassifier:
+def build(convert, backbone: str, weights: Weights, in_channels: int, num_outputs: int) -> VolumeClassifier:
+    """The 2D ``backbone`` converted by ``convert`` (:func:`convert_to_3d` or :func:`convert_to_acs`)."""
     if backbone not in CONVERTIBLE:
-        raise ValueError(f"the {kind} baseline needs a ResNet-family backbone; got {backbone!r}, "
+        raise ValueError(f"the 3d and acs methods need a ResNet-family backbone; got {backbone!r}, "
                          f"valid: {', '.join(CONVERTIBLE)}")
     network, features = backbone_network(backbone, weights)
-    convert = {"3d": convert_to_3d, "acs": convert_to_acs}[kind]
     return VolumeClassifier(convert(network), features, in_channels, num_outputs)

@@ -1,0 +1,234 @@
+"""A torchvision classifier as the 2D network: its weights, its channel adapter, and the
+slice encoder that applies it to every slice.
+
+Weights are ``"imagenet"`` (torchvision's weights API, cached under ``$TORCH_HOME``),
+a path to a local state dict of the full torchvision classifier, or ``None`` (random).
+A file that is not such a state dict (text, truncated, a pickled list, tensor or model, keys
+of another network) fails with one ValueError naming the file and what is wrong with it.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+import torchvision
+
+Weights = str | os.PathLike | None
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
+             "wide_resnet50_2", "densenet121", "efficientnet_b0", "mobilenet_v3_small",
+             "mobilenet_v3_large", "convnext_tiny", "regnet_y_400mf")
+
+
+def check_backbone(name: str) -> None:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+
+
+_SAVE_HINT = "pass a file saved with torch.save(model.state_dict(), path), 'imagenet' or none"
+_CORRUPT_TORCH, _CORRUPT_PICKLE = "it is a corrupt PyTorch file", "it is a truncated or corrupt pickle"
+
+
+def _file_kind(path: Path) -> str:
+    """What a file that torch.load refused looks like, from its first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        return "it is empty"
+    if head.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive holding <name>/data.pkl
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "it is a truncated or corrupt PyTorch file"
+        if not any(n.endswith("/data.pkl") for n in names):
+            return f"it is a zip archive of {', '.join(names[:3]) or 'nothing'}, not a PyTorch file"
+        return _CORRUPT_TORCH
+    if head[:1] == b"\x80":
+        return _CORRUPT_PICKLE
+    try:
+        head.decode("utf-8")
+        text = b"\0" not in head
+    except UnicodeDecodeError as err:
+        text = err.start > len(head) - 4  # a multi-byte character cut by the 4096-byte window
+    return "it is a text file" if text else "it is a binary file of another kind"
+
+
+def _not_state_dict(path: Path, what: str) -> ValueError:
+    return ValueError(f"weights file {path} is not a PyTorch state dict ({what}): {_SAVE_HINT}")
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a local file; anything else is one ValueError naming the file and what it holds."""
+    try:
+        with warnings.catch_warnings():  # a plain pickle of protocol > 2 draws a multi-line note before failing
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises KeyError, IndexError, EOFError, RuntimeError, ... on junk
+        kind = _file_kind(path)
+        if kind in (_CORRUPT_TORCH, _CORRUPT_PICKLE) and isinstance(err, pickle.UnpicklingError) \
+                and "Weights only load failed" in str(err):  # a real pickle, of more than tensors
+            kind = "it holds Python objects besides tensors, e.g. a whole model saved with torch.save(model, path)"
+        raise _not_state_dict(path, kind) from None  # torch's own text runs over many lines
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):  # a training checkpoint
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise _not_state_dict(path, f"it holds a {type(state).__name__}, not a dict of parameter names to tensors")
+    odd = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if odd is not None:
+        nested = next((k for k, v in state.items() if isinstance(v, Mapping) and v
+                       and all(isinstance(t, torch.Tensor) for t in v.values())), None)
+        if nested is not None:
+            raise _not_state_dict(path, f"it looks like a training checkpoint whose {nested!r} entry holds the "
+                                        f"state dict; save that alone: torch.save(checkpoint[{nested!r}], path)")
+        keys = ", ".join(map(str, list(state)[:4])) + (", ..." if len(state) > 4 else "")
+        raise _not_state_dict(path, f"it is a dict whose entry {odd!r} is not a tensor but "
+                                    f"{type(state[odd]).__name__}; keys: {keys}")
+    return dict(state)
+
+
+def _imagenet(name: str) -> tuple[torchvision.models.WeightsEnum, Path]:
+    """torchvision's ImageNet weights of ``name`` and the file its cache keeps them in."""
+    spec = torchvision.models.get_model_weights(name).DEFAULT
+    return spec, Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
+
+
+def imagenet_file(name: str, download: bool = True) -> Path:
+    """The cached ImageNet weights of ``name``, downloaded once when allowed (the workflow's fetch)."""
+    check_backbone(name)
+    spec, cache = _imagenet(name)
+    if not cache.is_file():
+        if not download:
+            raise FileNotFoundError(f"ImageNet weights {cache} not found and download is off: put {spec.url} "
+                                    "there or set TORCH_HOME")
+        load_state_dict(name, "imagenet")  # downloads it, or one error saying how to fetch it
+    return cache
+
+
+def load_state_dict(name: str, weights: Weights) -> dict[str, torch.Tensor] | None:
+    """Resolve a weights spec to a state dict of torchvision's ``name`` classifier."""
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights.lower() == "imagenet":
+        spec, cache = _imagenet(name)
+        try:
+            return spec.get_state_dict(progress=False)
+        except Exception as err:  # offline: URLError, OSError, ...; a damaged cached file: torch.load's errors
+            if cache.is_file():
+                raise RuntimeError(f"cached ImageNet weights {cache} cannot be read ({_file_kind(cache)}): delete "
+                                   f"the file and run again with internet, or fetch {spec.url} into "
+                                   f"{cache.parent}") from err
+            raise RuntimeError(
+                f"ImageNet weights for {name} are not in the cache ({cache}) and could not be downloaded "
+                f"({type(err).__name__}); fetch {spec.url} into that folder on a machine with internet, "
+                "or pass weights=<path to a state dict file>") from err
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; pass 'imagenet', None or the path "
+                                "to a torchvision state dict (torch.save(model.state_dict(), path))")
+    return _load_file(path)
+
+
+def _fit_problems(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """Which keys of ``state`` do not fit ``model``: missing, unexpected, other shapes (a few of each)."""
+    expected = model.state_dict()
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the network"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    parts = ([f"missing keys {few(missing)}"] if missing else []) + \
+            ([f"unexpected keys {few(unexpected)}"] if unexpected else []) + shapes[:2]
+    if len(shapes) > 2:
+        parts.append(f"... ({len(shapes)} shape mismatches in all)")
+    return "; ".join(parts)
+
+
+def _classifier_slot(model: nn.Module) -> tuple[nn.Module, str]:
+    """Where the final Linear layer of a torchvision classifier lives: (parent, attribute)."""
+    for attr in ("fc", "classifier", "head", "heads"):
+        child = getattr(model, attr, None)
+        if isinstance(child, nn.Linear):
+            return model, attr
+        if isinstance(child, nn.Sequential):
+            idx = max(i for i, m in enumerate(child) if isinstance(m, nn.Linear))
+            return child, str(idx)
+    raise ValueError(f"cannot find the classifier of {type(model).__name__}")
+
+
+def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int]:
+    """torchvision ``name`` with ``weights`` loaded and its last Linear replaced by Identity.
+
+    Returns the network and its feature width. Weights load into the full classifier
+    (strict) before the head is dropped, so a wrong file fails loudly.
+    """
+    check_backbone(name)
+    model = torchvision.models.get_model(name, weights=None)
+    state = load_state_dict(name, weights)
+    if state is not None:
+        source = "ImageNet weights" if isinstance(weights, str) and weights.lower() == "imagenet" \
+            else f"weights in {Path(weights)}"
+        problems = _fit_problems(model, state)
+        if not problems:
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as err:  # whatever _fit_problems does not foresee, as one line
+                problems = " ".join(str(err).split())
+        if problems:
+            raise ValueError(f"{source} do not fit torchvision's {name}: {problems} "
+                             "(was the file saved from a different architecture?)")
+    parent, attr = _classifier_slot(model)
+    features = getattr(parent, attr).in_features
+    setattr(parent, attr, nn.Identity())
+    return model, features
+
+
+class ChannelAdapter(nn.Module):
+    """Maps C input channels to the 3 an ImageNet network expects: a 1x1 convolution.
+
+    Initialised to 1/C, so every RGB channel starts as the mean of the input channels; for
+    C=1 this is the authors' ones-initialisation (the grey image repeated). It trains with
+    the backbone. ``dims`` is 2 for slices, 3 for volumes.
+    """
+
+    def __init__(self, in_channels: int, dims: int = 2, out_channels: int = 3):
+        super().__init__()
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        self.conv = conv(in_channels, out_channels, kernel_size=1, bias=False)
+        nn.init.constant_(self.conv.weight, 1.0 / in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def channel_adapter(in_channels: int, dims: int) -> nn.Module:
+    return nn.Identity() if in_channels == 3 else ChannelAdapter(in_channels, dims)
+
+
+class SliceEncoder(nn.Module):
+    """The 2D network on a batch of slices (N, C, h, w) -> (N, F), in chunks of ``chunk_size``
+    slices to bound peak memory (exact in eval mode; in train mode BatchNorm sees each chunk).
+    Speed switches: :mod:`lib25d.models.speed`."""
+
+    def __init__(self, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1,
+                 chunk_size: int | None = None):
+        super().__init__()
+        self.adapter = channel_adapter(in_channels, dims=2)
+        self.network, self.out_features = backbone_network(backbone, weights)
+        self.backbone, self.in_channels, self.chunk_size = backbone, in_channels, chunk_size
+
+    def embed(self, slices: torch.Tensor) -> torch.Tensor:
+        return self.network(self.adapter(slices))
+
+    def forward(self, slices: torch.Tensor) -> torch.Tensor:
+        if self.chunk_size is None or slices.shape[0] <= self.chunk_size:
+            return self.embed(slices)
+        return torch.cat([self.embed(c) for c in slices.split(self.chunk_size)])
