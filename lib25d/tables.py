@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import mean_auroc_interval
-from .profiles import Profile, Run, load_profile
+from .profiles import Profile, Run
 
 RESULT, STATUS = "result.json", "status.json"
 KEYS = {"final": "final", "best": "best_val"}  # lib25d.train.WHICH -> the key result.json keeps it under
