@@ -27,7 +27,7 @@ def add_options(parser: argparse.ArgumentParser, settings: type, groups: dict[st
     for f in dataclasses.fields(settings):
         group, default = groups.get(f.metadata["kind"], parser), getattr(settings(), f.name)
         help = f"{f.metadata['help']} (default {' '.join(map(str, default)) if isinstance(default, list) else default})"
-        flag = "--" + f.name.replace("_", "-")
+        help, flag = help.replace("%", "%%"), "--" + f.name.replace("_", "-")  # argparse formats help with %
         if f.type.startswith("dict"):
             group.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=help)
         elif f.type == "bool":

@@ -419,6 +419,9 @@ def fake_run(folder, method: str):
 
 
 def test_cli_explain_writes_figures_and_tables(tmp_path, capsys):
+    with pytest.raises(SystemExit):  # every generated option's help formats (a "%" once broke it)
+        build_explain_help()
+    assert "--n-boot" in capsys.readouterr().out
     runs = {m: fake_run(tmp_path / m, m) for m in ("attention", "3d", "acs")}
     parser = argparse.ArgumentParser(prog="lib25d")
     register(parser.add_subparsers(dest="command"))
@@ -445,3 +448,9 @@ def test_cli_explain_writes_figures_and_tables(tmp_path, capsys):
                                      str(runs["3d"]), "--out", str(out), "--no-figures", "--max-volumes", "1"]))
     with pytest.raises(FileNotFoundError, match="no checkpoint.pt"):
         args.func(parser.parse_args(["explain", "--attention-run", str(tmp_path), "--out", str(out)]))
+
+
+def build_explain_help():
+    parser = argparse.ArgumentParser(prog="lib25d")
+    register(parser.add_subparsers(dest="command"))
+    parser.parse_args(["explain", "--help"])
