@@ -1,17 +1,14 @@
 """The authors' design (TUM-AIMED/2.5DAttention), rewritten small: the reference lib25d must match.
 
-Written from reading their ``models/twoandahalfdmodel.py`` and ``train.py`` (no code copied):
+From reading their ``models/twoandahalfdmodel.py`` and ``train.py`` (no code copied): the feature
+extractor (1x1 ones-initialised conv + ResNet without ``fc``) runs once per axis, tokens in axis
+order 0, 1, 2; the mean token queries ``nn.MultiheadAttention`` (or the Transformer's decoder);
+mean / max / last LSTM step. Epoch 0 runs in eval mode, later ones in train mode (BatchNorm
+statistics move while the backbone is frozen; their LSTM trains in train mode from epoch 0); after
+three head-only epochs everything is unfrozen; NAdam; BCE on one logit or cross-entropy.
 
-- forward: the feature extractor (1x1 ones-initialised conv + ResNet without ``fc``) is called
-  once per axis on permuted slices, tokens in axis order 0, 1, 2; the mean token is the query
-  of ``nn.MultiheadAttention`` (or of the Transformer's decoder); mean / max / last LSTM step;
-- loop: epoch 0 runs in eval mode, later epochs in train mode (so BatchNorm statistics move
-  while the backbone is still frozen; their LSTM config trains in train mode from epoch 0);
-  after the head-only epochs (three: ``unfreeze.feature_extractor: 2``) everything is unfrozen;
-  NAdam over all parameters; BCE on one logit (binary) or cross-entropy.
-
-Parity tests (``tests/test_parity.py``) compare lib25d with it step by step, and
-``lib25d bench --compare`` times it as the "before". It has no performance switch on purpose.
+``tests/test_parity.py`` compares lib25d with it step by step and ``lib25d bench --compare`` times it
+as the "before"; it has no performance switch on purpose.
 """
 from __future__ import annotations
 
@@ -66,11 +63,8 @@ class AuthorsModel(nn.Module):
 
 
 def from_lib25d(model: nn.Module) -> AuthorsModel:
-    """The authors' model holding a copy of a lib25d ``Model25D``'s weights and buffers.
-
-    The backbone is rebuilt from torchvision (plain classes, default memory format) and gets the
-    same state dict, so no lib25d performance switch reaches the reference.
-    """
+    """The authors' model holding a copy of a lib25d ``Model25D``'s weights and buffers; the backbone is
+    rebuilt from torchvision with the same state dict, so no lib25d performance switch reaches it."""
     enc = model.encoder
     p = next(model.parameters())
     like = dict(device=p.device, dtype=p.dtype)  # before copying: a float32 copy would round float64 weights

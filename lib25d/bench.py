@@ -1,26 +1,20 @@
 """``lib25d bench``: the paper's Table 2 on this machine, and lib25d against the authors' design.
 
-``--table2``: per method and volume size (uniform-noise volumes, random weights, the RunConfig
-defaults; 2.5D slices above 64x64 in chunks of ``--large-chunk-size`` with checkpointing):
-trainable parameters, peak memory of a training step (CUDA max allocated, or the peak RSS of a
-fresh process per case on CPU), seconds per step (median of ``--repeats`` after
-``--warmup-steps``) and per epoch-equivalent (AdrenalMNIST3D's 1188 training volumes up to 64^3,
-the paper's 975 PDAC scans above), volumes per second in training and inference, and GFLOP/s
-(``FlopCounterMode`` over one step) against a measured matmul peak.
+``--table2``: per method and volume size (uniform noise, random weights, RunConfig defaults; 2.5D
+slices above 64x64 in chunks of ``--large-chunk-size`` with checkpointing): parameters, peak memory
+of a training step (CUDA max allocated, or the peak RSS of a fresh process per case on CPU), seconds
+per step (median of ``--repeats``) and per epoch (AdrenalMNIST3D's 1188 training volumes up to 64^3,
+the paper's 975 PDAC scans above), volumes per second, and GFLOP/s against a measured matmul peak.
 
-``--compare``: 2.5D attention on the real AdrenalMNIST3D, lib25d (RunConfig defaults) against
-the authors' design (:mod:`lib25d.authors`), from the same weights and batches, interleaved in
-one process (alternating which goes first), medians reported. Parts: ``training`` (``--steps``
-steps after an untimed one, extrapolated to the epoch, the losses compared); ``bf16`` (the
-same with bf16 autocast on CPU, and one whole epoch against fp32); ``inference`` (the test
-split, predictions compared); ``warmup`` (head-only steps in the authors' BatchNorm mode, and
-lib25d's cached frozen-BatchNorm epochs); ``memory`` (a ``--large-shape`` step at
-``--large-batch-size`` in chunks with checkpointing, in a fresh process, and the time factor
-checkpointing costs, both ways interleaved at batch 1 on the axial slices: same slices and
-chunks, and it fits any machine).
+``--compare`` (:mod:`lib25d.bench_compare`): 2.5D attention on AdrenalMNIST3D against the authors'
+design from the same weights and batches. Parts: ``training`` (``--steps`` steps, extrapolated to the
+epoch, losses compared); ``bf16`` (the same with bf16 autocast on CPU, and one epoch against fp32);
+``inference`` (the test split, predictions compared); ``warmup`` (head-only steps in the authors'
+BatchNorm mode, and lib25d's cached frozen-BatchNorm epochs); ``memory`` (a ``--large-shape`` step in
+chunks with checkpointing in a fresh process, and the time factor checkpointing costs at batch 1).
 
-Both merge into one JSON file (default ``results/bench/<cpu|cuda>.json``); :func:`table2_frame`
-and :func:`compare_frame` are what the command prints and what the Table 2 notebook shows.
+Both merge into one JSON file (default ``results/bench/<cpu|cuda>.json``), shown by
+:func:`table2_frame` and :func:`compare_frame`.
 """
 from __future__ import annotations
 
@@ -36,33 +30,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
-from . import authors
 from .config import RunConfig
 from .runinfo import device_name, environment, peak_memory, reset_peak_memory, resolve_device, write_json
-from .train import autocast, autocast_for, loss_function
+from .train import autocast, loss_function
 
 SCHEMA = "lib25d.bench/v2"
 ADRENAL_TRAIN, PDAC_TRAIN = 1188, 975  # the epochs of the MedMNIST sizes and of the paper's 128x224x224 CT
 LARGE_SLICE = 64 * 64  # 2.5D slices above this many pixels: chunks + checkpointing in --table2
-TARGETS = {"full_epoch_speedup": (">=", 3.0), "inference_speedup": (">=", 2.0), "large_peak_gib": ("<", 8.0)}
-FIGURES = {  # ratio key: (what it is, the compare part measuring it, how to read it off that part)
-    "full_epoch_speedup": ("full-epoch training vs the authors' design, 28^3 (x)", "training", ("speedup",)),
-    "full_epoch_bf16_speedup": ("the same with bf16 autocast on CPU (x)", "bf16", ("speedup",)),
-    "bf16_epoch_loss_max_abs_diff": ("bf16 vs fp32 over one epoch: max |loss diff|", "bf16_epoch",
-                                     ("loss_max_abs_diff",)),
-    "inference_speedup": ("inference over the Adrenal test split vs the authors' (x)", "inference", ("speedup",)),
-    "warmup_speedup_authors_bn": ("warm-up epoch, authors' BatchNorm mode, vs the authors' (x)", "warmup",
-                                  ("authors_bn", "speedup")),
-    "warmup_speedup_frozen_bn": ("warm-up epoch 2..N, frozen BatchNorm (cached), vs the authors' (x)", "warmup",
-                                 ("frozen_bn", "speedup")),
-    "large_peak_gib": ("--large-shape at --large-batch-size, chunks + checkpointing: peak GiB", "memory",
-                       ("peak_gib",)),
-    "checkpointing_time_factor": ("time factor that checkpointing costs (x)", "memory", ("time_factor",)),
-}
+FIGURES = [  # the --compare figures: what it is, where the compare section holds it, the target
+    ("full-epoch training vs the authors' design, 28^3 (x)", "training.speedup", (">=", 3.0)),
+    ("the same with bf16 autocast on CPU (x)", "bf16.speedup", None),
+    ("bf16 vs fp32 over one epoch: max |loss diff|", "bf16_epoch.loss_max_abs_diff", None),
+    ("inference over the Adrenal test split vs the authors' (x)", "inference.speedup", (">=", 2.0)),
+    ("warm-up epoch, authors' BatchNorm mode, vs the authors' (x)", "warmup.authors_bn.speedup", None),
+    ("warm-up epoch 2..N, frozen BatchNorm (cached), vs the authors' (x)", "warmup.frozen_bn.speedup", None),
+    ("--large-shape at --large-batch-size, chunks + checkpointing: peak GiB", "memory.peak_gib", ("<", 8.0)),
+    ("time factor that checkpointing costs (x)", "memory.time_factor", None),
+]
 OPTIONS = {  # the command's options (a profile's `bench:` keys are these names): flag settings and help
     "sizes": dict(nargs="+", default=["28", "64", "128x224x224"], help="volume sizes, N or DxHxW (--table2)"),
     "methods": dict(nargs="+", default=["attention", "3d", "acs"], help="methods to measure (--table2)"),
@@ -192,7 +179,8 @@ def measure_case(method: str, shape: Sequence[int], batch_size: int, config: Run
         model.eval()
         with torch.no_grad(), autocast(device, config):
             model(x)
-            row["infer_volumes_per_s"] = batch_size / median([timed(lambda: model(x), device)[0] for _ in range(repeats)])
+            secs = median([timed(lambda: model(x), device)[0] for _ in range(repeats)])
+            row["infer_volumes_per_s"] = batch_size / secs
     return row
 
 
@@ -240,140 +228,6 @@ def table2(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str, 
     return section
 
 
-# -- --compare ----------------------------------------------------------------------------------------
-def interleaved(fns: dict[str, Callable[[], Any]], rounds: int, device: torch.device) -> dict[str, list]:
-    """Each fn once per round, alternating the order: {name: [(seconds, result), ...]}."""
-    out: dict[str, list] = {n: [] for n in fns}
-    for r in range(rounds):
-        for n in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
-            out[n].append(timed(fns[n], device))
-    return out
-
-
-def race(steps: dict[str, Callable], batches: list, device: torch.device, epoch_volumes: int) -> dict[str, Any]:
-    """Training steps of two contestants on the same batches, interleaved (alternating which goes
-    first); the first batch is untimed (allocator, kernel caches). Epoch = median step x volumes / batch."""
-    times, losses = {n: [] for n in steps}, {n: [] for n in steps}
-    for i, (x, y) in enumerate(batches):
-        for n in (list(steps) if i % 2 == 0 else list(steps)[::-1]):
-            dt, loss = timed(lambda: steps[n](x, y), device)
-            losses[n].append(loss)
-            times[n] += [dt] if i else []
-    (a, sa), (b, sb) = ((n, median(t)) for n, t in times.items())
-    return {"step_s": {a: sa, b: sb}, "epoch_s": {a: sa * epoch_volumes / len(batches[0][1]),
-                                                 b: sb * epoch_volumes / len(batches[0][1])},
-            "losses": losses, "loss_max_abs_diff": float(np.max(np.abs(np.subtract(*losses.values())))),
-            "speedup": ratio(sa, sb)}
-
-
-def _batches(data, batch_size: int, count: int, device: torch.device, seed: int = 0) -> list:
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
-    idx = [order[(b * batch_size) % len(order):][:batch_size] for b in range(count)]
-    return [(torch.stack([data[i][0] for i in ix]).to(device), torch.as_tensor(data.labels[ix]).to(device)) for ix in idx]
-
-
-def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str, Any]:
-    """lib25d against the authors' design, part by part (see the module docstring); saved after each."""
-    from .data import load_dataset
-    from .models import set_encoder_trainable
-    from .train import _index_loader, _train_epoch, feature_cache
-
-    device, parts, bs = resolve_device(args.device), set(args.parts), args.batch_size or 64
-    ours = RunConfig(device=str(device), weights=args.weights, batch_size=bs, amp=not args.no_amp, compile=args.compile)
-    split = lambda s: load_dataset("adrenal", s, root=args.data_root, **({"subset": args.subset} if args.subset else {}))  # noqa: E731
-    out: dict[str, Any] = {"settings": {"lib25d": ours.speed(), "before": "the authors' design (lib25d.authors): "
-                                        "plain torchvision ResNet-18 per axis, fp32", "batch_size": bs,
-                                        "steps": args.steps, "repeats": args.repeats, "method": "attention",
-                                        "weights": args.weights or "random (seeded)",
-                                        "data": "AdrenalMNIST3D 28^3" + (f" (subset {args.subset})" if args.subset else "")}}
-    pair = lambda config: (lambda m: (m, authors.from_lib25d(m).to(device)))(model_of("attention", config))  # noqa: E731
-    theirs = lambda ref: (lambda opt: lambda x, y: authors.train_step(ref, x, y, opt))(  # noqa: E731
-        torch.optim.NAdam(ref.parameters(), lr=ours.lr))
-    if parts & {"training", "bf16", "warmup"}:
-        train = split("train")
-        batches = _batches(train, bs, args.steps + 1, device)
-    for part, config in (("training", ours), ("bf16", ours.replace(bf16_cpu=True))):
-        if part in parts and (part == "training" or device.type == "cpu"):
-            print(f"  {part}: {args.steps} timed steps of batch {bs} ...", flush=True)
-            model, ref = pair(config)
-            out[part] = race({"authors": theirs(ref.train()), "lib25d": step_fn(model, config, device)}, batches,
-                             device, len(train))
-            save(out)
-    if "bf16" in parts and device.type == "cpu":
-        print("  bf16: one whole epoch against fp32 ...", flush=True)
-        steps = {name: step_fn(model_of("attention", c), c, device)
-                 for name, c in (("fp32", ours), ("bf16", ours.replace(bf16_cpu=True)))}
-        out["bf16_epoch"] = race(steps, _batches(train, bs, -(-len(train) // bs), device), device, len(train))
-        save(out)
-    if "inference" in parts:
-        print(f"  inference over the test split, {args.repeats} passes each ...", flush=True)
-        test = torch.as_tensor(np.asarray(split("test").volumes, dtype=np.float32)).split(bs)
-        model, ref = pair(ours)
-        model.eval(), ref.eval()
-        bf16 = ours.amp if device.type == "cuda" else ours.bf16_cpu
-
-        def lib25d_pass():
-            with autocast_for(device, bf16, bf16):
-                return torch.cat([model(x.to(device)).float() for x in test]).cpu()
-        with torch.no_grad():
-            fns = {"authors": lambda: torch.cat([ref(x.to(device))[0].float() for x in test]).cpu(),
-                   "lib25d": lib25d_pass}
-            [f() for f in fns.values()]  # untimed: allocator, kernel caches
-            res = interleaved(fns, args.repeats, device)
-        la, lb = res["authors"][-1][1], res["lib25d"][-1][1]
-        secs = {n: median([t for t, _ in v]) for n, v in res.items()}
-        out["inference"] = {"volumes": sum(len(x) for x in test), "seconds": secs,
-                            "speedup": ratio(secs["authors"], secs["lib25d"]),
-                            "identical_predictions": bool(torch.equal(la > 0, lb > 0)),
-                            "max_abs_logit_diff": float((la - lb).abs().max())}
-        save(out)
-    if "warmup" in parts:
-        print("  warm-up epochs, both BatchNorm modes ...", flush=True)
-        model, ref = pair(ours)
-        authors.prepare(ref, 3)
-        set_encoder_trainable(model, False)
-        authors_bn = race({"authors": theirs(ref.train()), "lib25d": step_fn(model.train(), ours, device)}, batches,
-                          device, len(train))
-        frozen = ours.replace(warmup_bn="frozen")
-        model = model_of("attention", frozen)
-        set_encoder_trainable(model, False)
-        model.encoder.eval()
-        build_s, cache = timed(lambda: feature_cache(model, train, frozen, device), device)
-        opt = torch.optim.NAdam(model.parameters(), lr=ours.lr)
-        epoch = lambda e: _train_epoch(model, _index_loader(train, frozen, e), loss_function(2), opt, device,  # noqa: E731
-                                       frozen, "warm-up", True, lambda i: model.classify(cache[i.to(cache.device)]))
-        cached = median([timed(lambda e=e: epoch(e), device)[0] for e in range(1, args.repeats + 1)])
-        theirs_epoch = authors_bn["epoch_s"]["authors"]
-        out["warmup"] = {"authors_bn": authors_bn, "frozen_bn": {
-            "cache_build_s": build_s, "cache_bytes": cache.numel() * cache.element_size(), "cached_epoch_s": cached,
-            "first_warmup_epoch_s": build_s + cached, "speedup": ratio(theirs_epoch, cached)}}
-        save(out)
-    if "memory" in parts:
-        shape = parse_size(args.large_shape)
-        print(f"  memory: {size_name(shape)} at batch {args.large_batch_size}, chunks of {args.compare_chunk_size} ...",
-              flush=True)
-        config = ours.replace(chunk_size=args.compare_chunk_size, checkpointing=True)
-        case = isolated({"method": "attention", "shape": list(shape), "batch_size": args.large_batch_size,
-                         "config": config.to_dict(), "repeats": 1, "warmup_steps": 0, "inference": False},
-                        args.in_process)
-        model = model_of("attention", config, axes=(0,))
-        gen = torch.Generator().manual_seed(0)
-        x, y = torch.rand(1, 1, *shape, generator=gen).to(device), torch.zeros(1, device=device)
-        step = step_fn(model, config, device)
-
-        def with_checkpointing(on: bool):
-            model.encoder.checkpointing = on
-            return step(x, y)
-        res = interleaved({"on": lambda: with_checkpointing(True), "off": lambda: with_checkpointing(False)},
-                          args.repeats, device)
-        out["memory"] = {"shape": list(shape), "batch_size": args.large_batch_size, "case": case,
-                         "peak_gib": case.get("peak_memory_gib", math.nan),
-                         "time_factor": ratio(*(median([t for t, _ in res[k]]) for k in ("on", "off"))),
-                         "time_factor_setting": "batch 1, axial slices only"}
-        save(out)
-    return out
-
-
 # -- the results file and its tables ------------------------------------------------------------------
 def write(path: Path, name: str, section: dict[str, Any], device: torch.device, command: str) -> None:
     """Merge ``section`` into the JSON file: other sections, Table 2 rows of other (method, size)
@@ -404,8 +258,10 @@ def table2_frame(source: str | Path | dict[str, Any]) -> pd.DataFrame:
     paper = paper_results("table2").set_index(["method", "metric"])["value"].to_dict()
     rows = []
     for r in data.get("table2", data).get("rows", []):
+        def num(key: str, fmt: str) -> str:
+            return "—" if r.get(key) is None else format(r[key], fmt)
+
         big = max(r.get("shape", [0])) > 64
-        num = lambda key, fmt: "—" if r.get(key) is None else format(r[key], fmt)  # noqa: E731
         rows.append({"method": r["method"], "size": r["size"], "batch": r["batch_size"]} | (
             {"params (M)": f"missing ({r['error']})"} if r.get("error") else {
                 "params (M)": num("params_m", ".1f"), "peak memory (GiB)": f"{num('peak_memory_gib', '.2f')} "
@@ -423,12 +279,13 @@ def compare_frame(source: str | Path | dict[str, Any]) -> pd.DataFrame:
     """One row per ``--compare`` figure: value (None where its part was not measured), target, met."""
     data = source if isinstance(source, dict) else json.loads(Path(source).read_text())
     section, rows = data.get("compare", {}), []
-    for key, (name, part, path) in FIGURES.items():
+    for name, where, goal in FIGURES:
+        part, *path = where.split(".")
         value = section.get(part)
         for k in path:
             value = value.get(k) if isinstance(value, dict) else None
         value = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-        op, target = TARGETS.get(key, (None, None))
+        op, target = goal or (None, None)
         rows.append({"figure": name, "value": value, "target": f"{op} {target}" if op else None,
                      "met": None if value is None or not op else (value >= target if op == ">=" else value < target),
                      "device": section.get("environment", {}).get("device"),
@@ -462,6 +319,8 @@ def _bench(args: argparse.Namespace) -> int:
         table2(args, lambda s: write(path, "table2", s, device, command))
         print(table2_frame(path).to_string(index=False), flush=True)
     if args.compare:
+        from .bench_compare import compare
+
         compare(args, lambda s: write(path, "compare", s, device, command))
         print(compare_frame(path)[["figure", "value", "target", "met"]].to_string(index=False), flush=True)
     print(f"results: {path}")

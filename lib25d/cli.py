@@ -1,7 +1,6 @@
 """The command line: ``lib25d params | train | evaluate | explain | bench | profile``.
 
-``train``'s options are generated from :class:`~lib25d.config.RunConfig`'s fields, so a new
-setting needs no edit here.
+``train``'s options are generated from :class:`~lib25d.config.RunConfig`'s fields: a new setting needs no edit here.
 """
 from __future__ import annotations
 
@@ -40,9 +39,8 @@ def add_options(parser: argparse.ArgumentParser, settings: type, groups: dict[st
 
 def settings_from_args(settings: type, args: argparse.Namespace):
     """The settings an ``add_options`` parser read (a dict field from its --option KEY=VALUE pairs)."""
-    values = {f.name: _dataset_options(args.option) if f.type.startswith("dict") else getattr(args, f.name)
-              for f in dataclasses.fields(settings)}
-    return settings(**values)
+    return settings(**{f.name: _dataset_options(args.option) if f.type.startswith("dict") else getattr(args, f.name)
+                        for f in dataclasses.fields(settings)})
 
 
 def _dataset_options(pairs: list[str]) -> dict:
@@ -59,10 +57,6 @@ def _dataset_options(pairs: list[str]) -> dict:
     return out
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return settings_from_args(RunConfig, args)
-
-
 def _params(args: argparse.Namespace) -> int:
     from .models import METHODS, build_model, count_parameters
 
@@ -77,19 +71,23 @@ def _params(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .train import train
 
-    result = train(config_from_args(args), args.out, resume=args.resume, quiet=args.quiet)
+    result = train(settings_from_args(RunConfig, args), args.out, resume=args.resume, quiet=args.quiet)
     for which, m in result["metrics"].items():
-        print(f"{which:9s} model (epoch {m['epoch']:3d}): test AUROC {m['test']['auc']:.4f}  ACC {m['test']['acc']:.4f}")
+        print(f"{which:9s} model (epoch {m['epoch']:3d}): test AUROC {m['test']['auc']:.4f}  "
+              f"ACC {m['test']['acc']:.4f}")
     print(f"result: {Path(args.out) / 'result.json'}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .train import evaluate_run
+    from .runinfo import resolve_device
+    from .train import evaluate, load_run, loss_function, split_of
 
-    metrics = evaluate_run(args.run, split=args.split, which=args.which, device=args.device)
-    print(f"{args.run} [{args.which} model, {args.split}]: AUROC {metrics['auc']:.4f}  ACC {metrics['acc']:.4f}"
-          f"  loss {metrics['loss']:.4f}  (n={metrics['n']})")
+    run = load_run(args.run, args.which, args.device)
+    data = split_of(run.config, args.split)
+    m = evaluate(run.model, data, run.config, resolve_device(args.device), loss_function(data.info.num_classes))
+    print(f"{args.run} [{args.which} model, {args.split}]: AUROC {m['auc']:.4f}  ACC {m['acc']:.4f}"
+          f"  loss {m['loss']:.4f}  (n={len(data)})")
     return 0
 
 

@@ -1,11 +1,9 @@
-"""``RunConfig``: everything that defines one training run, and nothing else.
+"""``RunConfig``: everything that defines one training run, and nothing else; defaults are the paper's protocol.
 
-The one source of every run setting: ``lib25d train``'s options are generated from its
-fields (help text and kind in the field metadata), the run notebook takes it as a dict, the
-profiles enumerate it and every result file records it first. Defaults are the paper's protocol.
-Kinds: ``run`` settings define the experiment; ``runtime`` ones say where and how it runs;
-``speed`` switches change speed and memory only (float summation order at most), so a run
-may resume or be compared under other values of both.
+``lib25d train``'s options are generated from its fields, the run notebook takes it as a dict, the profiles
+enumerate it and every result file records it first. Kinds: ``run`` settings define the experiment; ``runtime``
+ones say where and how it runs; ``speed`` switches change speed and memory only (float summation order at most),
+so a run may resume or be compared under other values of both.
 """
 from __future__ import annotations
 
@@ -17,8 +15,7 @@ WARMUP_BN = ("authors", "frozen")  # see lib25d.train
 
 
 def setting(default: Any, help: str, kind: str = "run") -> Any:
-    """A settings field with its help text and kind (RunConfig's: ``run``, ``runtime`` or ``speed``);
-    command lines are generated from them (:func:`lib25d.cli.add_options`)."""
+    """A settings field with its help text and kind, from which :func:`lib25d.cli.add_options` makes an option."""
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, "kind": kind})
     return dataclasses.field(default=default, metadata={"help": help, "kind": kind})
@@ -65,7 +62,7 @@ class RunConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.warmup_epochs:
+        if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.warmup_bn not in WARMUP_BN:
             raise ValueError(f"unknown warmup_bn {self.warmup_bn!r}; valid: {', '.join(WARMUP_BN)}")
@@ -97,9 +94,7 @@ class RunConfig:
         return self.from_dict({**self.to_dict(), **changes})
 
 
-def fields_of(kind: str) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["kind"] == kind)
-
-
-SPEED_FIELDS = fields_of("speed")
-RUNTIME_FIELDS = (*fields_of("runtime"), *SPEED_FIELDS)  # may differ between runs of the same experiment
+_KINDS = {f.name: f.metadata["kind"] for f in dataclasses.fields(RunConfig)}
+SPEED_FIELDS = tuple(name for name, kind in _KINDS.items() if kind == "speed")
+# may differ between runs of the same experiment
+RUNTIME_FIELDS = (*(name for name, kind in _KINDS.items() if kind == "runtime"), *SPEED_FIELDS)

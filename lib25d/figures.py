@@ -1,15 +1,11 @@
-"""Study figures: learning curves, Figure 1 (the method on a volume), Figure 2 (AUROC boxes).
-
-Plots take plain data (histories, tidy frames, numpy volumes) so notebooks stay thin and the
-same figure can be redrawn from result files alone. Figure 3 (interpretability) lives with
-the explanations in :mod:`lib25d.explain`.
+"""Study figures from plain data (histories, tidy frames, volumes): learning curves, Figure 1 (the method on
+a volume), Figure 2 (AUROC boxes). Figure 3 lives with the explanations (:mod:`lib25d.explain`).
 """
 from __future__ import annotations
 
+import io
 import math
 from typing import Any, Mapping, Sequence
-
-import io
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,12 +15,6 @@ from matplotlib.figure import Figure
 from .tables import v2_method
 
 AXES = ("axial", "coronal", "sagittal")
-
-
-def _label(method: str) -> str:
-    from .models import METHODS
-
-    return METHODS[method].label if method in METHODS else method
 
 
 def learning_curves(history: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
@@ -52,18 +42,16 @@ def learning_curves(history: Sequence[Mapping[str, Any]], title: str = "") -> Fi
 
 def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame | None = None,
                 metric: str = "auc", scratch: pd.DataFrame | None = None) -> Figure:
-    """Figure 2: one panel per dataset, a box of per-seed test AUROC per method.
+    """Figure 2: per dataset, a box of per-seed test AUROC per method; a missing run is written in ("missing"),
+    the paper's mean is a red diamond, MedMNIST v2's from-scratch ResNet-18 (``scratch``) a grey cross."""
+    from .models import METHODS
 
-    Missing runs are written into the panel ("missing") instead of leaving an unexplained gap;
-    the paper's mean (when published) is a red diamond, MedMNIST v2's from-scratch ResNet-18
-    (``scratch``: its 2.5d row read for the 2.5D methods) a grey cross.
-    """
     datasets = list(dict.fromkeys(frame.dataset))
     cols = min(3, max(1, len(datasets)))
     rows = math.ceil(len(datasets) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, constrained_layout=True)
-    published = {} if paper is None else paper[paper.metric == metric].set_index(["dataset", "method"])["value"].to_dict()
-    v2 = {} if scratch is None else scratch[scratch.metric == metric].set_index(["dataset", "method"])["value"].to_dict()
+    published, v2 = ({} if t is None else t[t.metric == metric].set_index(["dataset", "method"])["value"].to_dict()
+                     for t in (paper, scratch))
     for ax, dataset in zip(axes.flat, datasets):
         sub = frame[frame.dataset == dataset]
         ax.axhline(50, color="0.6", lw=0.8, ls="--", zorder=0)  # chance: the tables mark cells whose interval holds it
@@ -81,7 +69,7 @@ def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame
             if reference in v2:
                 ax.plot([i], [v2[reference] * 100], "x", color="0.3", ms=7, mew=1.5,
                         label="MedMNIST v2, from scratch" if i == 1 else None)
-        ax.set_xticks(range(1, len(methods) + 1), [_label(m) for m in methods])
+        ax.set_xticks(range(1, len(methods) + 1), [METHODS[m].label if m in METHODS else m for m in methods])
         ax.set_xlim(0.4, len(methods) + 0.6)
         ax.set_ylim(0, 100)
         ax.set_title(dataset)
@@ -104,23 +92,15 @@ def _montage(volume: np.ndarray, axis: int, picks: Sequence[int], per_row: int =
     """Slices side by side, ``per_row`` to a row, separated by a one-pixel gap."""
     slices = [np.take(volume, i, axis=axis) for i in picks]
     slices += [np.full_like(slices[0], np.nan)] * (-len(slices) % per_row)
-    h, w = slices[0].shape
-    rows = []
-    for start in range(0, len(slices), per_row):
-        row = slices[start:start + per_row]
-        gap = np.full((h, 1), np.nan)
-        rows.append(np.concatenate([x for s in row for x in (s, gap)][:-1], axis=1))
-    gap = np.full((1, rows[0].shape[1]), np.nan)
-    return np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
+    cells = [np.pad(s.astype(np.float64), ((0, 1), (0, 1)), constant_values=np.nan) for s in slices]  # gap below, right
+    rows = [np.concatenate(cells[start:start + per_row], axis=1) for start in range(0, len(cells), per_row)]
+    return np.concatenate(rows, axis=0)[:-1, :-1]
 
 
 def method_figure(volume: np.ndarray, attention: Mapping[str, np.ndarray], pooled: np.ndarray | None = None,
                   title: str = "", n_slices: int = 5) -> Figure:
-    """Figure 1: (A) slices along the three axes, (B) their attention, (C) the weighted sum.
-
-    ``volume`` is (D, H, W); ``attention`` maps axial/coronal/sagittal to per-slice weights
-    (together summing to 1); ``pooled`` is the attention-pooled feature vector, drawn as a strip.
-    """
+    """Figure 1: (A) slices of a (D, H, W) volume along the three axes, (B) their attention (per-axis weights,
+    together summing to 1), (C) the weighted sum, (D) the attention-pooled feature vector ``pooled``."""
     volume = np.asarray(volume, dtype=np.float32)
     rows = 4 if pooled is not None else 3
     fig = plt.figure(figsize=(12, 2.6 * rows), constrained_layout=True)
@@ -156,11 +136,8 @@ def method_figure(volume: np.ndarray, attention: Mapping[str, np.ndarray], poole
 
 
 def png(fig: Figure, dpi: int = 110):
-    """A figure as an IPython PNG image: what ``myst_nb.glue`` needs to show it on another page.
-
-    Gluing the Figure itself only works for pyplot figures under the inline backend; figures
-    made with ``Figure()`` (lib25d.explain) would be glued as their text repr.
-    """
+    """A figure as an IPython PNG image for ``myst_nb.glue``, which glues ``Figure()`` figures (lib25d.explain)
+    as their text repr."""
     from IPython.display import Image
 
     buffer = io.BytesIO()

@@ -1,13 +1,9 @@
 """``check_parameters``: a notebook refuses parameters its ``parameters`` cell does not declare.
 
-Papermill only warns about an unknown parameter (``papermill run.ipynb out.ipynb -p methd acs``
-prints "Passed unknown parameter: methd", then runs the default method and succeeds). Every
-notebook in ``notebooks/`` therefore calls ``check_parameters(globals())`` in the cell right after
-its parameters cell, which fails at once, naming the unknown parameters and the valid ones.
-
-A parameters cell holds typed defaults (``method: str = "attention"  # comment``), so the declared
-names are the keys of the namespace's ``__annotations__``; papermill injects plain assignments
-(``methd = "acs"``), which are not annotated.
+Papermill only warns about an unknown parameter (``-p methd acs`` prints "Passed unknown parameter: methd", then
+runs the default method), so every notebook calls ``check_parameters(globals())`` right after its parameters cell.
+That cell holds typed defaults (``method: str = "attention"``): the declared names are the keys of the namespace's
+``__annotations__``, while papermill injects plain assignments (``methd = "acs"``), which are not annotated.
 """
 from __future__ import annotations
 
@@ -23,13 +19,8 @@ LITERALS = (str, int, float, bool, type(None), list, dict, tuple)
 
 
 def check_parameters(namespace: dict, also: Iterable[str] = ()) -> None:
-    """Raise ValueError naming each undeclared parameter of a notebook's ``globals()``.
-
-    An undeclared parameter is a global without an annotation whose value is a literal, that does
-    not start with "_" (nor "PAPERMILL_") and is no IPython name: imports, modules and functions
-    are not parameters.
-    ``also``: names accepted without a declaration (the run notebook's speed-only switches).
-    """
+    """Raise ValueError naming each undeclared parameter (an unannotated global holding a literal; imports,
+    modules and functions are none) of a notebook's ``globals()``; ``also`` are accepted undeclared."""
     valid = list(dict.fromkeys([*namespace.get("__annotations__", {}), *also]))
     unknown = [name for name, value in namespace.items()
                if name not in valid and not name.startswith(IGNORED_PREFIXES) and name not in IPYTHON_NAMES

@@ -1,31 +1,17 @@
 """Study profiles: one YAML file per way of running the whole study (``config/<name>.yaml``).
 
-A profile is the single description of a grid: the run settings shared by every run
-(``defaults``, any :class:`~lib25d.config.RunConfig` field), the datasets with their own
-overrides, the seeds, the methods of Table 1 and Table 3, and the settings of the aggregate
-notebooks. The Snakefile, the notebooks and the tests all enumerate runs through
-:meth:`Profile.runs`, so the grid is written exactly once.
-
-Example (``config/smoke.yaml``, abridged)::
-
-    profile: smoke
-    defaults: {epochs: 2, warmup_epochs: 1, weights: null, batch_size: 16}
-    datasets:
-      synthetic: {size: 16, dataset_options: {n_train: 32, n_val: 16, n_test: 16}}
-      adrenal: {dataset_options: {subset: 32}}
-    seeds: [0]
-    table1: [3d, acs, attention]
-    table3: [attention, mean, max, lstm, transformer]
-
-``table3_seeds`` (a subset of ``seeds``, default all of them) lets Table 3's reducers run fewer
-seeds than Table 1, where a budget must choose. A dataset key is a short label that names the run (``adrenal-attention-s0``); it is also the
-dataset name unless the entry sets ``dataset`` (``myct: {dataset: "nifti:scans.csv"}``).
+A profile describes the grid once: run settings shared by every run (``defaults``, any
+:class:`~lib25d.config.RunConfig` field), datasets with their overrides, seeds, the methods of
+Tables 1 and 3, the aggregate notebooks' settings. The Snakefile, the notebooks and the tests
+all enumerate runs through :meth:`Profile.runs`. A dataset key is a label that names the run
+(``adrenal-attention-s0``) and the dataset unless the entry sets ``dataset``
+(``myct: {dataset: "nifti:scans.csv"}``). See ``config/smoke.yaml`` for a commented example.
 """
 from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -34,25 +20,7 @@ import yaml
 from .config import RunConfig
 
 CONFIG_DIR = "config"
-DEFAULT_RESULTS = "results"
 NOTEBOOKS = ("table1", "fig2", "table3", "table2", "fig1", "fig3", "tutorial", "provenance")
-TOP_KEYS = {
-    "profile": "name of the profile (matches config/<profile>.yaml)",
-    "description": "one line shown on every results page",
-    "results": "results folder (default results/<profile>)",
-    "strict": "true: a failed run fails the workflow; false: it is recorded and shown as missing",
-    "download": "try to download missing MedMNIST files and ImageNet weights before the runs",
-    "threads": "CPU threads per training run",
-    "gpus": "GPUs per training run (a Snakemake resource named gpu)",
-    "defaults": "RunConfig fields shared by every run",
-    "datasets": "label -> RunConfig overrides for that dataset",
-    "seeds": "list of seeds (every run of Table 1 and the figures)",
-    "table3_seeds": "seeds of Table 3's reducers, a subset of seeds (default: all of them)",
-    "table1": "methods of Table 1 / Figure 2 / Table 2 (3D vs ACS vs attention)",
-    "table3": "reducers of Table 3",
-    "notebooks": "settings of the aggregate notebooks, by notebook name",
-    "bench": "options of `lib25d bench --table2` for Table 2, e.g. {sizes: [28], repeats: 2} (omit: the runs' timings)",
-}
 LABEL = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -71,28 +39,27 @@ class Run:
     config: RunConfig
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Profile:
-    """A validated profile; ``results`` is absolute so every consumer agrees on it."""
+    """A validated profile; its fields are the file's keys (``name`` is ``profile:``), in file order."""
 
     name: str
-    results: Path
-    defaults: dict[str, Any]
-    datasets: dict[str, dict[str, Any]]
-    seeds: list[int]
-    table1: list[str]
-    table3: list[str]
-    table3_seeds: list[int] = field(default_factory=list)  # from_dict: the profile's, else all seeds
-    notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    description: str = ""
-    strict: bool = False
-    download: bool = True
-    threads: int = 1
-    gpus: int = 0
-    bench: dict[str, Any] | None = None
+    description: str = ""  # one line shown on every results page
+    results: Path  # results folder (default results/<profile>), made absolute so every consumer agrees
+    strict: bool = False  # true: a failed run fails the workflow; false: it is recorded and shown as missing
+    download: bool = True  # try to download missing MedMNIST files and ImageNet weights before the runs
+    threads: int = 1  # CPU threads per training run
+    gpus: int = 0  # GPUs per training run (a Snakemake resource named gpu)
+    defaults: dict[str, Any]  # RunConfig fields shared by every run
+    datasets: dict[str, dict[str, Any]]  # label -> RunConfig overrides for that dataset
+    seeds: list[int]  # every run of Table 1 and the figures
+    table1: list[str]  # methods of Table 1 / Figure 2 / Table 2 (3D vs ACS vs attention)
+    table3: list[str]  # reducers of Table 3
+    table3_seeds: list[int]  # seeds of Table 3's reducers, a subset of seeds (default: all of them)
+    notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # aggregate notebooks' settings, by name
+    bench: dict[str, Any] | None = None  # `lib25d bench --table2` options for Table 2 (omit: the runs' timings)
     source: Path | None = None
 
-    # -- the grid ---------------------------------------------------------------------------
     @property
     def methods(self) -> list[str]:
         """Every method of the profile, Table 1's first, without repeats."""
@@ -126,7 +93,6 @@ class Profile:
         raise ProfileError(f"run {rid!r} is not in profile {self.name!r}; ids look like "
                            f"{run_id(next(iter(self.datasets)), self.methods[0], self.seeds[0])}")
 
-    # -- paths ------------------------------------------------------------------------------
     def run_dir(self, rid: str) -> Path:
         return self.results / "runs" / rid
 
@@ -134,15 +100,15 @@ class Profile:
     def notebook_dir(self) -> Path:
         return self.results / "notebooks"
 
-    # -- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"profile": self.name, "description": self.description, "results": str(self.results),
-                "strict": self.strict, "download": self.download, "threads": self.threads, "gpus": self.gpus,
-                "defaults": copy.deepcopy(self.defaults), "datasets": copy.deepcopy(self.datasets),
-                "seeds": list(self.seeds), "table1": list(self.table1), "table3": list(self.table3),
-                **({"table3_seeds": list(self.table3_seeds)} if self.table3_seeds != self.seeds else {}),
-                "notebooks": copy.deepcopy(self.notebooks),
-                **({"bench": copy.deepcopy(self.bench)} if self.bench is not None else {})}
+        """The profile file's mapping; ``table3_seeds`` and ``bench`` only where they say something."""
+        values = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "source"}
+        values["results"] = str(self.results)
+        if self.table3_seeds == self.seeds:
+            del values["table3_seeds"]
+        if self.bench is None:
+            del values["bench"]
+        return {"profile": values.pop("name"), **values}
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved profile (overrides applied, absolute results folder)."""
@@ -152,24 +118,24 @@ class Profile:
         return path
 
 
+TOP_KEYS = ["profile", *(f.name for f in fields(Profile) if f.name not in ("name", "source"))]
+
+
 def summary(profile: Profile) -> dict[str, str]:
     """What a profile runs, in words read from the profile itself: the reproduce page's table."""
-    def data(label: str) -> str:
-        c = profile.config_for(label, profile.methods[0], profile.seeds[0])
-        options = c.dataset_options or {}
-        if "subset" in options and options["subset"]:
-            return f"{c.size}³, {options['subset']}-volume subsets"
-        sizes = [options[k] for k in ("n_train", "n_val", "n_test") if k in options]
-        return f"{c.size}³, {'/'.join(map(str, sizes))} volumes" if sizes else f"{c.size}³, full splits"
-
     groups: dict[str, list[str]] = {}
     for label in profile.datasets:
-        groups.setdefault(data(label), []).append(label)
-
+        c = profile.config_for(label, profile.methods[0], profile.seeds[0])
+        options = c.dataset_options or {}
+        sizes = "/".join(str(options[k]) for k in ("n_train", "n_val", "n_test") if k in options)
+        what = (f"{options['subset']}-volume subsets" if options.get("subset")
+                else f"{sizes} volumes" if sizes else "full splits")
+        groups.setdefault(f"{c.size}³, {what}", []).append(label)
     d = RunConfig.from_dict({**profile.defaults, "dataset": "synthetic"})
     seeds = ", ".join(map(str, profile.seeds)) + (f" (Table 3: {', '.join(map(str, profile.table3_seeds))})"
                                                   if profile.table3_seeds != profile.seeds else "")
-    return {"profile": profile.name, "data": "; ".join(f"{', '.join(labels)} ({what})" for what, labels in groups.items()),
+    data = "; ".join(f"{', '.join(labels)} ({what})" for what, labels in groups.items())
+    return {"profile": profile.name, "data": data,
             "training": f"{d.epochs} epochs ({d.warmup_epochs} head-only), batch {d.batch_size}, "
                         f"lr {d.lr:g}, weights: {d.weights or 'random init'}",
             "seeds": seeds, "runs": str(len(profile.runs())), "meant for": profile.description}
@@ -191,6 +157,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+# -- validation: each check raises one ProfileError that names the problem and the fix --------------
 def _methods(values: Any, key: str) -> list[str]:
     from .models import METHODS  # here, not at the top: the workflow's status records stay light
 
@@ -203,12 +170,19 @@ def _methods(values: Any, key: str) -> list[str]:
 
 
 def _mapping(value: Any, what: str, example: str) -> dict[str, Any]:
-    """A profile section that must be a mapping (empty when absent), else one ProfileError."""
+    """A profile section that must be a mapping (empty when absent)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ProfileError(f"{what} must be a mapping of settings, e.g. {example}; got {type(value).__name__} {value!r}")
+        raise ProfileError(f"{what} must be a mapping of settings, e.g. {example}; "
+                           f"got {type(value).__name__} {value!r}")
     return dict(value)
+
+
+def _known(names: Iterable[str], valid: Iterable[str], what: str) -> None:
+    unknown = sorted(set(names) - set(valid))
+    if unknown:
+        raise ProfileError(what.format(", ".join(unknown)) + f"; valid: {', '.join(valid)}")
 
 
 _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -239,9 +213,7 @@ def _datasets(values: Any) -> dict[str, dict[str, Any]]:
 
 def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source: Path | None = None) -> Profile:
     """Validate a profile mapping; relative ``results`` are resolved against ``root`` (the project)."""
-    unknown = sorted(set(values) - set(TOP_KEYS))
-    if unknown:
-        raise ProfileError(f"unknown profile key(s) {', '.join(unknown)}; valid: {', '.join(TOP_KEYS)}")
+    _known(values, TOP_KEYS, "unknown profile key(s) {}")
     if not values.get("profile"):
         raise ProfileError("a profile needs `profile: <name>` (its file is config/<name>.yaml)")
     name = str(values["profile"])
@@ -252,21 +224,16 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
     if not isinstance(table3_seeds, list) or not set(table3_seeds) <= set(seeds):
         raise ProfileError(f"table3_seeds must be a list of seeds taken from seeds {seeds}, got {table3_seeds!r}")
     notebooks = _mapping(values.get("notebooks"), "notebooks", "{fig1: {dataset: adrenal}}")
-    bad = sorted(set(notebooks) - set(NOTEBOOKS))
-    if bad:
-        raise ProfileError(f"unknown notebook(s) {', '.join(bad)} under notebooks; valid: {', '.join(NOTEBOOKS)}")
+    _known(notebooks, NOTEBOOKS, "unknown notebook(s) {} under notebooks")
     bench = values.get("bench")
     if bench is not None:
         from .bench import OPTIONS  # the `lib25d bench` options a profile may set
 
-        unknown = sorted(set(_mapping(bench, "bench", "{sizes: [28], repeats: 2}")) - set(OPTIONS))
-        if unknown:
-            raise ProfileError(f"unknown bench setting(s) {', '.join(unknown)}; valid: {', '.join(OPTIONS)}")
-        bench = dict(bench)
-    root = Path(root) if root is not None else Path.cwd()
-    results = Path(values.get("results") or f"{DEFAULT_RESULTS}/{name}").expanduser()
+        bench = _mapping(bench, "bench", "{sizes: [28], repeats: 2}")
+        _known(bench, OPTIONS, "unknown bench setting(s) {}")
+    results = Path(values.get("results") or f"results/{name}").expanduser()
     profile = Profile(
-        name=name, results=(results if results.is_absolute() else root / results).resolve(),
+        name=name, results=(results if results.is_absolute() else Path(root or Path.cwd()) / results).resolve(),
         defaults=_mapping(values.get("defaults"), "defaults", "{epochs: 2, weights: null}"),
         datasets=_datasets(values.get("datasets")),
         seeds=[int(s) for s in seeds], table1=_methods(values.get("table1", ["3d", "acs", "attention"]), "table1"),
@@ -283,6 +250,7 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
     return profile
 
 
+# -- files -------------------------------------------------------------------------------------------
 def project_root(start: str | Path | None = None) -> Path:
     """The nearest folder (from ``start``, else the working directory, upwards) holding ``config/``."""
     here = Path(start or Path.cwd()).resolve()
@@ -337,9 +305,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         problem = getattr(err, "problem", None) or " ".join(str(err).split())
         raise ProfileError(f"profile file {path} is not valid YAML ({problem}{where}): fix the syntax there "
                            "(often an indentation, a missing ':' or an unclosed bracket)") from None
-    if values is None:
-        values = {}
-    if not isinstance(values, Mapping):
+    if values is not None and not isinstance(values, Mapping):
         raise ProfileError(f"profile file {path} must hold a YAML mapping (profile:, defaults:, datasets:, ...), "
                            f"not a {type(values).__name__}")
-    return dict(values)
+    return dict(values or {})

@@ -1,6 +1,13 @@
-"""Provenance of a run: device, package versions, git revision, peak memory."""
+"""What a run folder holds and records: one process at a time, atomic files, provenance.
+
+``claim`` holds an exclusive ``flock`` on ``<out>/.lock`` while a run writes there; the operating system
+drops it when the process ends, however it ends (``kill -9`` included). Files are written through a temp
+file and renamed, so what a killed write leaves is a hidden temp file, removed by the next claim.
+"""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -10,13 +17,96 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+LOCK = ".lock"
 FAULT_ENV = "LIB25D_FAULT"  # testing hook, see fault_point
 _fault_hits: dict[str, int] = {}
 PACKAGES = ("lib25d", "torch", "torchvision", "numpy", "medmnist", "acsconv", "grad-cam", "scikit-learn")
+
+
+@contextlib.contextmanager
+def claim(out: Path) -> Iterator[Path]:
+    """Create ``out`` if needed and hold it for this process; refuse at once if another holds it.
+    If the run fails before writing anything, the folders this call created are removed again."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output folder {out} is an existing file, not a folder: choose another --out")
+    created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = (out / LOCK).read_text().strip() or "unknown"
+        handle.close()
+        raise RuntimeError(f"{out} is in use by another lib25d run (pid {holder}): wait for it to finish, "
+                           "or choose another --out") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    for stale in out.glob(".*.tmp"):  # half-written files of a killed run (we hold the lock: nobody writes)
+        stale.unlink()
+    try:
+        yield out
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [LOCK]:
+            (out / LOCK).unlink()
+            for folder in created:
+                folder.rmdir()
+        raise
+    finally:
+        handle.close()  # releases the lock; the file stays (removing it would race with a waiting claim)
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for tests: ``LIB25D_FAULT=<name>@<n>`` kills this process with SIGKILL (no clean-up)
+    the n-th time it passes ``name``: ``step`` (after an optimiser step) or ``write:<file name>`` (a file
+    written, not yet renamed into place)."""
+    target, _, nth = os.environ.get(FAULT_ENV, "").rpartition("@")
+    if target == name:
+        _fault_hits[name] = _fault_hits.get(name, 0) + 1
+        if _fault_hits[name] == int(nth):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temp file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        fault_point(f"write:{path.name}")
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n"))
+
+
+def read_torch(path: Path, what: str, keys: Sequence[str] = ()) -> Any:
+    """``torch.load`` of a file lib25d wrote, or one line naming the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises pickle, zip, EOF and runtime errors for damaged files
+        why = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"  # torch's errors run long
+        raise ValueError(f"{what} {path} cannot be read ({why}): it is damaged or was not written by lib25d; "
+                         "move it away (or delete it) to train this run again") from None
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{what} {path} lacks {', '.join(missing)}: it was not written by this version of lib25d; "
+                         "move it away (or delete it) to train this run again")
+    return state
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,51 +159,13 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
-    """CUDA: max allocated by tensors since :func:`reset_peak_memory`. CPU: the process's peak
-    resident set (includes Python).
-
-    On Linux the CPU peak is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this
-    program's own memory map. ``getrusage``'s ``ru_maxrss`` is only the fallback: Linux carries
-    it over ``exec``, so a fresh subprocess would report at least its parent's size at the fork.
-    """
+    """CUDA: max allocated by tensors since :func:`reset_peak_memory`. CPU: the process's peak resident set,
+    ``VmHWM`` on Linux (``ru_maxrss`` is the fallback only: Linux carries it over ``exec``, so a fresh
+    subprocess would report at least its parent's size at the fork)."""
     if device.type == "cuda":
         return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "cuda_max_allocated"}
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return {"bytes": int(line.split()[1]) * 1024, "kind": "process_peak_rss"}
-    except OSError:
-        pass
     return {"bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "process_peak_rss"}
-
-
-def fault_point(name: str) -> None:
-    """Fault injection for tests: ``LIB25D_FAULT=<name>@<n>`` kills this process with SIGKILL (no
-    clean-up of any kind) the n-th time it passes ``name``; names are ``step`` (after an optimiser
-    step) and ``write:<file name>`` (a file written, not yet renamed into place)."""
-    spec = os.environ.get(FAULT_ENV, "")
-    target, _, nth = spec.rpartition("@")
-    if target != name:
-        return
-    _fault_hits[name] = _fault_hits.get(name, 0) + 1
-    if _fault_hits[name] == int(nth):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        fault_point(f"write:{path.name}")
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n"))

@@ -1,15 +1,13 @@
 """Result files of a profile as the book's tables: one row per EXPECTED run, never a silent gap.
 
-A run folder (``<results>/runs/<run_id>/``) holds what the training wrote (``result.json``)
-and what the workflow recorded about the attempt (``status.json``: ok, or failed with a
-one-line reason). :func:`collect` joins them with the profile's grid, so a run that failed or
-never ran is a row with status ``failed`` / ``missing`` and its reason, which :func:`compare`
-carries into the cell ("missing (organmnist3d.npz not found)"). A damaged record is a
-``failed`` row whose reason names the file and the damage.
+A run folder (``<results>/runs/<run_id>/``) holds what training wrote (``result.json``) and what
+the workflow recorded about the attempt (``status.json``: ok, or failed with a one-line reason).
+:func:`collect` joins them with the profile's grid: a run that failed, never ran or left a damaged
+record is a ``failed`` / ``missing`` row with its reason, which :func:`compare` carries into the
+cell ("missing (organmnist3d.npz not found)").
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 from importlib import resources
@@ -25,9 +23,14 @@ from .profiles import Profile, Run
 RESULT, STATUS = "result.json", "status.json"
 KEYS = {"final": "final", "best": "best_val"}  # lib25d.train.WHICH -> the key result.json keeps it under
 METRIC_NAMES = {"auc": "AUROC", "acc": "ACC"}
+CHANCE = 0.5  # AUROC of a ranking that knows nothing; below it the ranking is inverted
+LEVEL = 0.95  # the tables' interval: a bootstrap over test volumes of the mean over seeds
+EMPTY = dict(auc=math.nan, acc=math.nan, labels=None, scores=None, task="", epoch_seconds=math.nan,
+             full_epoch_seconds=math.nan, full_epochs=[], train_seconds=math.nan, peak_memory_mib=math.nan,
+             memory_kind="", parameters=math.nan, device="", data="", revision="", dirty=None, started="", finished="")
 
 
-# -- status of one attempt ------------------------------------------------------------------
+# -- one row per expected run -----------------------------------------------------------------
 def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(object, problem) of a JSON record: (None, None) when absent, (None, why) when it cannot be used."""
     path = Path(path)
@@ -44,9 +47,8 @@ def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return value, None
 
 
-# -- one row per expected run -----------------------------------------------------------------
-def _state(run_dir: Path) -> tuple[str, str, dict[str, Any] | None]:
-    """(status, reason, result) of a run folder; the workflow reruns a run whose settings changed."""
+def _state(run_dir: Path, which: str) -> tuple[str, str, dict[str, Any] | None]:
+    """(status, reason, row fields) of a run folder; the workflow reruns a run whose settings changed."""
     status, status_problem = read_record(run_dir / STATUS)
     result, result_problem = read_record(run_dir / RESULT)
     status = status or {}
@@ -59,45 +61,16 @@ def _state(run_dir: Path) -> tuple[str, str, dict[str, Any] | None]:
     try:  # valid JSON with the wrong content (a foreign or hand-edited file)
         if not isinstance(result.get("config", {}), dict):
             raise TypeError("its config is not an object")
-        for which in KEYS:
-            _result_fields(result, which)
+        fields = {key: _result_fields(result, key) for key in KEYS}
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
         what = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split()) or type(err).__name__
         return "failed", f"{RESULT} is incomplete ({what})", None
-    return "ok", "", result
-
-
-def _data_text(result: dict[str, Any]) -> str:
-    ident, samples = result["data"]["identity"], result["data"]["samples"]
-    name = ident.get("dataset", "?")
-    size = ident.get("size") or "x".join(map(str, ident.get("shape", []))) or "?"
-    subset = f", subset {ident['subset']}" if "subset" in ident else ""
-    return f"{name} {size}{subset} ({samples.get('train')}/{samples.get('val')}/{samples.get('test')})"
-
-
-def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
-    """Everything the tables need about one expected run; NaN where the run gave nothing."""
-    if which not in KEYS:
-        raise ValueError(f"unknown model choice {which!r}; valid: {', '.join(KEYS)}")
-    run_dir = profile.run_dir(run.run_id)
-    state, reason, result = _state(run_dir)
-    row: dict[str, Any] = {"run_id": run.run_id, "dataset": run.label, "method": run.method, "seed": run.seed,
-                           "status": state, "reason": reason, "weights": str(run.config.weights), "epochs": run.config.epochs,
-                           "auc": math.nan, "acc": math.nan, "labels": None, "scores": None, "task": "",
-                           "epoch_seconds": math.nan,
-                           "full_epoch_seconds": math.nan, "full_epochs": [], "train_seconds": math.nan,
-                           "peak_memory_mib": math.nan, "memory_kind": "", "parameters": math.nan, "device": "", "data": "",
-                           "revision": "", "dirty": None, "started": "", "finished": ""}
-    if result is None:
-        return row
-    row.update(_result_fields(result, which))  # _state checked that it reads
-    return row
+    return "ok", "", fields[which]
 
 
 def _result_fields(result: dict[str, Any], which: str) -> dict[str, Any]:
     test = result["metrics"][KEYS[which]]["test"]
-    env = result.get("environment", {})
-    predictions = result.get("predictions") or {}
+    env, predictions = result.get("environment", {}), result.get("predictions") or {}
     recorded = result.get("config", {})  # what the run really did (the setting line reports it)
     return dict(auc=_num(test.get("auc")), acc=_num(test.get("acc")),
                 weights=str(recorded.get("weights")), epochs=recorded.get("epochs"),
@@ -114,8 +87,26 @@ def _result_fields(result: dict[str, Any], which: str) -> dict[str, Any]:
                 **{f"version_{k}": v for k, v in env.get("versions", {}).items()})
 
 
+def _data_text(result: dict[str, Any]) -> str:
+    ident, samples = result["data"]["identity"], result["data"]["samples"]
+    size = ident.get("size") or "x".join(map(str, ident.get("shape", []))) or "?"
+    subset = f", subset {ident['subset']}" if "subset" in ident else ""
+    counts = "/".join(str(samples.get(s)) for s in ("train", "val", "test"))
+    return f"{ident.get('dataset', '?')} {size}{subset} ({counts})"
+
+
 def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
+
+
+def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
+    """Everything the tables need about one expected run; NaN where the run gave nothing."""
+    if which not in KEYS:
+        raise ValueError(f"unknown model choice {which!r}; valid: {', '.join(KEYS)}")
+    state, reason, fields = _state(profile.run_dir(run.run_id), which)
+    return {"run_id": run.run_id, "dataset": run.label, "method": run.method, "seed": run.seed, "status": state,
+            "reason": reason, "weights": str(run.config.weights), "epochs": run.config.epochs, **EMPTY,
+            **(fields or {})}
 
 
 def collect(profile: Profile, runs: Iterable[Run] | None = None, which: str = "final") -> pd.DataFrame:
@@ -128,8 +119,11 @@ def collect(profile: Profile, runs: Iterable[Run] | None = None, which: str = "f
 
 
 # -- summaries --------------------------------------------------------------------------------
-CHANCE = 0.5  # AUROC of a ranking that knows nothing; below it the ranking is inverted
-LEVEL = 0.95  # the tables' interval: a bootstrap over test volumes of the mean over seeds
+def _cells(frame: pd.DataFrame):
+    """Per (dataset, method): dataset, method, its rows, the finished ones, the reasons of the others."""
+    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
+        reasons = "; ".join(dict.fromkeys(r for r in group.reason[group.status != "ok"] if r))
+        yield dataset, method, group, group[group.status == "ok"], reasons
 
 
 def auc_interval(runs: pd.DataFrame, n_boot: int = 2000) -> tuple[float, float]:
@@ -144,18 +138,14 @@ def auc_interval(runs: pd.DataFrame, n_boot: int = 2000) -> tuple[float, float]:
 
 
 def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc")) -> pd.DataFrame:
-    """Mean and sample std over seeds per (dataset, method), the AUROC's 95 % interval, the
-    counts and the reasons of gaps; ``result`` is False where that interval does not lie above
-    0.5 (at or below chance: the page marks the cell, it is never a result or a winner)."""
+    """Mean and sample std over seeds per (dataset, method), the AUROC's 95 % interval, the counts
+    and the reasons of gaps; ``result`` is False where that interval does not lie above 0.5 (the
+    page marks the cell, it is never a result or a winner)."""
     rows = []
-    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
-        ok = group[group.status == "ok"]
-        row = {"dataset": dataset, "method": method, "n_ok": len(ok), "n_expected": len(group),
-               "reasons": "; ".join(dict.fromkeys(r for r in group.reason[group.status != "ok"] if r))}
+    for dataset, method, group, ok, reasons in _cells(frame):
+        row = {"dataset": dataset, "method": method, "n_ok": len(ok), "n_expected": len(group), "reasons": reasons}
         for m in metrics:
-            values = ok[m].astype(float)
-            row[f"{m}_mean"] = values.mean() if len(values) else math.nan
-            row[f"{m}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            row[f"{m}_mean"], row[f"{m}_std"] = ok[m].astype(float).mean(), ok[m].astype(float).std(ddof=1)
         row["auc_lo"], row["auc_hi"] = auc_interval(ok) if "scores" in ok else (math.nan, math.nan)
         row["result"] = not row["auc_lo"] <= CHANCE  # NaN interval (no predictions kept): shown as is
         rows.append(row)
@@ -186,15 +176,9 @@ def cell(mean: float, std: float, n_ok: int, n_expected: int, reasons: str | Non
 def paper_results(table: str | None = None) -> pd.DataFrame:
     """Published numbers as rows (table, method, dataset, metric, value): the paper's Tables 1-3
     and, as table ``medmnist_v2``, MedMNIST v2's from-scratch ResNet-18 (methods 2.5d, 3d, acs)."""
-    path = resources.files("lib25d") / "reference" / "paper_results.csv"
-    with resources.as_file(path) as p:
-        frame = pd.read_csv(p, comment="#")
+    with resources.as_file(resources.files("lib25d") / "reference" / "paper_results.csv") as path:
+        frame = pd.read_csv(path, comment="#")
     return frame if table is None else frame[frame.table == table].reset_index(drop=True)
-
-
-@functools.lru_cache(maxsize=1)
-def _reference() -> dict[tuple[str, str, str, str], float]:
-    return paper_results().set_index(["table", "dataset", "method", "metric"])["value"].to_dict()
 
 
 def v2_method(method: str) -> str:
@@ -204,51 +188,45 @@ def v2_method(method: str) -> str:
     return "2.5d" if method in METHODS and METHODS[method].family == "2.5d" else method
 
 
-def _published(table: str, dataset: str, method: str, metric: str) -> str:
-    """'80.9' or '—': one published number in %."""
-    if table == "medmnist_v2":
-        method = v2_method(method)
-    found = _reference().get((table, dataset, method, metric), math.nan)
-    return "—" if math.isnan(found) else f"{found * 100:.1f}"
-
-
 def compare(summary: pd.DataFrame, table: str, metrics: Sequence[str] = ("auc", "acc")) -> pd.DataFrame:
     """Ours beside two references, one row per (dataset, method): the paper (ImageNet, 50 epochs,
     five seeds) and MedMNIST v2's ResNet-18 from scratch, so a gap reads as weights or method."""
+    reference = paper_results().set_index(["table", "dataset", "method", "metric"])["value"].to_dict()
+
+    def published(table: str, dataset: str, method: str, metric: str) -> str:
+        found = reference.get((table, dataset, v2_method(method) if table == "medmnist_v2" else method, metric))
+        return "—" if found is None or math.isnan(found) else f"{found * 100:.1f}"
+
     rows = []
     for s in summary.itertuples(index=False):
         row = {"dataset": s.dataset, "method": s.method}
         for m in metrics:
             interval = (s.auc_lo, s.auc_hi) if m == "auc" else (math.nan, math.nan)
+            reasons = s.reasons if m == metrics[0] else None  # said once, in the first column
             row[f"{METRIC_NAMES[m]} ours"] = cell(getattr(s, f"{m}_mean"), getattr(s, f"{m}_std"), s.n_ok,
-                                                  s.n_expected, s.reasons if m == metrics[0] else None, interval=interval)
-            row[f"{METRIC_NAMES[m]} paper"] = _published(table, s.dataset, s.method, m)
-            row[f"{METRIC_NAMES[m]} v2 scratch"] = _published("medmnist_v2", s.dataset, s.method, m)
+                                                  s.n_expected, reasons, interval=interval)
+            row[f"{METRIC_NAMES[m]} paper"] = published(table, s.dataset, s.method, m)
+            row[f"{METRIC_NAMES[m]} v2 scratch"] = published("medmnist_v2", s.dataset, s.method, m)
         rows.append(row)  # a cell short of runs says so itself: '(2/3 runs; reason)'
     return pd.DataFrame(rows).set_index(["dataset", "method"])
 
 
 def compute(frame: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 from the runs themselves: parameters, peak memory, seconds per full epoch.
-
-    Seconds are pooled over every full (not warm-up) epoch of every finished seed; memory is
-    the largest peak over seeds and says what was measured (CUDA tensors or the CPU process).
-    """
+    """Table 2 from the runs themselves: parameters, the largest peak memory over seeds (CUDA tensors
+    or the CPU process), seconds per full (not warm-up) epoch pooled over every finished seed."""
+    kinds = {"process_peak_rss": "CPU process", "cuda_max_allocated": "CUDA tensors"}
     rows = []
-    for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
-        ok = group[group.status == "ok"]
+    for dataset, method, group, ok, reasons in _cells(frame):
         epochs = [s for lst in ok.full_epochs for s in lst]
-        reasons = "; ".join(dict.fromkeys(r for r in group.reason[group.status != "ok"] if r))
-        missing = f"missing ({reasons or 'no run'})"
         spread = f" ± {np.std(epochs, ddof=1):.1f}" if len(epochs) > 1 else ""
-        kinds = {"process_peak_rss": "CPU process", "cuda_max_allocated": "CUDA tensors"}
-        row = {"dataset": dataset, "method": method,
-               "params (M)": f"{ok.parameters.max() / 1e6:.1f}" if len(ok) else missing,
-               "peak memory (MiB)": (f"{ok.peak_memory_mib.max():.0f} ({kinds.get(ok.memory_kind.iloc[0], ok.memory_kind.iloc[0])})"
-                                     if len(ok) else "missing"),  # the reason is said once, in the first column
-               "s / epoch": f"{np.mean(epochs):.1f}{spread}" if epochs else "missing",
-               "runs": f"{len(ok)}/{len(group)}"}
-        rows.append(row)
+        kind = ok.memory_kind.iloc[0] if len(ok) else ""
+        missing = f"missing ({reasons or 'no run'})"
+        rows.append({"dataset": dataset, "method": method,
+                     "params (M)": f"{ok.parameters.max() / 1e6:.1f}" if len(ok) else missing,
+                     "peak memory (MiB)": f"{ok.peak_memory_mib.max():.0f} ({kinds.get(kind, kind)})" if len(ok)
+                     else "missing",  # the reason is said once, in the first column
+                     "s / epoch": f"{np.mean(epochs):.1f}{spread}" if epochs else "missing",
+                     "runs": f"{len(ok)}/{len(group)}"})
     return pd.DataFrame(rows)
 
 
@@ -282,22 +260,22 @@ def gaps(frame: pd.DataFrame) -> pd.DataFrame:
 def setting(profile: Profile, frame: pd.DataFrame) -> str:
     """One plain line behind a results page: profile, data, weights, device, epochs, seeds, runs."""
     ok = frame[frame.status == "ok"]
-    data = "; ".join(dict.fromkeys(ok.data)) if len(ok) else "no finished run"
-    weights = ", ".join(dict.fromkeys(frame.weights)).replace("None", "none (random init)") if len(frame) else "none"
-    devices = ", ".join(dict.fromkeys(ok.device)) if len(ok) else "none"
-    epochs = ", ".join(map(str, dict.fromkeys(frame.epochs))) if len(frame) else "none"
-    seeds = ", ".join(map(str, sorted(set(frame.seed)))) if len(frame) else "none"
-    return (f"Profile {profile.name} · data: {data} · weights: {weights} · device: {devices} · epochs: {epochs}"
-            f" · seeds: {seeds} · runs finished: {len(ok)} of {len(frame)}")
+
+    def listed(values: Sequence, sep: str = ", ", empty: str = "none") -> str:
+        return sep.join(map(str, dict.fromkeys(values))) if len(values) else empty
+
+    weights = listed(frame.weights).replace("None", "none (random init)")
+    return (f"Profile {profile.name} · data: {listed(ok.data, '; ', 'no finished run')} · weights: {weights}"
+            f" · device: {listed(ok.device)} · epochs: {listed(frame.epochs)}"
+            f" · seeds: {listed(sorted(set(frame.seed)))} · runs finished: {len(ok)} of {len(frame)}")
 
 
 def notebook_times(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Papermill's record of executed notebooks: name, status, start, end, seconds."""
     rows = []
-    for path in paths:
-        nb = read_record(Path(path))[0] or {}
-        meta = (nb.get("metadata") or {}).get("papermill") or {}
-        rows.append({"notebook": Path(path).parent.name if Path(path).name == "run.ipynb" else Path(path).stem,
+    for path in map(Path, paths):
+        meta = ((read_record(path)[0] or {}).get("metadata") or {}).get("papermill") or {}
+        rows.append({"notebook": path.parent.name if path.name == "run.ipynb" else path.stem,
                      "status": "failed" if meta.get("exception") else ("ok" if meta else "not executed"),
                      "start": (meta.get("start_time") or "")[:19].replace("T", " "),
                      "end": (meta.get("end_time") or "")[:19].replace("T", " "),
@@ -307,23 +285,22 @@ def notebook_times(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 def provenance(frame: pd.DataFrame) -> pd.DataFrame:
     """Per run: status, device, git revision, torch version, training seconds, finish time."""
-    cols = ["run_id", "status", "device", "revision", "dirty", "version_torch", "train_seconds", "finished", "reason"]
-    out = frame.reindex(columns=cols).copy()
-    out["revision"] = out.revision.fillna("").str[:10]
-    return out
+    out = frame.reindex(columns=["run_id", "status", "device", "revision", "dirty", "version_torch", "train_seconds",
+                                 "finished", "reason"])
+    return out.assign(revision=out.revision.fillna("").str[:10])
 
 
 def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A measurement table narrow enough for the page: ``x``, ``x_std`` / ``x_seed_std`` and
-    ``x_ci_low`` / ``x_ci_high`` become one column 'x ± std [lo, hi]', n_seeds and n_volumes
-    one 'seeds × volumes'; underscores become spaces."""
+    ``x_ci_low`` / ``x_ci_high`` (``mean``: ``std``, ``ci_low``, ``ci_high``) become one column
+    'x ± std [lo, hi]', n_seeds and n_volumes one 'seeds × volumes'; underscores become spaces."""
     out = table.copy()
-    for base in [c for c in table.columns if f"{c}_ci_low" in table or (c == "mean" and "ci_low" in table)] + \
-            [c for c in table.columns if f"{c}_seed_std" in table or (f"{c}_std" in table and f"{c}_ci_low" not in table)]:
-        if base not in out:
+    for base in table.columns:
+        mean = base == "mean" and "ci_low" in table
+        lo, hi = ("ci_low", "ci_high") if mean else (f"{base}_ci_low", f"{base}_ci_high")
+        std = next((c for c in (f"{base}_std", f"{base}_seed_std", "std" if mean else "") if c in table), None)
+        if lo not in table and std is None:
             continue
-        lo, hi = (f"{base}_ci_low", f"{base}_ci_high") if base != "mean" else ("ci_low", "ci_high")
-        std = next((c for c in (f"{base}_std", f"{base}_seed_std", "std" if base == "mean" else "") if c in out), None)
 
         def text(row: pd.Series) -> str:
             value = f"{row[base]:.{digits}f}"
@@ -344,6 +321,5 @@ def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def to_html(frame: pd.DataFrame) -> str:
     """A table as the book shows it: no index column, four significant digits, '—' for empty values."""
-    table = frame.to_html(index=False, na_rep="—", border=0, classes="table",
-                          float_format=lambda v: f"{v:.4g}")
+    table = frame.to_html(index=False, na_rep="—", border=0, classes="table", float_format=lambda v: f"{v:.4g}")
     return f'<div class="lib25d-table" style="overflow-x: auto">{table}</div>'

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-import yaml
 
 from lib25d import tables as T
 from lib25d.data import DatasetInfo, VolumeDataset, dataset_info, load_dataset

@@ -16,9 +16,9 @@ from lib25d.explain import (ClassTarget, SliceAttention, attention_entropy, back
                             bootstrap_ci, default_cam_layer, deletion_test, effective_slices, empty_slices,
                             figure3, head_figure, hirescam, lesion_figure, pointing_figure, pool_seeds,
                             slice_attention, slice_pointing,
-                            sparsity_table, summarize_pointing, top_k_per_axis, top_k_slices, voxel_map,
+                            sparsity_table, summarize_pointing, top_k_tokens, voxel_map,
                             voxel_pointing)
-from lib25d.explain.benchmark import class_probability, random_tokens
+from lib25d.explain.deletion import class_probability, random_tokens
 from lib25d.explain.cam import cam_layer_name, upsample_cam
 from lib25d.explain.cli import register
 from lib25d.explain.voxel import peak_voxels
@@ -76,14 +76,14 @@ def test_top_k_over_all_axes_and_per_axis():
     # layout 4 axial + 3 coronal + 2 sagittal; largest: coronal 1, sagittal 0, axial 2
     w = np.array([0.05, 0.05, 0.2, 0.0, 0.05, 0.4, 0.0, 0.25, 0.0])
     att = hand_made(w)
-    top = top_k_slices(att, 3)[0]
-    assert [(s.axis, s.index) for s in top] == [("coronal", 1), ("sagittal", 0), ("axial", 2)]
-    assert top[0].weight == pytest.approx(0.4)
-    per_axis = top_k_per_axis(att, 2)
+    top = top_k_tokens(att.weights, 3)[0]
+    assert [att.layout.locate(t) for t in top] == [(1, 1), (2, 0), (0, 2)]  # (axis, index)
+    assert att.weights[0, top[0]] == pytest.approx(0.4)
+    per_axis = {name: top_k_tokens(a, 2) for name, a in att.by_axis().items()}
     assert per_axis["axial"].tolist() == [[2, 0]] and per_axis["coronal"].tolist() == [[1, 0]]
     assert per_axis["sagittal"].tolist() == [[0, 1]]
     with pytest.raises(ValueError, match="k=10 is outside 1..9"):
-        top_k_slices(att, 10)
+        top_k_tokens(att.weights, 10)
 
 
 def test_entropy_and_effective_slices_on_hand_made_weights():

@@ -17,8 +17,7 @@ import torch
 from lib25d import authors
 from lib25d.config import RunConfig
 from lib25d.data import load_dataset
-from lib25d.models import build_model
-from lib25d.models import METHODS
+from lib25d.models import METHODS, build_model
 from lib25d.models.speed import apply
 from lib25d.train import CHECKPOINT, load_splits, loss_function, model_for, shuffle_seed, _loader, train
 
@@ -27,8 +26,8 @@ SWITCHES = {"plain": {}, "channels_last": {"channels_last": True}, "tiny_convs":
             "fold_adapter": {"fold_adapter": True}, "dedupe": {"dedupe_slices": True},
             "checkpointing": {"checkpointing": True},
             "all": {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe_slices": True}}
-CASES = [("attention", s) for s in SWITCHES] + [(m, s) for m, d in METHODS.items() if d.family == "2.5d" and m != "attention"
-                                                 for s in ("plain", "all")]
+CASES = [("attention", s) for s in SWITCHES] + [(m, s) for m, d in METHODS.items()
+                                                 if d.family == "2.5d" and m != "attention" for s in ("plain", "all")]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,7 +45,8 @@ def adrenal_batches(medmnist_root):
 
 def reference_name(name: str) -> str:
     """lib25d parameter/buffer name -> the authors' model's name for the same tensor."""
-    for ours, theirs in (("encoder.adapter.conv.", "feature_extractor.0."), ("encoder.network.", "feature_extractor.1."),
+    for ours, theirs in (("encoder.adapter.conv.", "feature_extractor.0."),
+                         ("encoder.network.", "feature_extractor.1."),
                          ("reducer.attn.", "reduce_3d_module."), ("reducer.lstm.", "reduce_3d_module."),
                          ("reducer.transformer.", "reduce_3d_module."), ("head.", "classifier.")):
         if name.startswith(ours):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lib25d.config import RunConfig
-from lib25d.runfolder import claim
+from lib25d.runinfo import claim
 from lib25d.train import CHECKPOINT, RESULT, train
 
 TINY = dict(dataset="synthetic", size=16, weights=None, epochs=3, warmup_epochs=1, batch_size=8,

@@ -101,7 +101,7 @@ def set_aside(out: Path, config: dict) -> Path | None:
     """Move an earlier run with other settings to ``out/previous/``, so a changed profile retrains
     instead of failing to resume (the trainer rightly refuses); more epochs extend the run."""
     from lib25d.config import RUNTIME_FIELDS
-    from lib25d.runfolder import read_torch
+    from lib25d.runinfo import read_torch
     from lib25d.train import BEST, CHECKPOINT, RESULT
 
     if (out / CHECKPOINT).is_file():
@@ -111,8 +111,12 @@ def set_aside(out: Path, config: dict) -> Path | None:
     else:
         return None
     recorded, done = state.get("config", {}), len(state.get("history", []))
-    same = lambda k: json.dumps(recorded.get(k), sort_keys=True, default=list) == json.dumps(config[k], sort_keys=True, default=list)  # noqa: E731
-    changed = [k for k in config if k not in (*RUNTIME_FIELDS, "epochs") and not same(k)]
+
+    def dumped(value) -> str:  # settings compare as JSON (a tuple equals its list)
+        return json.dumps(value, sort_keys=True, default=list)
+
+    changed = [k for k in config
+               if k not in (*RUNTIME_FIELDS, "epochs") and dumped(recorded.get(k)) != dumped(config[k])]
     if not changed and done <= config["epochs"]:
         return None
     aside = out / "previous"
@@ -147,7 +151,8 @@ def record_status(run_dir: Path, exit_code: int, notebook: Path | None = None, l
     ok = exit_code == 0 and (run_dir / "result.json").is_file()
     status = {"run_id": run_dir.name, "status": "ok" if ok else "failed", "exit_code": int(exit_code)}
     if not ok:
-        error = first_error(notebook, log, list(fetched)) or (f"exit code {exit_code}" if exit_code else "no result.json written")
+        error = first_error(notebook, log, list(fetched)) or \
+            (f"exit code {exit_code}" if exit_code else "no result.json written")
         status.update(error=error, reason=short_reason(error))
         if notebook is not None and not notebook.is_file():
             notebook.parent.mkdir(parents=True, exist_ok=True)

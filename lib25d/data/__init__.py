@@ -1,18 +1,17 @@
 """Datasets by name: MedMNIST 3D, a synthetic planted-lesion task, and your own NIfTI scans.
 
-Every loader returns a :class:`VolumeDataset` whose items are ``(float32 tensor (C, D, H, W),
-int label)``; batches are ``(B, C, D, H, W)``. Names:
+Every loader returns a :class:`VolumeDataset` whose items are ``(float32 tensor (C, D, H, W), int label)``;
+batches are ``(B, C, D, H, W)``. Names:
 
-- ``organ``, ``nodule``, ``fracture``, ``adrenal``, ``vessel``, ``synapse``: MedMNIST 3D
-  (``size`` 28 or 64; ``root``, else ``$LIB25D_DATA_ROOT``, else ``~/.medmnist``;
-  ``download=True`` fetches a missing file). The medmnist flags (``adrenalmnist3d``) work too.
-- ``synthetic``: :func:`lib25d.data.synthetic.load_synthetic` options ``n_train``, ``n_val``,
-  ``n_test``, ``shape`` (default ``(size,)*3``), ``num_classes``, ``difficulty``, ``seed``.
-- ``nifti:<path to csv>``: :func:`lib25d.data.nifti.load_nifti` options ``window``,
-  ``normalize``, ``crop``, ``target_shape``, ``num_classes``, ``class_names``, ``cache_dir``.
+- ``organ``, ``nodule``, ``fracture``, ``adrenal``, ``vessel``, ``synapse`` (or medmnist's flags such as
+  ``adrenalmnist3d``): MedMNIST 3D, ``size`` 28 or 64, read from ``root``, else ``$LIB25D_DATA_ROOT``, else
+  ``~/.medmnist``; ``download=True`` fetches a missing file.
+- ``synthetic``: options of :func:`lib25d.data.synthetic.synthetic_info` (``n_train``, ``n_val``, ``n_test``,
+  ``shape`` (default ``(size,)*3``), ``num_classes``, ``difficulty``, ``seed``).
+- ``nifti:<path to csv>``: options of :func:`lib25d.data.nifti.load_nifti` (``window``, ``normalize``, ``crop``,
+  ``target_shape``, ``num_classes``, ``class_names``, ``cache_dir``).
 
 Every dataset takes ``subset=N``: a stratified, seeded sample of at most N volumes per split.
-``root`` and ``download`` only concern MedMNIST; ``size`` concerns MedMNIST and synthetic.
 """
 from __future__ import annotations
 
@@ -24,18 +23,8 @@ from .medmnist3d import MEDMNIST, load_medmnist3d, medmnist3d_info
 from .nifti import load_nifti, nifti_info
 from .synthetic import load_synthetic, make_synthetic, synthetic_info
 
-__all__ = [
-    "SPLITS",
-    "DatasetInfo",
-    "MEDMNIST",
-    "Uint8Volumes",
-    "VolumeDataset",
-    "available_datasets",
-    "check_dataset",
-    "dataset_info",
-    "load_dataset",
-    "make_synthetic",
-]
+__all__ = ["SPLITS", "DatasetInfo", "MEDMNIST", "Uint8Volumes", "VolumeDataset", "available_datasets",
+           "check_dataset", "dataset_info", "load_dataset", "make_synthetic"]
 
 NIFTI_PREFIX = "nifti:"
 _FLAG_ALIASES = {flag: short for short, flag in MEDMNIST.items()}
@@ -64,43 +53,33 @@ def _parse(name: str) -> tuple[str, str]:
     raise ValueError(f"unknown dataset {name!r}: use one of {valid}")
 
 
-def _option_names(kind: str) -> list[str]:
-    """Keyword options a dataset kind takes (besides size, root, download and subset)."""
-    fn = {"medmnist": None, "synthetic": synthetic_info, "nifti": nifti_info}[kind]
-    if fn is None:
-        return []
-    params = inspect.signature(fn).parameters.values()
-    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "name"]
-
-
 def check_dataset(name: str, options: dict[str, Any] | None = None) -> tuple[str, str]:
     """(kind, argument) of a dataset name whose options it takes; else one ValueError listing the valid ones."""
     kind, arg = _parse(name)
-    valid = _option_names(kind)
+    info_fn = {"medmnist": None, "synthetic": synthetic_info, "nifti": nifti_info}[kind]
+    params = inspect.signature(info_fn).parameters.values() if info_fn else []
+    valid = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "name"]  # besides size, root, ...
     unknown = sorted(set(options or {}) - set(valid) - {"subset"})
     if unknown:
-        takes = f"valid: {', '.join([*valid, 'subset'])}" if valid else "it takes only subset (size, root, download are settings)"
+        takes = f"valid: {', '.join([*valid, 'subset'])}" if valid else \
+            "it takes only subset (size, root, download are settings)"
         raise ValueError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; {takes}")
     return kind, arg
 
 
-def load_dataset(
-    name: str, split: str, *, size: int = 28, root=None, download: bool = False, **kwargs: Any
-) -> VolumeDataset:
+def load_dataset(name: str, split: str, *, size: int = 28, root=None, download: bool = False,
+                 **kwargs: Any) -> VolumeDataset:
     """One split (train, val or test) of the named dataset, validated and ready for a DataLoader."""
     subset = kwargs.pop("subset", None)  # any dataset: a stratified, seeded sample of each split
-    data = _load(name, split, size=size, root=root, download=download, **kwargs)
-    return data if subset is None else stratified_subset(data, int(subset))
-
-
-def _load(name: str, split: str, *, size: int, root, download: bool, **kwargs: Any) -> VolumeDataset:
     kind, arg = check_dataset(name, kwargs)
     check_split(split)
     if kind == "medmnist":
-        return load_medmnist3d(arg, split, size=size, root=root, download=download)
-    if kind == "synthetic":
-        return load_synthetic(split, size=size, **kwargs)
-    return load_nifti(arg, split, name=name, **kwargs)
+        data = load_medmnist3d(arg, split, size=size, root=root, download=download)
+    elif kind == "synthetic":
+        data = load_synthetic(split, size=size, **kwargs)
+    else:
+        data = load_nifti(arg, split, name=name, **kwargs)
+    return data if subset is None else stratified_subset(data, int(subset))
 
 
 def dataset_info(name: str, size: int = 28, root=None, **kwargs: Any) -> DatasetInfo:

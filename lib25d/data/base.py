@@ -1,13 +1,13 @@
-"""The one dataset type every loader returns, and the conventions it enforces.
+"""The one dataset type every loader returns, checked once so that models never see a malformed batch.
 
-Convention: an item is ``(volume, label)`` with ``volume`` a ``torch.float32`` tensor of shape
-``(C, D, H, W)`` and ``label`` an ``int``; the default collate turns a batch into
-``(B, C, D, H, W)`` and an ``int64`` vector. D is the first spatial axis (axial for scans
-stored z, y, x). Conversion from numpy / medmnist / NIfTI happens once, in the loaders, and
-this module checks the result so that models never see a malformed batch.
+An item is ``(volume, label)``: a ``torch.float32`` tensor ``(C, D, H, W)`` and an ``int``, so batches are
+``(B, C, D, H, W)`` and ``int64``; D is the first spatial axis (axial for scans stored z, y, x).
 """
 from __future__ import annotations
 
+import struct
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 SPLITS = ("train", "val", "test")
 TASKS = ("binary-class", "multi-class")
+READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, struct.error)  # damaged or foreign file
 _FINITE_CHUNK = 64  # volumes checked per step: bounds the temporary boolean array
 
 
@@ -36,8 +37,8 @@ def task_for(num_classes: int) -> str:
 class DatasetInfo:
     """What a model and a result file need to know about a dataset, without its voxels.
 
-    ``identity`` pins down exactly which data was used (file + MD5, generator parameters,
-    or CSV + SHA-256 + preprocessing) so that a stored result can be traced and reproduced.
+    ``identity`` pins down exactly which data was used (file + MD5, generator parameters, or CSV + SHA-256 +
+    preprocessing) so that a stored result can be traced and reproduced.
     """
 
     name: str
@@ -56,9 +57,8 @@ class DatasetInfo:
         if self.task == "binary-class" and self.num_classes != 2:
             raise ValueError(f"a binary-class task has 2 classes, got {self.num_classes}")
         if len(self.class_names) != self.num_classes:
-            raise ValueError(
-                f"{len(self.class_names)} class names for {self.num_classes} classes: give one name per class"
-            )
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes: "
+                             "give one name per class")
         if self.in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         shape = tuple(int(s) for s in self.shape)
@@ -69,35 +69,24 @@ class DatasetInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for result files (tuples become lists)."""
-        out = asdict(self)
-        out["shape"] = list(self.shape)
-        return out
+        return {**asdict(self), "shape": list(self.shape)}
 
 
 class Uint8Volumes:
-    """Lazy float view of integer volumes: a quarter of the memory, converted per item.
+    """Lazy float view of integer volumes: a quarter of the memory (MedMNIST at 64^3 would take 1.2 GB as float32).
 
-    MedMNIST stores uint8 voxels; at 64^3 the float32 train split would take 1.2 GB. Indexing
-    returns float32 ``raw / divisor`` with the channel axis added, exactly what an eager
-    conversion would give; ``np.asarray(view)`` materialises everything.
+    Indexing returns float32 ``raw / divisor`` with the channel axis added, exactly what an eager conversion would
+    give; ``np.asarray(view)`` materialises everything.
     """
-
-    dtype = np.dtype(np.float32)
-    ndim = 5
 
     def __init__(self, raw: np.ndarray, divisor: float = 255.0) -> None:
         if not np.issubdtype(raw.dtype, np.integer):
             raise TypeError(f"Uint8Volumes needs integer voxels, got {raw.dtype}")
-        if raw.ndim == 4:
-            raw = raw[:, None]
-        if raw.ndim != 5:
+        self.raw = raw[:, None] if raw.ndim == 4 else raw
+        if self.raw.ndim != 5:
             raise ValueError(f"expected raw volumes (N, D, H, W) or (N, C, D, H, W), got shape {raw.shape}")
-        self.raw = raw
         self.divisor = float(divisor)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.raw.shape)
+        self.shape = tuple(self.raw.shape)
 
     def __len__(self) -> int:
         return self.raw.shape[0]
@@ -106,41 +95,18 @@ class Uint8Volumes:
         return np.divide(self.raw[index], self.divisor, dtype=np.float32)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[:]
-        return out if dtype is None else out.astype(dtype)
-
-
-Volumes = np.ndarray | Uint8Volumes
-
-
-def _first_nonfinite(volumes: Volumes) -> int | None:
-    """Index of the first volume holding NaN/inf, or None; integer data cannot hold either."""
-    if isinstance(volumes, Uint8Volumes):
-        return None
-    for start in range(0, len(volumes), _FINITE_CHUNK):
-        chunk = volumes[start : start + _FINITE_CHUNK]
-        ok = np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
-        if not ok.all():
-            return start + int(np.argmin(ok))
-    return None
+        return self[:] if dtype is None else self[:].astype(dtype)
 
 
 class VolumeDataset(Dataset):
     """Volumes, labels and their :class:`DatasetInfo`, validated once at construction.
 
-    ``volumes`` is a float32 array ``(N, C, D, H, W)`` (values kept as given) or a lazy
-    :class:`Uint8Volumes`; ``labels`` is int64 ``(N,)``; ``masks`` is an optional bool array
-    ``(N, D, H, W)`` marking the lesion (synthetic data, NIfTI with masks), else ``None``.
+    ``volumes``: float32 ``(N, C, D, H, W)`` (values kept as given) or a lazy :class:`Uint8Volumes`; ``labels``:
+    int64 ``(N,)``; ``masks``: optional bool ``(N, D, H, W)`` marking the lesion (synthetic data, NIfTI with masks).
     """
 
-    def __init__(
-        self,
-        volumes: Volumes,
-        labels: np.ndarray,
-        info: DatasetInfo,
-        split: str,
-        masks: np.ndarray | None = None,
-    ) -> None:
+    def __init__(self, volumes: np.ndarray | Uint8Volumes, labels: np.ndarray, info: DatasetInfo, split: str,
+                 masks: np.ndarray | None = None) -> None:
         self.info = info
         self.split = check_split(split)
         self.volumes = volumes if isinstance(volumes, Uint8Volumes) else np.asarray(volumes, dtype=np.float32)
@@ -155,38 +121,33 @@ class VolumeDataset(Dataset):
         """int64 labels; float labels must be whole numbers (a cast would turn 0.7 into 0 and NaN into -2**63)."""
         if labels.dtype.kind == "f":
             with np.errstate(invalid="ignore"):
-                bad = ~np.isfinite(labels) | (labels != np.round(labels))
+                bad = (~np.isfinite(labels) | (labels != np.round(labels))).reshape(-1)
             if bad.any():
-                i = int(np.argmax(bad.reshape(-1)))
+                i = int(np.argmax(bad))
                 raise ValueError(f"{self._where()}: label {labels.reshape(-1)[i]} at index {i} is not a class index "
                                  "(0, 1, ...); fix the labels")
         return labels.astype(np.int64, copy=False)
 
     def _validate(self) -> None:
-        n = len(self.volumes)
+        n, where = len(self.volumes), self._where()
         if n == 0:
-            raise ValueError(f"{self._where()} is empty: check the data files or the split sizes")
+            raise ValueError(f"{where} is empty: check the data files or the split sizes")
         expected = (n, self.info.in_channels, *self.info.shape)
         if tuple(self.volumes.shape) != expected:
-            raise ValueError(
-                f"{self._where()}: volumes have shape {tuple(self.volumes.shape)}, expected {expected} (N, C, D, H, W)"
-            )
+            raise ValueError(f"{where}: volumes have shape {tuple(self.volumes.shape)}, expected {expected} "
+                             "(N, C, D, H, W)")
         if self.labels.shape != (n,):
-            raise ValueError(f"{self._where()}: labels have shape {self.labels.shape}, expected ({n},)")
-        bad = (self.labels < 0) | (self.labels >= self.info.num_classes)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(
-                f"{self._where()}: label {self.labels[i]} at index {i} is outside [0, {self.info.num_classes}); "
-                "fix the labels or num_classes"
-            )
+            raise ValueError(f"{where}: labels have shape {self.labels.shape}, expected ({n},)")
+        bad = np.flatnonzero((self.labels < 0) | (self.labels >= self.info.num_classes))
+        if len(bad):
+            raise ValueError(f"{where}: label {self.labels[bad[0]]} at index {bad[0]} is outside "
+                             f"[0, {self.info.num_classes}); fix the labels or num_classes")
         if self.masks is not None and self.masks.shape != (n, *self.info.shape):
-            raise ValueError(
-                f"{self._where()}: masks have shape {self.masks.shape}, expected {(n, *self.info.shape)} (N, D, H, W)"
-            )
-        i = _first_nonfinite(self.volumes)
+            raise ValueError(f"{where}: masks have shape {self.masks.shape}, expected {(n, *self.info.shape)} "
+                             "(N, D, H, W)")
+        i = None if isinstance(self.volumes, Uint8Volumes) else first_nonfinite(self.volumes)  # integers: all finite
         if i is not None:
-            raise ValueError(f"{self._where()}: volume {i} holds NaN or inf voxels; fix or drop that scan")
+            raise ValueError(f"{where}: volume {i} holds NaN or inf voxels; fix or drop that scan")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -196,17 +157,23 @@ class VolumeDataset(Dataset):
         return torch.tensor(self.volumes[index], dtype=torch.float32), int(self.labels[index])
 
     def __repr__(self) -> str:
-        return (
-            f"VolumeDataset({self.info.name!r}, split={self.split!r}, n={len(self)}, "
-            f"shape={(self.info.in_channels, *self.info.shape)}, classes={self.info.num_classes})"
-        )
+        return (f"VolumeDataset({self.info.name!r}, split={self.split!r}, n={len(self)}, "
+                f"shape={(self.info.in_channels, *self.info.shape)}, classes={self.info.num_classes})")
+
+
+def first_nonfinite(volumes: np.ndarray) -> int | None:
+    """Index of the first volume holding NaN/inf, or None; checked in chunks to bound the temporary array."""
+    for start in range(0, len(volumes), _FINITE_CHUNK):
+        chunk = volumes[start : start + _FINITE_CHUNK]
+        ok = np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        if not ok.all():
+            return start + int(np.argmin(ok))
+    return None
 
 
 def stratified_subset(data: VolumeDataset, n: int, seed: int = 0) -> VolumeDataset:
-    """At most ``n`` items, each class keeping its share (at least one each), seeded.
-
-    For quick runs on real data (the smoke profile, teaching); the identity records it.
-    """
+    """At most ``n`` items, each class keeping its share (at least one each), seeded: for quick runs on real data
+    (the smoke profile, teaching); the identity records it."""
     if n < 1:
         raise ValueError(f"subset must be a positive number of volumes, got {n}")
     if n >= len(data):
@@ -219,8 +186,7 @@ def stratified_subset(data: VolumeDataset, n: int, seed: int = 0) -> VolumeDatas
         k = max(1, round(n * len(idx) / len(data)))
         picked.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
     order = np.sort(np.concatenate(picked))[:max(n, len(classes))]
-    volumes = data.volumes.raw[order] if isinstance(data.volumes, Uint8Volumes) else data.volumes[order]
-    volumes = Uint8Volumes(volumes, data.volumes.divisor) if isinstance(data.volumes, Uint8Volumes) else volumes
+    vols = data.volumes
+    vols = Uint8Volumes(vols.raw[order], vols.divisor) if isinstance(vols, Uint8Volumes) else vols[order]
     info = replace(data.info, identity={**data.info.identity, "subset": int(n), "subset_seed": int(seed)})
-    masks = None if data.masks is None else data.masks[order]
-    return VolumeDataset(volumes, data.labels[order], info, data.split, masks)
+    return VolumeDataset(vols, data.labels[order], info, data.split, None if data.masks is None else data.masks[order])

@@ -1,20 +1,16 @@
 """Seeded planted-lesion volumes: a task with a known answer for tests and sanity runs.
 
-Each volume is a smooth "organ" blob filling about half of every axis (so, as in MedMNIST
-shape masks, many slices are empty), with a low-frequency texture, Gaussian noise inside the
-body and 1..4 distractors (thin tubes and large faint blobs). Class 0 has no lesion; class
-k > 0 plants one small lesion of kind k inside the body, and ``masks`` marks where it is, so
-an explanation (attention over slices, CAM) can be scored against the truth. Backgrounds and
-distractors are drawn independently of the label: only the lesion tells the classes apart.
-
-Lesion kinds: 1 bright sphere, 2 dark sphere, 3 bright hollow shell, 4 bright cube; distractors
-are elongated or larger and fainter, never a compact sphere of lesion size and contrast.
-``difficulty`` ("easy", "medium", "hard" or a float in [0, 1]) shrinks the lesion and its
-contrast and adds noise and distractors.
+Each volume is a smooth "organ" blob filling about half of every axis (many slices are empty, as in
+MedMNIST), with a low-frequency texture, noise inside the body and 1..4 distractors drawn independently of
+the label: thin tubes or large faint blobs, never a compact sphere of lesion size and contrast. Class k > 0
+plants one small lesion of kind k inside the body (1 bright sphere, 2 dark sphere, 3 bright hollow shell,
+4 bright cube) and ``masks`` marks it, so explanations can be scored against the truth. ``difficulty``
+("easy", "medium", "hard" or a float in [0, 1]) shrinks the lesion and its contrast and adds noise and
+distractors.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -56,27 +52,11 @@ def _lerp(easy: float, hard: float, t: float) -> float:
     return easy + (hard - easy) * t
 
 
-@dataclass
-class _Params:
-    """Everything random about n volumes, drawn up front so rendering is a pure function."""
-
-    labels: np.ndarray  # (n,)
-    body_centre: np.ndarray  # (n, 3) voxels
-    body_radii: np.ndarray  # (n, 3) voxels
-    base: np.ndarray  # (n,) body intensity
-    waves: np.ndarray  # (n, 2, K, 3, 2): [boundary|texture], wave, axis, (frequency, phase)
-    wave_amp: np.ndarray  # (n, 2, K)
-    d_centre: np.ndarray  # (n, M, 3)
-    d_radii: np.ndarray  # (n, M, 3)
-    d_contrast: np.ndarray  # (n, M), 0 for inactive distractors
-    l_centre: np.ndarray  # (n, 3)
-    l_radius: np.ndarray  # (n,)
-    l_contrast: float
-    noise_std: float
-    noise_seed: int
-
-
-def _sample(rng: np.random.Generator, n: int, shape: tuple[int, int, int], num_classes: int, t: float) -> _Params:
+def _sample(rng: np.random.Generator, n: int, shape: tuple[int, int, int], num_classes: int,
+            t: float) -> SimpleNamespace:
+    """Everything random about n volumes, drawn up front so rendering is a pure function: body centre and radii
+    (voxels), intensity ``base``, ``waves`` (n, [boundary|texture], wave, axis, (frequency, phase)) with their
+    amplitudes, M distractors (contrast 0 when inactive), the lesion, and the noise."""
     side = np.asarray(shape, dtype=np.float64)
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
     centre = side / 2 + rng.uniform(-0.08, 0.08, (n, 3)) * side
@@ -109,10 +89,10 @@ def _sample(rng: np.random.Generator, n: int, shape: tuple[int, int, int], num_c
     d_contrast = np.where(active, np.where(is_tube, tube_contrast, blob_contrast), 0.0)
     d_centre = centre[:, None] + _in_unit_ball(rng, n * m).reshape(n, m, 3) * 0.7 * radii[:, None]
 
-    return _Params(
-        labels, centre, radii, base, waves, wave_amp, d_centre, d_radii, d_contrast,
-        l_centre, l_radius, l_contrast, _lerp(0.03, 0.09, t), int(rng.integers(2**32)),
-    )
+    return SimpleNamespace(labels=labels, body_centre=centre, body_radii=radii, base=base, waves=waves,
+                           wave_amp=wave_amp, d_centre=d_centre, d_radii=d_radii, d_contrast=d_contrast,
+                           l_centre=l_centre, l_radius=l_radius, l_contrast=l_contrast,
+                           noise_std=_lerp(0.03, 0.09, t), noise_seed=int(rng.integers(2**32)))
 
 
 def _in_unit_ball(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -127,11 +107,16 @@ def _axes(shape: tuple[int, int, int]) -> list[np.ndarray]:
             for a, s in enumerate(shape)]
 
 
+def _per_volume(values: np.ndarray) -> np.ndarray:
+    """(c,) values as float32 (c, 1, 1, 1), to broadcast against a batch of volumes."""
+    return values[:, None, None, None].astype(np.float32)
+
+
 def _squared(axes: list[np.ndarray], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
     """Separable sum over axes of ((x - c) / r)^2 for a batch: (c, 3) -> (c, D, H, W)."""
     total = 0.0
     for a, x in enumerate(axes):
-        d = (x - centre[:, a, None, None, None].astype(np.float32)) / radii[:, a, None, None, None].astype(np.float32)
+        d = (x - _per_volume(centre[:, a])) / _per_volume(radii[:, a])
         total = total + d * d
     return total
 
@@ -140,21 +125,17 @@ def _field(axes: list[np.ndarray], shape, waves: np.ndarray, amp: np.ndarray) ->
     """Smooth random field: sum of products of 1D cosines (cheap because separable)."""
     total = 0.0
     for k in range(waves.shape[1]):
-        prod = amp[:, k, None, None, None].astype(np.float32)
+        prod = _per_volume(amp[:, k])
         for a, x in enumerate(axes):
             u = 2 * x / shape[a] - 1  # [-1, 1] along each axis
-            f, p = waves[:, k, a, 0, None, None, None], waves[:, k, a, 1, None, None, None]
-            prod = prod * np.cos(f.astype(np.float32) * np.pi * u + p.astype(np.float32))
+            prod = prod * np.cos(_per_volume(waves[:, k, a, 0]) * np.pi * u + _per_volume(waves[:, k, a, 1]))
         total = total + prod
     return total
 
 
 def _box(centre: np.ndarray, half: np.ndarray, shape) -> tuple[tuple[slice, ...], list[np.ndarray]] | None:
-    """Slices of the box reaching ``half`` voxels around ``centre`` and offsets from the centre inside it.
-
-    Lesions and distractors are small: drawing each in its own box is far cheaper than
-    evaluating it over the whole volume.
-    """
+    """Slices of the box reaching ``half`` voxels around ``centre``, and offsets from the centre inside it:
+    lesions and distractors are small, so drawing each in its own box is far cheaper."""
     lo = np.maximum(np.floor(centre - half).astype(int), 0)
     hi = np.minimum(np.ceil(centre + half).astype(int) + 1, shape)
     if (hi <= lo).any():
@@ -195,7 +176,7 @@ def _distractor(centre: np.ndarray, radii: np.ndarray, shape) -> tuple[tuple[sli
     return sl, np.clip((1 - e) * rmin + 0.5, 0, 1)
 
 
-def _render(p: _Params, shape: tuple[int, int, int], lesion: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _render(p: SimpleNamespace, shape: tuple[int, int, int], lesion: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Volumes (n, 1, D, H, W) in [0, 1] and lesion masks (n, D, H, W); lesion=False draws the same scene without it."""
     n = len(p.labels)
     axes = _axes(shape)
@@ -207,9 +188,8 @@ def _render(p: _Params, shape: tuple[int, int, int], lesion: bool = True) -> tup
         sl = slice(start, min(n, start + step))
         boundary = _field(axes, shape, p.waves[sl, 0], p.wave_amp[sl, 0])
         texture = _field(axes, shape, p.waves[sl, 1], p.wave_amp[sl, 1])
-        r2 = _squared(axes, p.body_centre[sl], p.body_radii[sl])
-        body = np.clip((1 - r2 + 0.15 * boundary) * 3, 0, 1)
-        img = body * (p.base[sl, None, None, None].astype(np.float32) + 0.08 * texture)
+        body = np.clip((1 - _squared(axes, p.body_centre[sl], p.body_radii[sl]) + 0.15 * boundary) * 3, 0, 1)
+        img = body * (_per_volume(p.base[sl]) + 0.08 * texture)
         for i in range(sl.start, sl.stop):
             _draw_objects(img[i - start], body[i - start], masks[i], p, i, shape, lesion)
         noise = noise_rng.standard_normal(img.shape, dtype=np.float32)
@@ -218,13 +198,13 @@ def _render(p: _Params, shape: tuple[int, int, int], lesion: bool = True) -> tup
     return vols, masks
 
 
-def _draw_objects(img: np.ndarray, body: np.ndarray, mask: np.ndarray, p: _Params, i: int, shape, lesion: bool) -> None:
+def _draw_objects(img: np.ndarray, body: np.ndarray, mask: np.ndarray, p: SimpleNamespace, i: int, shape,
+                  lesion: bool) -> None:
     """Add volume ``i``'s distractors (kept inside the body) and, for lesion classes, its lesion and mask."""
     for j in np.flatnonzero(p.d_contrast[i]):
         drawn = _distractor(p.d_centre[i, j], p.d_radii[i, j], shape)
         if drawn is not None:
-            box, profile = drawn
-            img[box] += np.float32(p.d_contrast[i, j]) * profile * body[box]
+            img[drawn[0]] += np.float32(p.d_contrast[i, j]) * drawn[1] * body[drawn[0]]
     if lesion and p.labels[i] > 0:
         drawn = _lesion(int(p.labels[i]), p.l_centre[i], float(p.l_radius[i]), shape)
         if drawn is not None:
@@ -234,14 +214,8 @@ def _draw_objects(img: np.ndarray, body: np.ndarray, mask: np.ndarray, p: _Param
             mask[box] = region & inside
 
 
-def make_synthetic(
-    n: int,
-    *,
-    shape: tuple[int, int, int] = (28, 28, 28),
-    num_classes: int = 2,
-    difficulty: str | float = "medium",
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_synthetic(n: int, *, shape: tuple[int, int, int] = (28, 28, 28), num_classes: int = 2,
+                   difficulty: str | float = "medium", seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` volumes float32 (n, 1, D, H, W) in [0, 1], balanced labels int64 (n,), lesion masks bool (n, D, H, W).
 
     The same arguments always give the same arrays; masks are empty exactly for class 0.
@@ -259,53 +233,24 @@ def split_seed(seed: int, split: str) -> int:
     return int(np.random.SeedSequence([int(seed), SPLITS.index(check_split(split))]).generate_state(1)[0])
 
 
-def _shape_for(size: int, shape) -> tuple[int, int, int]:
-    return tuple(shape) if shape is not None else (size, size, size)  # type: ignore[return-value]
-
-
-def synthetic_info(
-    size: int = 28,
-    *,
-    n_train: int = DEFAULT_SPLIT_SIZES["train"],
-    n_val: int = DEFAULT_SPLIT_SIZES["val"],
-    n_test: int = DEFAULT_SPLIT_SIZES["test"],
-    shape: tuple[int, int, int] | None = None,
-    num_classes: int = 2,
-    difficulty: str | float = "medium",
-    seed: int = 0,
-) -> DatasetInfo:
+def synthetic_info(size: int = 28, *, n_train: int = DEFAULT_SPLIT_SIZES["train"],
+                   n_val: int = DEFAULT_SPLIT_SIZES["val"], n_test: int = DEFAULT_SPLIT_SIZES["test"],
+                   shape: tuple[int, int, int] | None = None, num_classes: int = 2,
+                   difficulty: str | float = "medium", seed: int = 0) -> DatasetInfo:
     """Info for the synthetic dataset; ``shape`` defaults to ``(size, size, size)``."""
-    shape = _check(_shape_for(size, shape), num_classes)
-    level = difficulty_level(difficulty)
-    return DatasetInfo(
-        name="synthetic",
-        task=task_for(num_classes),
-        num_classes=num_classes,
-        class_names=list(KIND_NAMES[:num_classes]),
-        in_channels=1,
-        shape=shape,
-        identity={
-            "dataset": "synthetic",
-            "generator": GENERATOR,
-            "shape": list(shape),
-            "num_classes": num_classes,
-            "difficulty": difficulty,
-            "difficulty_level": level,
-            "seed": int(seed),
-            "n_train": n_train,
-            "n_val": n_val,
-            "n_test": n_test,
-        },
-    )
+    shape = _check(shape if shape is not None else (size, size, size), num_classes)
+    identity = dict(dataset="synthetic", generator=GENERATOR, shape=list(shape), num_classes=num_classes,
+                    difficulty=difficulty, difficulty_level=difficulty_level(difficulty), seed=int(seed),
+                    n_train=n_train, n_val=n_val, n_test=n_test)
+    return DatasetInfo("synthetic", task_for(num_classes), num_classes, list(KIND_NAMES[:num_classes]), 1, shape,
+                       identity)
 
 
 def load_synthetic(split: str, *, size: int = 28, **kwargs) -> VolumeDataset:
     """One split of the synthetic dataset (keyword arguments as :func:`synthetic_info`), with ``masks``."""
     info = synthetic_info(size, **kwargs)
     ident = info.identity
-    n = ident[f"n_{check_split(split)}"]
-    vols, labels, masks = make_synthetic(
-        n, shape=info.shape, num_classes=info.num_classes, difficulty=ident["difficulty"],
-        seed=split_seed(ident["seed"], split),
-    )
+    vols, labels, masks = make_synthetic(ident[f"n_{check_split(split)}"], shape=info.shape,
+                                         num_classes=info.num_classes, difficulty=ident["difficulty"],
+                                         seed=split_seed(ident["seed"], split))
     return VolumeDataset(vols, labels, info, split, masks=masks)

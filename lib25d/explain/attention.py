@@ -1,59 +1,38 @@
-"""Per-slice attention of a 2.5D model, and how sparse it is.
+"""Per-slice attention of a 2.5D model as numpy arrays, and how sparse it is.
 
-The attention pooling weights (one per slice of every axis, summing to 1) are the paper's
-explanation. This module reads them out of a :class:`~lib25d.models.Model25D` as numpy
-arrays, splits them per axis, ranks slices, and measures the two things the paper reports by
-eye (Figure 3): attention is sparse, and a noticeable part of it sits on empty background slices.
+The paper reports by eye (Figure 3) that attention is sparse and partly on empty background slices;
+:func:`sparsity_table` measures both.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from ..data import VolumeDataset
 from ..models import AXIS_NAMES, Model25D, SliceLayout
 
 EMPTY_THRESHOLD = 0.01  # |voxel - background| at or below this counts as background (about 2.5 grey levels of 255)
 
 
-class SliceRef(NamedTuple):
-    """One slice: its axis name, its index along that axis and its attention weight."""
-
-    axis: str
-    index: int
-    weight: float
-
-
 @dataclass(frozen=True)
 class SliceAttention:
-    """Attention of a batch of volumes: averaged over heads ``(B, N)`` and per head ``(B, heads, N)``.
-
-    Tokens are ordered as in :class:`~lib25d.models.SliceLayout` (axis 0, then 1, then 2).
-    """
+    """Attention of a batch of volumes, averaged over heads ``(B, N)`` and per head ``(B, heads, N)``;
+    tokens in :class:`~lib25d.models.SliceLayout` order."""
 
     weights: np.ndarray
     head_weights: np.ndarray
     layout: SliceLayout
     logits: np.ndarray
 
-    @property
-    def num_heads(self) -> int:
-        return int(self.head_weights.shape[1])
-
     def by_axis(self, per_head: bool = False) -> dict[str, np.ndarray]:
         """``{"axial": (B, D), "coronal": (B, H), "sagittal": (B, W)}`` (``(B, heads, n)`` per head)."""
-        w = self.head_weights if per_head else self.weights
-        return split_tokens(w, self.layout)
-
-    def locate(self, token: int) -> tuple[str, int]:
-        """Token index -> (axis name, slice index)."""
-        axis, index = self.layout.locate(int(token))
-        return AXIS_NAMES[axis], index
+        return split_tokens(self.head_weights if per_head else self.weights, self.layout)
 
 
 def split_tokens(per_token: np.ndarray, layout: SliceLayout) -> dict[str, np.ndarray]:
@@ -61,8 +40,7 @@ def split_tokens(per_token: np.ndarray, layout: SliceLayout) -> dict[str, np.nda
     if per_token.shape[-1] != layout.num_tokens:
         raise ValueError(f"{per_token.shape[-1]} values per volume but the layout has {layout.num_tokens} slices; "
                          "pass weights computed for volumes of this shape")
-    cuts = np.cumsum(layout.lengths)[:-1]
-    parts = np.split(per_token, cuts, axis=-1)
+    parts = np.split(per_token, layout.offsets[1:], axis=-1)
     return {AXIS_NAMES[a]: p for a, p in zip(layout.axes, parts)}
 
 
@@ -77,35 +55,42 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def _no_attention(model: nn.Module) -> ValueError:
-    if isinstance(model, Model25D):
-        what = f"this 2.5D model's reducer ({type(model.reducer).__name__}) has no attention weights"
-    else:
-        what = f"a {type(model).__name__} has no slice attention"
-    return ValueError(f"{what}: slice attention exists only for method 'attention'; explain this model with "
-                      "HiResCAM instead (lib25d.explain.hirescam, for the 3d and acs baselines)")
-
-
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def volume_batch(data: VolumeDataset, index: np.ndarray | slice) -> torch.Tensor:
+    """Volumes ``(B, C, D, H, W)`` as float32; with ``labels_of`` and ``batches``, the benchmarks' loop."""
+    return torch.as_tensor(np.asarray(data.volumes[index], dtype=np.float32))
+
+
+def labels_of(data: VolumeDataset, index: np.ndarray | slice) -> np.ndarray:
+    return np.asarray(data.labels)[index].reshape(-1)
+
+
+def batches(indices: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    for start in range(0, len(indices), batch_size):
+        yield indices[start:start + batch_size]
+
+
 @torch.no_grad()
 def slice_attention(model: nn.Module, volumes: torch.Tensor | np.ndarray) -> SliceAttention:
-    """Attention of ``model`` for a volume batch ``(B, C, D, H, W)``; one forward pass in eval mode.
-
-    Raises ValueError for models without attention (reducers mean/max/lstm/transformer, the
-    3d/acs baselines) and, through the model's own input check, for volumes of the wrong shape.
-    """
-    if not isinstance(model, Model25D):
-        raise _no_attention(model)
-    x = torch.as_tensor(volumes, dtype=torch.float32).to(model_device(model))
-    with eval_mode(model):
-        out = model.forward_with_attention(x)
-    if out.weights is None or out.head_weights is None:
-        raise _no_attention(model)
-    return SliceAttention(out.weights.float().cpu().numpy(), out.head_weights.float().cpu().numpy(),
-                          out.layout, out.logits.float().cpu().numpy())
+    """Attention of ``model`` for a volume batch ``(B, C, D, H, W)``: one forward pass in eval mode; ValueError
+    for models without attention (reducers mean/max/lstm/transformer, 3d/acs baselines)."""
+    out = None
+    if isinstance(model, Model25D):
+        x = torch.as_tensor(volumes, dtype=torch.float32).to(model_device(model))
+        with eval_mode(model):
+            out = model.forward_with_attention(x)
+    if out is None or out.weights is None or out.head_weights is None:
+        what = (f"this 2.5D model's reducer ({type(model.reducer).__name__}) has no attention weights"
+                if isinstance(model, Model25D) else f"a {type(model).__name__} has no slice attention")
+        raise ValueError(f"{what}: slice attention exists only for method 'attention'; explain this model with "
+                         "HiResCAM instead (lib25d.explain.hirescam, for the 3d and acs baselines)")
+    weights, head_weights, logits = (t.float().cpu().numpy() for t in (out.weights, out.head_weights, out.logits))
+    return SliceAttention(weights, head_weights, out.layout, logits)
 
 
 def top_k_tokens(weights: np.ndarray, k: int) -> np.ndarray:
@@ -113,34 +98,17 @@ def top_k_tokens(weights: np.ndarray, k: int) -> np.ndarray:
     weights = np.asarray(weights)
     if not 1 <= k <= weights.shape[-1]:
         raise ValueError(f"k={k} is outside 1..{weights.shape[-1]} (the number of slices); choose a smaller k")
-    order = np.argsort(-weights, axis=-1, kind="stable")
-    return order[..., :k]
-
-
-def top_k_slices(att: SliceAttention, k: int) -> list[list[SliceRef]]:
-    """Per volume, the k slices with the highest attention over all axes, highest first."""
-    tokens = top_k_tokens(att.weights, k)
-    return [[SliceRef(*att.locate(t), float(att.weights[b, t])) for t in row] for b, row in enumerate(tokens)]
-
-
-def top_k_per_axis(att: SliceAttention, k: int) -> dict[str, np.ndarray]:
-    """Per axis, slice indices ``(B, k)`` with the highest attention within that axis, highest first."""
-    return {name: top_k_tokens(w, k) for name, w in att.by_axis().items()}
-
-
-def _check_distribution(weights: np.ndarray, atol: float = 1e-3) -> np.ndarray:
-    weights = np.asarray(weights, dtype=np.float64)
-    if (weights < -atol).any() or not np.allclose(weights.sum(-1), 1.0, atol=atol):
-        raise ValueError("attention weights must be non-negative and sum to 1 over all slices of a volume; "
-                         "pass SliceAttention.weights (all axes together), not one axis or one head's split")
-    return np.clip(weights, 0.0, None)
+    return np.argsort(-weights, axis=-1, kind="stable")[..., :k]
 
 
 def attention_entropy(weights: np.ndarray) -> np.ndarray:
     """Entropy in nats of each volume's attention over all slices: 0 for one slice, log N for uniform."""
-    w = _check_distribution(weights)
-    logs = np.log(np.where(w > 0, w, 1.0))
-    return -(w * logs).sum(-1)
+    w = np.asarray(weights, dtype=np.float64)
+    if (w < -1e-3).any() or not np.allclose(w.sum(-1), 1.0, atol=1e-3):
+        raise ValueError("attention weights must be non-negative and sum to 1 over all slices of a volume; "
+                         "pass SliceAttention.weights (all axes together), not one axis or one head's split")
+    w = np.clip(w, 0.0, None)
+    return -(w * np.log(np.where(w > 0, w, 1.0))).sum(-1)
 
 
 def effective_slices(weights: np.ndarray) -> np.ndarray:
@@ -168,8 +136,7 @@ def empty_slices(volumes: torch.Tensor | np.ndarray, layout: SliceLayout, backgr
         raise ValueError(f"expected volumes (B, C, D, H, W), got shape {x.shape}")
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
-    foreground = (np.abs(x - background) > threshold).any(axis=1)
-    return ~slice_any(foreground, layout)
+    return ~slice_any((np.abs(x - background) > threshold).any(axis=1), layout)
 
 
 def background_share(weights: np.ndarray, empty: np.ndarray) -> np.ndarray:
@@ -179,11 +146,8 @@ def background_share(weights: np.ndarray, empty: np.ndarray) -> np.ndarray:
 
 def sparsity_table(att: SliceAttention, volumes: torch.Tensor | np.ndarray, background: float = 0.0,
                    threshold: float = EMPTY_THRESHOLD) -> pd.DataFrame:
-    """One row per volume: entropy, effective slices, largest weight, and attention on background.
-
-    ``empty_slice_share`` (the share of slices that are empty) is what uniform attention would
-    put on the background: compare ``background_share`` with it.
-    """
+    """One row per volume: entropy, effective slices, largest weight and attention on background, beside
+    ``empty_slice_share``, what uniform attention would put on the background."""
     empty = empty_slices(volumes, att.layout, background, threshold)
     return pd.DataFrame({
         "num_slices": att.layout.num_tokens,

@@ -1,19 +1,12 @@
 """HiResCAM of the 3D and ACS baselines through the ``grad-cam`` package.
 
-Layer rule (:func:`default_cam_layer`). A ResNet stage halves every side per stride-2 step:
-``layer2``, ``layer3``, ``layer4`` output ceil(side / 8), ceil(side / 16), ceil(side / 32) voxels
-per side. A CAM is only as fine as that feature map, and a 1x1x1 map upsamples to a constant,
-i.e. blank, image. So: ``layer4`` from 64 voxels on the shortest side (2x2x2 at 64^3),
-``layer3`` from 17 (2x2x2 at 28^3 and 32^3, where ``layer4`` is 1x1x1), ``layer2`` from 9,
-``layer1`` below. Asking for a layer whose map is 1 voxel along every side is refused.
-
-grad-cam's 3D path (1.5.x) upsamples with ``scipy.ndimage.zoom`` (cubic spline, corner-aligned
-grid): the spline rings below zero and the corner alignment shifts a coarse cell towards the
-volume's corner (a 2x2x2 map's top cell peaks at voxel 0 instead of inside its own octant),
-unlike its 2D path (``cv2.resize``, pixel centres). :class:`HiResCAM3D` keeps grad-cam's
-HiResCAM formula (ReLU of the channel sum of gradient x activation) and only replaces that
-upsampling with trilinear interpolation on voxel centres; maps are scaled to max 1, not
-min-max, so that "share of the map inside the lesion" keeps its meaning.
+A CAM is only as fine as its layer's feature map (a ResNet stage halves every side per stride-2 step) and a
+1x1x1 map upsamples to a blank image, so the layer depends on the shortest side (:data:`LAYER_MIN_SIDE`):
+``layer4`` from 64 voxels (2x2x2), ``layer3`` from 17 (2x2x2 at 28^3 and 32^3), ``layer2`` from 9, else ``layer1``.
+grad-cam 1.5.x upsamples 3D maps with a corner-aligned cubic spline that rings below zero and shifts a
+coarse cell towards the volume's corner; :class:`HiResCAM3D` keeps its HiResCAM formula and upsamples
+trilinearly on voxel centres instead. Maps are scaled to max 1 (not min-max), so that "share of the map
+inside the lesion" keeps its meaning.
 """
 from __future__ import annotations
 
@@ -37,7 +30,7 @@ def cam_layer_name(shape: tuple[int, ...]) -> str:
 
 
 def _network(model: nn.Module) -> nn.Module:
-    """The converted ResNet inside a 3d/acs :class:`VolumeClassifier`."""
+    """The ResNet inside a 3d/acs :class:`VolumeClassifier`."""
     if isinstance(model, Model25D):
         raise ValueError("HiResCAM here explains the 3d and acs baselines; a 2.5D model explains itself "
                          "through its slice attention (lib25d.explain.slice_attention, method 'attention')")
@@ -48,20 +41,13 @@ def _network(model: nn.Module) -> nn.Module:
 
 
 def default_cam_layer(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
-    """The target layer of a 3d/acs ``model`` for input ``shape``: ``layer3`` at 17..63 voxels, ``layer4`` from 64.
-
-    Smaller volumes get ``layer2`` / ``layer1`` (see the module docstring for the whole rule).
-    """
+    """The target layer of a 3d/acs ``model`` for input ``shape`` (see module docstring)."""
     return getattr(_network(model), cam_layer_name(shape))
 
 
 class ClassTarget:
-    """What HiResCAM differentiates: the evidence for one class, or for the predicted class.
-
-    One logit (binary, BCE): the logit for class 1, its negative for class 0, so the map always
-    shows evidence *for* the explained class. K logits: the class's logit. ``category=None``
-    explains whichever class the model predicts for this volume.
-    """
+    """What HiResCAM differentiates: the logit of ``category`` (``None``: the predicted class); with one logit
+    (binary) class 0 takes the negative logit, so the map always shows evidence *for* the explained class."""
 
     def __init__(self, category: int | None = None):
         self.category = category
@@ -82,21 +68,13 @@ class ClassTarget:
 def upsample_cam(cam: torch.Tensor | np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
     """``(B, d, h, w)`` -> ``(B, D, H, W)`` by trilinear interpolation on voxel centres (never below 0 for cam >= 0)."""
     cam = torch.as_tensor(np.asarray(cam), dtype=torch.float32)
-    up = F.interpolate(cam[:, None], size=tuple(size), mode="trilinear", align_corners=False)[:, 0]
-    return up.numpy()
-
-
-def _scale_to_max(maps: np.ndarray) -> np.ndarray:
-    peak = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1, 1)
-    return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
+    return F.interpolate(cam[:, None], size=tuple(size), mode="trilinear", align_corners=False)[:, 0].numpy()
 
 
 class HiResCAM3D(HiResCAM):
-    """grad-cam's HiResCAM with the 3D upsampling replaced (see module docstring); 2D input is unchanged."""
+    """grad-cam's HiResCAM for volumes, with its 3D upsampling and scaling replaced (see module docstring)."""
 
     def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
-        if input_tensor.dim() != 5:
-            return super().compute_cam_per_layer(input_tensor, targets, eigen_smooth)
         size = tuple(input_tensor.shape[-3:])
         out = []
         for layer, acts, grads in zip(self.target_layers, self.activations_and_grads.activations,
@@ -109,28 +87,17 @@ class HiResCAM3D(HiResCAM):
         return out
 
     def aggregate_multi_layers(self, cam_per_target_layer):
-        if cam_per_target_layer[0].ndim != 5:
-            return super().aggregate_multi_layers(cam_per_target_layer)
-        return _scale_to_max(np.concatenate(cam_per_target_layer, axis=1).mean(axis=1))
-
-
-def _targets(category: int | list[int] | None, batch: int) -> list[ClassTarget]:
-    if category is None or isinstance(category, (int, np.integer)):
-        return [ClassTarget(None if category is None else int(category))] * batch
-    cats = list(category)
-    if len(cats) != batch:
-        raise ValueError(f"{len(cats)} classes for {batch} volumes: give one class per volume, one int, or None")
-    return [ClassTarget(int(c)) for c in cats]
+        maps = np.concatenate(cam_per_target_layer, axis=1).mean(axis=1)
+        peak = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1, 1)
+        return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
 
 
 def hirescam(model: nn.Module, volumes: torch.Tensor | np.ndarray, category: int | list[int] | None = None,
              layer: nn.Module | str | None = None) -> np.ndarray:
-    """HiResCAM ``(B, D, H, W)`` in [0, 1] (1 at each volume's peak) for a 3d/acs model.
+    """HiResCAM ``(B, D, H, W)`` in [0, 1] (1 at each volume's peak; all zero: no positive evidence) of a 3d/acs model.
 
-    ``category``: None explains the predicted class; an int or one int per volume a given class.
-    ``layer``: a module, a stage name (``"layer3"``) or None for :func:`default_cam_layer`.
-    An all-zero map means no positive evidence for the class at that layer. Like any gradient
-    method it runs a backward pass in eval mode and leaves the model's ``.grad`` cleared.
+    ``category``: None (the predicted class), one class, or one per volume. ``layer``: a module, a stage name
+    or None for :func:`default_cam_layer`. Runs a backward pass in eval mode and clears the model's ``.grad``.
     """
     network = _network(model)
     x = torch.as_tensor(volumes, dtype=torch.float32)
@@ -140,12 +107,18 @@ def hirescam(model: nn.Module, volumes: torch.Tensor | np.ndarray, category: int
         if not hasattr(network, name):
             raise ValueError(f"the network has no layer {name!r}; use layer1..layer4 or pass a module")
         layer = getattr(network, name)
+    if category is None or isinstance(category, (int, np.integer)):
+        targets = [ClassTarget(None if category is None else int(category))] * x.shape[0]
+    elif len(category) == x.shape[0]:
+        targets = [ClassTarget(int(c)) for c in category]
+    else:
+        raise ValueError(f"{len(category)} classes for {x.shape[0]} volumes: give one class per volume, one int, "
+                         "or None")
     x = x.to(model_device(model)).detach().requires_grad_(True)  # gradients flow even with frozen weights
     with eval_mode(model), torch.enable_grad():
         cam = HiResCAM3D(model, [layer])
         try:
-            maps = cam(x, targets=_targets(category, x.shape[0]))
+            return cam(x, targets=targets)
         finally:
             cam.activations_and_grads.release()
             model.zero_grad(set_to_none=True)
-    return maps

@@ -1,7 +1,6 @@
 """``lib25d explain``: Figure 3, per-head attention, pointing game and deletion tables from run folders.
 
-Wire it into the main parser with ``register(subparsers)``; the handler returns 0 and lets
-ValueError / FileNotFoundError reach ``lib25d.cli.main``, which prints them as one line.
+The handler lets ValueError / FileNotFoundError reach ``lib25d.cli.main``, which prints them as one line.
 """
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-
 
 TABLES = ("sparsity", "pointing", "deletion", "deletion_pooled")  # printed; per-volume tables are only saved
 
@@ -76,14 +74,12 @@ def _estimate(mean: float, lo: float, hi: float, std: float) -> str:
 
 def compact(table: pd.DataFrame) -> pd.DataFrame:
     """A summary table for the terminal: 'mean [CI low, CI high] sd <over seeds>' in one column per measure."""
-    out = table.drop(columns=[c for c in ("run", "level", "n_seeds") if c in table.columns]).copy()
-    for m in ("hit_rate", "mass", "prob_drop", ""):
-        prefix = f"{m}_" if m else ""
-        cols = [m or "mean", f"{prefix}ci_low", f"{prefix}ci_high", f"{prefix}std"]
-        if all(c in out.columns for c in cols[:3]):
-            std = out[cols[3]] if cols[3] in out.columns else pd.Series(float("nan"), index=out.index)
-            out[cols[0]] = [_estimate(*v) for v in zip(out[cols[0]], out[cols[1]], out[cols[2]], std)]
-            out = out.drop(columns=[c for c in cols[1:] if c in out.columns])
+    out = table.drop(columns=[c for c in ("run", "level", "n_seeds") if c in table.columns])
+    for mean, prefix in (("hit_rate", "hit_rate_"), ("mass", "mass_"), ("prob_drop", "prob_drop_"), ("mean", "")):
+        if {mean, f"{prefix}ci_low", f"{prefix}ci_high"} <= set(out.columns):
+            std = out.pop(f"{prefix}std") if f"{prefix}std" in out.columns else [float("nan")] * len(out)
+            out[mean] = [_estimate(*v) for v in zip(out[mean], out.pop(f"{prefix}ci_low"), out.pop(f"{prefix}ci_high"),
+                                                    std)]
     return out.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
 
 

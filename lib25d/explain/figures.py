@@ -1,15 +1,9 @@
-"""The paper's Figure 3 for any volume, and the per-head attention profiles.
+"""The paper's Figure 3 for any volume, per-head attention, and attention against a known lesion.
 
-Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so they work
-under any backend, Agg included, and display in notebooks. Panels of Figure 3:
-
-1. the middle axial slice (rows = coronal index H, columns = sagittal index W) with the
-   sagittal attention profile along its top edge and the coronal profile along its right edge;
-2. the middle coronal slice (rows = axial index D, columns = W) with the axial profile along its right edge;
-3. the slice with the highest attention over all axes (axis and index in the title);
-4. HiResCAM of the 3D model at its peak: the axial slice through the CAM maximum, CAM overlaid.
-
-Profile axes share one scale, so how sparse the attention is can be read across panels.
+Figure 3's panels: the middle axial slice with the sagittal and coronal attention profiles along its edges,
+the middle coronal slice with the axial profile, the most attended slice, and the axial slice through the
+peak of the 3D model's HiResCAM. Profiles share one scale, so sparsity reads across panels. Figures are
+plain :class:`~matplotlib.figure.Figure` objects (no pyplot state): any backend, Agg included.
 """
 from __future__ import annotations
 
@@ -33,10 +27,10 @@ from .voxel import peak_voxels
 PROFILE_COLOR = "tab:orange"
 
 
-def _volume(volume: torch.Tensor | np.ndarray, channel: int) -> np.ndarray:
+def _volume(volume: torch.Tensor | np.ndarray) -> np.ndarray:
+    """One volume's first channel ``(D, H, W)``."""
     v = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
-    if v.ndim == 4:
-        v = v[channel]
+    v = v[0] if v.ndim == 4 else v
     if v.ndim != 3:
         raise ValueError(f"expected one volume (C, D, H, W) or (D, H, W), got shape {v.shape}; index the batch first")
     return v.astype(np.float32)
@@ -47,17 +41,19 @@ def _profiles(volume: np.ndarray, attention: Mapping[str, np.ndarray]) -> dict[s
     for a, name in enumerate(AXIS_NAMES):
         if name not in attention:
             raise ValueError(f"Figure 3 needs attention along all three axes; {name} is missing")
-        p = np.asarray(attention[name], dtype=np.float64).reshape(-1)
-        if len(p) != volume.shape[a]:
-            raise ValueError(
-                f"{name} attention has {len(p)} values but the volume has {volume.shape[a]} {name} slices; "
-                "pass one volume's profiles (SliceAttention.by_axis()[name][b])")
-        out[name] = p
+        out[name] = np.asarray(attention[name], dtype=np.float64).reshape(-1)
+        if len(out[name]) != volume.shape[a]:
+            raise ValueError(f"{name} attention has {len(out[name])} values but the volume has {volume.shape[a]} "
+                             f"{name} slices; pass one volume's profiles (SliceAttention.by_axis()[name][b])")
     return out
 
 
 def _image(ax: Axes, image: np.ndarray, title: str, xlabel: str, ylabel: str) -> None:
     ax.imshow(image, cmap="gray", interpolation="nearest")
+    _label(ax, title, xlabel, ylabel)
+
+
+def _label(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
@@ -92,35 +88,23 @@ def _peak_slice(profiles: dict[str, np.ndarray]) -> tuple[str, int, float]:
 
 def _take(volume: np.ndarray, axis_name: str, index: int) -> tuple[np.ndarray, str, str]:
     """A slice of an axis and the names of its image rows and columns."""
-    axis = AXIS_NAMES.index(axis_name)
     rest = [n for n in AXIS_NAMES if n != axis_name]
-    return np.take(volume, index, axis=axis), f"{rest[1]} index", f"{rest[0]} index"
+    return np.take(volume, index, axis=AXIS_NAMES.index(axis_name)), f"{rest[1]} index", f"{rest[0]} index"
 
 
-def _cam_panel(ax: Axes, volume: np.ndarray, cam: np.ndarray | None, cam_label: str) -> None:
-    if cam is None:
-        ax.text(0.5, 0.5, "no 3D model given", ha="center", va="center", transform=ax.transAxes, fontsize=9)
-        ax.set_axis_off()
-        return
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.shape != volume.shape:
-        raise ValueError(f"CAM of shape {cam.shape} does not match the volume {volume.shape}; pass one volume's map")
-    d, h, w = peak_voxels(cam[None])[0]
-    if d < 0:
-        _image(ax, volume[volume.shape[0] // 2], f"{cam_label} is blank (no positive evidence)",
-               "sagittal index", "coronal index")
-        return
-    _image(ax, volume[d], f"{cam_label} peak: axial slice {d}", "sagittal index", "coronal index")
-    top = float(cam.max()) or 1.0
-    ax.imshow(cam[d], cmap="jet", alpha=0.45, vmin=0, vmax=top, interpolation="bilinear")
-    ax.plot([w], [h], marker="+", color="white", markersize=10, markeredgewidth=2)
+def _finish(fig: Figure, title: str | None, save: str | Path | None, fontsize: int = 11) -> Figure:
+    if title:
+        fig.suptitle(title, fontsize=fontsize)
+    if save is not None:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save, dpi=120)
+    return fig
 
 
 def figure3(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray], cam: np.ndarray | None = None,
-            *, title: str | None = None, channel: int = 0, cam_label: str = "HiResCAM (3D)",
-            save: str | Path | None = None) -> Figure:
+            *, title: str | None = None, save: str | Path | None = None) -> Figure:
     """Paper Figure 3 for one volume; ``attention`` = one volume's per-axis profiles, ``cam`` = (D, H, W) or None."""
-    v = _volume(volume, channel)
+    v = _volume(volume)
     profiles = _profiles(v, attention)
     top = max(p.max() for p in profiles.values()) * 1.05 or 1.0
     fig = Figure(figsize=(16, 4.6), layout="constrained")
@@ -135,19 +119,28 @@ def figure3(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarra
     name, i, weight = _peak_slice(profiles)
     image, xlabel, ylabel = _take(v, name, i)
     _image(ax[2], image, f"highest attention: {name} slice {i} (weight {weight:.3f})", xlabel, ylabel)
-    _cam_panel(ax[3], v, cam, cam_label)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return _save(fig, save)
+    if cam is None:
+        ax[3].text(0.5, 0.5, "no 3D model given", ha="center", va="center", transform=ax[3].transAxes, fontsize=9)
+        ax[3].set_axis_off()
+        return _finish(fig, title, save)
+    cam = np.asarray(cam, dtype=np.float32)
+    if cam.shape != v.shape:
+        raise ValueError(f"CAM of shape {cam.shape} does not match the volume {v.shape}; pass one volume's map")
+    d, h, w = peak_voxels(cam[None])[0]
+    if d < 0:
+        _image(ax[3], v[v.shape[0] // 2], "HiResCAM (3D) is blank (no positive evidence)", "sagittal index",
+               "coronal index")
+    else:
+        _image(ax[3], v[d], f"HiResCAM (3D) peak: axial slice {d}", "sagittal index", "coronal index")
+        ax[3].imshow(cam[d], cmap="jet", alpha=0.45, vmin=0, vmax=float(cam.max()) or 1.0, interpolation="bilinear")
+        ax[3].plot([w], [h], marker="+", color="white", markersize=10, markeredgewidth=2)
+    return _finish(fig, title, save)
 
 
 def head_figure(head_profiles: Mapping[str, np.ndarray], *, title: str | None = None,
                 save: str | Path | None = None) -> Figure:
-    """Per-head attention of one volume: per axis a heads x slices heat map on one shared colour scale.
-
-    ``head_profiles`` maps axis names to ``(heads, n)`` arrays (``SliceAttention.by_axis(per_head=True)[name][b]``).
-    Heat maps rather than 8 x 3 bar charts: the same information, readable at a glance, and fast to draw.
-    """
+    """Per-head attention of one volume: per axis a heads x slices heat map (readable at a glance, unlike 8 x 3
+    bar charts) on one colour scale; ``head_profiles[name]`` = ``SliceAttention.by_axis(per_head=True)[name][b]``."""
     arrays = {name: np.asarray(head_profiles[name], dtype=np.float64) for name in AXIS_NAMES if name in head_profiles}
     if not arrays or any(a.ndim != 2 for a in arrays.values()) or len({a.shape[0] for a in arrays.values()}) != 1:
         raise ValueError("head_profiles must map axis names to (heads, n) arrays of one volume, e.g. "
@@ -164,20 +157,14 @@ def head_figure(head_profiles: Mapping[str, np.ndarray], *, title: str | None = 
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("head", fontsize=8)
     fig.colorbar(image, ax=list(axes), label="attention weight", shrink=0.9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, save)
+    return _finish(fig, title, save, fontsize=10)
 
 
 def lesion_figure(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray], mask: np.ndarray,
-                  *, title: str | None = None, channel: int = 0, save: str | Path | None = None) -> Figure:
-    """Where one volume's attention goes, with the answer marked (a volume with a lesion mask).
-
-    Top left: the most attended slice with the lesion outlined. Then per axis the attention of each
-    slice as bars, the slices that cut the lesion shaded, and the level of uniform attention
-    (1 / all slices) dashed: bars above it over the shaded band mean the model looks at the lesion.
-    """
-    v = _volume(volume, channel)
+                  *, title: str | None = None, save: str | Path | None = None) -> Figure:
+    """Where one volume's attention goes against its lesion mask: the most attended slice, lesion outlined; per axis
+    the attention per slice, slices that cut the lesion shaded, uniform attention dashed."""
+    v = _volume(volume)
     profiles = _profiles(v, attention)
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != v.shape:
@@ -186,31 +173,25 @@ def lesion_figure(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.
     top = max(max(p.max() for p in profiles.values()), uniform) * 1.1
     fig = Figure(figsize=(9, 6), layout="constrained")  # 2 x 2: readable at a book's column width
     ax = fig.subplots(2, 2).ravel()
-    name, i, weight = _peak_slice(profiles)
+    name, i, _ = _peak_slice(profiles)
     image, xlabel, ylabel = _take(v, name, i)
     _image(ax[0], image, f"most attended: {name} slice {i}", xlabel, ylabel)
     lesion = _take(mask.astype(float), name, i)[0]
     if lesion.any():
         ax[0].contour(lesion, levels=[0.5], colors="red", linewidths=1.2)
     for a, (axis_ax, axis_name) in enumerate(zip(ax[1:], AXIS_NAMES)):
-        cuts = mask.any(axis=tuple(j for j in range(3) if j != a))
-        for k in np.flatnonzero(cuts):
+        for k in np.flatnonzero(mask.any(axis=tuple(j for j in range(3) if j != a))):
             axis_ax.axvspan(k - 0.5, k + 0.5, color="red", alpha=0.15, lw=0)
         axis_ax.bar(np.arange(len(profiles[axis_name])), profiles[axis_name], width=0.9, color=PROFILE_COLOR)
         axis_ax.axhline(uniform, color="0.3", ls="--", lw=1)
         axis_ax.set_ylim(0, top)
-        axis_ax.set_title(f"{axis_name} slices (red: cut the lesion)", fontsize=9)
-        axis_ax.set_xlabel("slice index", fontsize=8)
-        axis_ax.set_ylabel("attention (dashed: uniform)", fontsize=8)
-        axis_ax.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    return _save(fig, save)
+        _label(axis_ax, f"{axis_name} slices (red: cut the lesion)", "slice index", "attention (dashed: uniform)")
+    return _finish(fig, title, save)
 
 
 def pointing_figure(summary: pd.DataFrame, *, title: str | None = None, save: str | Path | None = None) -> Figure:
-    """Slice-level pointing game: how often the most attended slice cuts the lesion, with its 95 %
-    interval, beside how often a random slice would (``summarize_pointing``'s slice rows)."""
+    """Slice-level pointing game: how often the most attended slice cuts the lesion, with its 95 % interval,
+    beside how often a random slice would (``summarize_pointing``'s slice rows)."""
     rows = summary[summary["level"] == "slice"].reset_index(drop=True)
     if rows.empty:
         raise ValueError("no slice-level rows: pass summarize_pointing(attention_pointing(model, data))")
@@ -228,7 +209,7 @@ def pointing_figure(summary: pd.DataFrame, *, title: str | None = None, save: st
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, save)
+    return _finish(fig, None, save)
 
 
 def figure3_for(attention_model: nn.Module, volume: torch.Tensor | np.ndarray, model_3d: nn.Module | None = None,
@@ -243,10 +224,3 @@ def figure3_for(attention_model: nn.Module, volume: torch.Tensor | np.ndarray, m
     main = figure3(x, {k: v[0] for k, v in att.by_axis().items()}, cam, title=title, save=save)
     heads = head_figure({k: v[0] for k, v in att.by_axis(per_head=True).items()}, title=title, save=heads_save)
     return main, heads
-
-
-def _save(fig: Figure, path: str | Path | None) -> Figure:
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
-    return fig

@@ -1,8 +1,8 @@
 """Models: the one registry of methods, and ``build_model``, the one entry point to them.
 
-A 2.5D method is a reducer over slice tokens (:mod:`.reducers`, :class:`.model25d.Model25D`);
-a volume method is the same 2D network converted to 3D or ACS convolutions (:mod:`.volume`).
-Both expose ``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
+A 2.5D method is a reducer over slice tokens (:mod:`.reducers`, :class:`.model25d.Model25D`); a volume
+method is the same 2D network converted to 3D or ACS convolutions (:mod:`.volume`). Both expose
+``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from . import reducers, volume
 from .backbone import SliceEncoder, Weights
 from .model25d import Model25D, Output25D
 from .slicing import AXIS_NAMES, SliceLayout
+from .speed import apply as apply_speed
 from .volume import VolumeClassifier
 
 
@@ -40,31 +41,23 @@ def check_method(name: str) -> Method:
     return METHODS[name]
 
 
-def num_outputs(num_classes: int) -> int:
-    """Binary tasks use one logit (BCE), multi-class one logit per class (cross-entropy)."""
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    return 1 if num_classes == 2 else num_classes
-
-
 def build_model(method: str, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1,
                 num_classes: int = 2, chunk_size: int | None = None, axes: tuple[int, ...] = (0, 1, 2),
                 speed=None) -> nn.Module:
-    """A model by method name. ``weights``: "imagenet", a torchvision state-dict file, or None
-    (random); ``speed``: a RunConfig whose speed switches to apply (:mod:`.speed`), or None."""
+    """A model by method name. ``weights``: "imagenet", a torchvision state-dict file, or None (random);
+    ``speed``: a RunConfig whose speed switches to apply (:mod:`.speed`), or None."""
     m = check_method(method)
     if in_channels < 1:
         raise ValueError(f"in_channels must be positive, got {in_channels}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    outputs = 1 if num_classes == 2 else num_classes  # binary: one logit (BCE); else one per class
     if m.family == "volume":
-        model = volume.build(m.build, backbone, weights, in_channels, num_outputs(num_classes))
+        model = volume.build(m.build, backbone, weights, in_channels, outputs)
     else:
         encoder = SliceEncoder(backbone, weights, in_channels, chunk_size)
-        model = Model25D(encoder, m.build(encoder.out_features), num_outputs(num_classes), axes)
-    if speed is not None:
-        from .speed import apply
-
-        apply(model, speed)
-    return model
+        model = Model25D(encoder, m.build(encoder.out_features), outputs, axes)
+    return model if speed is None else apply_speed(model, speed)
 
 
 def set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
@@ -76,5 +69,5 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["METHODS", "Method", "build_model", "check_method", "count_parameters", "num_outputs",
-           "set_encoder_trainable", "Model25D", "Output25D", "VolumeClassifier", "AXIS_NAMES", "SliceLayout"]
+__all__ = ["METHODS", "Method", "build_model", "check_method", "count_parameters", "set_encoder_trainable",
+           "Model25D", "Output25D", "VolumeClassifier", "AXIS_NAMES", "SliceLayout"]

@@ -1,10 +1,8 @@
-"""A torchvision classifier as the 2D network: its weights, its channel adapter, and the
-slice encoder that applies it to every slice.
+"""A torchvision classifier as the 2D network: its weights, its channel adapter, the slice encoder.
 
-Weights are ``"imagenet"`` (torchvision's weights API, cached under ``$TORCH_HOME``),
-a path to a local state dict of the full torchvision classifier, or ``None`` (random).
-A file that is not such a state dict (text, truncated, a pickled list, tensor or model, keys
-of another network) fails with one ValueError naming the file and what is wrong with it.
+Weights are ``"imagenet"`` (torchvision's, cached under ``$TORCH_HOME``), a local state dict of the
+full classifier, or ``None`` (random). A file that is no such state dict fails with one ValueError
+naming the file and what is wrong with it.
 """
 from __future__ import annotations
 
@@ -23,15 +21,12 @@ Weights = str | os.PathLike | None
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
              "wide_resnet50_2", "densenet121", "efficientnet_b0", "mobilenet_v3_small",
              "mobilenet_v3_large", "convnext_tiny", "regnet_y_400mf")
+_CORRUPT_TORCH, _CORRUPT_PICKLE = "it is a corrupt PyTorch file", "it is a truncated or corrupt pickle"
 
 
 def check_backbone(name: str) -> None:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
-
-
-_SAVE_HINT = "pass a file saved with torch.save(model.state_dict(), path), 'imagenet' or none"
-_CORRUPT_TORCH, _CORRUPT_PICKLE = "it is a corrupt PyTorch file", "it is a truncated or corrupt pickle"
 
 
 def _file_kind(path: Path) -> str:
@@ -60,11 +55,11 @@ def _file_kind(path: Path) -> str:
 
 
 def _not_state_dict(path: Path, what: str) -> ValueError:
-    return ValueError(f"weights file {path} is not a PyTorch state dict ({what}): {_SAVE_HINT}")
+    return ValueError(f"weights file {path} is not a PyTorch state dict ({what}): pass a file saved with "
+                      "torch.save(model.state_dict(), path), 'imagenet' or none")
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict in a local file; anything else is one ValueError naming the file and what it holds."""
     try:
         with warnings.catch_warnings():  # a plain pickle of protocol > 2 draws a multi-line note before failing
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -152,52 +147,32 @@ def _fit_problems(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     return "; ".join(parts)
 
 
-def _classifier_slot(model: nn.Module) -> tuple[nn.Module, str]:
-    """Where the final Linear layer of a torchvision classifier lives: (parent, attribute)."""
-    for attr in ("fc", "classifier", "head", "heads"):
-        child = getattr(model, attr, None)
-        if isinstance(child, nn.Linear):
-            return model, attr
-        if isinstance(child, nn.Sequential):
-            idx = max(i for i, m in enumerate(child) if isinstance(m, nn.Linear))
-            return child, str(idx)
-    raise ValueError(f"cannot find the classifier of {type(model).__name__}")
-
-
 def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int]:
-    """torchvision ``name`` with ``weights`` loaded and its last Linear replaced by Identity.
-
-    Returns the network and its feature width. Weights load into the full classifier
-    (strict) before the head is dropped, so a wrong file fails loudly.
-    """
+    """torchvision ``name`` with ``weights`` loaded (strictly, into the full classifier, so a wrong
+    file fails loudly), then its last Linear replaced by Identity; and its feature width."""
     check_backbone(name)
     model = torchvision.models.get_model(name, weights=None)
     state = load_state_dict(name, weights)
     if state is not None:
-        source = "ImageNet weights" if isinstance(weights, str) and weights.lower() == "imagenet" \
-            else f"weights in {Path(weights)}"
         problems = _fit_problems(model, state)
-        if not problems:
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as err:  # whatever _fit_problems does not foresee, as one line
-                problems = " ".join(str(err).split())
         if problems:
+            source = "ImageNet weights" if isinstance(weights, str) and weights.lower() == "imagenet" \
+                else f"weights in {Path(weights)}"
             raise ValueError(f"{source} do not fit torchvision's {name}: {problems} "
                              "(was the file saved from a different architecture?)")
-    parent, attr = _classifier_slot(model)
-    features = getattr(parent, attr).in_features
-    setattr(parent, attr, nn.Identity())
+        model.load_state_dict(state)
+    if hasattr(model, "fc"):  # ResNets, RegNet
+        features, model.fc = model.fc.in_features, nn.Identity()
+    elif isinstance(model.classifier, nn.Linear):  # DenseNet
+        features, model.classifier = model.classifier.in_features, nn.Identity()
+    else:  # a Sequential ending in its Linear: EfficientNet, MobileNet, ConvNeXt
+        features, model.classifier[-1] = model.classifier[-1].in_features, nn.Identity()
     return model, features
 
 
 class ChannelAdapter(nn.Module):
-    """Maps C input channels to the 3 an ImageNet network expects: a 1x1 convolution.
-
-    Initialised to 1/C, so every RGB channel starts as the mean of the input channels; for
-    C=1 this is the authors' ones-initialisation (the grey image repeated). It trains with
-    the backbone. ``dims`` is 2 for slices, 3 for volumes.
-    """
+    """C input channels to the 3 an ImageNet network expects: a 1x1 convolution initialised to 1/C,
+    so each RGB channel starts as the channels' mean (C=1: the authors' grey image repeated)."""
 
     def __init__(self, in_channels: int, dims: int = 2, out_channels: int = 3):
         super().__init__()
@@ -214,9 +189,8 @@ def channel_adapter(in_channels: int, dims: int) -> nn.Module:
 
 
 class SliceEncoder(nn.Module):
-    """The 2D network on a batch of slices (N, C, h, w) -> (N, F), in chunks of ``chunk_size``
-    slices to bound peak memory (exact in eval mode; in train mode BatchNorm sees each chunk).
-    Speed switches: :mod:`lib25d.models.speed`."""
+    """The 2D network on a batch of slices (N, C, h, w) -> (N, F), in chunks of ``chunk_size`` slices
+    to bound peak memory (exact in eval mode; in train mode BatchNorm sees each chunk)."""
 
     def __init__(self, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1,
                  chunk_size: int | None = None):

@@ -6,7 +6,6 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .backbone import SliceEncoder
 from .slicing import SliceLayout, check_volume, slice_axis
 
 
@@ -30,13 +29,11 @@ class Output25D(NamedTuple):
 class Model25D(nn.Module):
     """Any torchvision classifier turned into a 3D classifier through its slices."""
 
-    def __init__(self, encoder: SliceEncoder, reducer: nn.Module, num_outputs: int,
-                 axes: tuple[int, ...] = (0, 1, 2)):
+    def __init__(self, encoder: nn.Module, reducer: nn.Module, num_outputs: int, axes: tuple[int, ...] = (0, 1, 2)):
         super().__init__()
         if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
             raise ValueError(f"axes must be distinct values from (0, 1, 2), got {axes}")
-        self.encoder = encoder
-        self.reducer = reducer
+        self.encoder, self.reducer = encoder, reducer
         self.head = nn.Linear(reducer.out_features, num_outputs)
         self.axes = tuple(axes)
 

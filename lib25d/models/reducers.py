@@ -1,7 +1,6 @@
-"""Reducers: slice tokens (B, N, F) -> one vector per volume, as in the paper and its appendix.
+"""Reducers: slice tokens (B, N, F) -> one :class:`Reduced` vector per volume (the paper's appendix).
 
-Every reducer returns a :class:`Reduced`; only attention pooling fills the weights, which
-is what makes it interpretable.
+Only attention pooling fills the weights, which is what makes it interpretable.
 """
 from __future__ import annotations
 
@@ -18,10 +17,8 @@ class Reduced(NamedTuple):
 
 
 class AttentionPool(nn.Module):
-    """Multi-head attention with the mean token as the only query (Radford et al.'s CLIP pool).
-
-    As in the authors' code: no positional embedding, no LayerNorm, no residual.
-    """
+    """Multi-head attention with the mean token as the only query (CLIP's pool); as in the authors'
+    code no positional embedding, LayerNorm or residual."""
 
     def __init__(self, dim: int, heads: int = 8):
         super().__init__()
@@ -31,10 +28,8 @@ class AttentionPool(nn.Module):
         self.out_features = dim
 
     def forward(self, tokens: torch.Tensor) -> Reduced:
-        query = tokens.mean(dim=1, keepdim=True)
-        out, w = self.attn(query, tokens, tokens, need_weights=True, average_attn_weights=False)
-        head_weights = w[:, :, 0, :]  # (B, heads, N)
-        return Reduced(out[:, 0], head_weights.mean(dim=1), head_weights)
+        out, w = self.attn(tokens.mean(dim=1, keepdim=True), tokens, tokens, average_attn_weights=False)
+        return Reduced(out[:, 0], w[:, :, 0].mean(dim=1), w[:, :, 0])
 
 
 class MeanPool(nn.Module):
@@ -46,11 +41,7 @@ class MeanPool(nn.Module):
         return Reduced(tokens.mean(dim=1))
 
 
-class MaxPool(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.out_features = dim
-
+class MaxPool(MeanPool):
     def forward(self, tokens: torch.Tensor) -> Reduced:
         return Reduced(tokens.amax(dim=1))
 
@@ -64,8 +55,7 @@ class LSTMReducer(nn.Module):
         self.out_features = hidden
 
     def forward(self, tokens: torch.Tensor) -> Reduced:
-        out, _ = self.lstm(tokens)
-        return Reduced(out[:, -1])
+        return Reduced(self.lstm(tokens)[0][:, -1])
 
 
 class TransformerReducer(nn.Module):
@@ -77,5 +67,4 @@ class TransformerReducer(nn.Module):
         self.out_features = dim
 
     def forward(self, tokens: torch.Tensor) -> Reduced:
-        out = self.transformer(tokens, tokens.mean(dim=1, keepdim=True))
-        return Reduced(out[:, 0])
+        return Reduced(self.transformer(tokens, tokens.mean(dim=1, keepdim=True))[:, 0])

@@ -1,11 +1,9 @@
 """3D and ACS baselines: the same 2D network converted with ``acsconv``.
 
-3D keeps the 2D kernels by i3d inflation (repeat along depth, divide by its size), which is
-what the paper says; the authors' code skipped it and trained 3D from random weights.
-
-acsconv 0.1.1 crashes on current PyTorch when it converts BatchNorm (it passes the bias
-tensor to the new boolean ``bias`` argument). The fix lives here only: norm layers are
-turned 3D by us first, as a subclass whose name acsconv does not know, so it leaves them.
+3D keeps the 2D kernels by i3d inflation (repeat along depth, divide by its size), as the paper
+says; the authors' code trained 3D from random weights. acsconv 0.1.1 crashes on current PyTorch
+when it converts BatchNorm (it passes the bias tensor as the new boolean ``bias``). The fix lives
+here only: we make norm layers 3D first, under a class name acsconv does not know, so it leaves them.
 """
 from __future__ import annotations
 
@@ -25,23 +23,14 @@ CONVERTIBLE = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d
 
 
 class BatchNorm3dFromBN2d(nn.BatchNorm3d):
-    """BatchNorm3d carrying a BatchNorm2d's parameters and statistics (see module docstring)."""
-
-    @classmethod
-    def from_2d(cls, bn: nn.BatchNorm2d) -> "BatchNorm3dFromBN2d":
-        new = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-                  track_running_stats=bn.track_running_stats)
-        new.load_state_dict(bn.state_dict())
-        return new
+    """A BatchNorm2d made 3D in place (same tensors), under a name acsconv leaves alone."""
 
 
-def _norms_to_3d(module: nn.Module) -> nn.Module:
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, BatchNorm3dFromBN2d.from_2d(child))
-        else:
-            _norms_to_3d(child)
-    return module
+def _norms_to_3d(network: nn.Module) -> nn.Module:
+    for m in network.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.__class__ = BatchNorm3dFromBN2d  # BatchNorm2d and 3d differ only in the input check
+    return network
 
 
 def convert_to_3d(network: nn.Module) -> nn.Module:
@@ -72,7 +61,6 @@ class VolumeClassifier(nn.Module):
         return self.encoder(x)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """Pooled features (B, F) -> logits (B, outputs)."""
         return self.head(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
