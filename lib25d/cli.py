@@ -62,8 +62,14 @@ def _params(args: argparse.Namespace) -> int:
 
     print(f"{'method':12s} {'trainable':>12s}  (backbone {args.backbone}, {args.in_channels} channel(s), "
           f"{args.num_classes} classes)")
-    for name in METHODS:
-        model = build_model(name, backbone=args.backbone, in_channels=args.in_channels, num_classes=args.num_classes)
+    for name, method in METHODS.items():
+        try:
+            model = build_model(name, backbone=args.backbone, in_channels=args.in_channels, num_classes=args.num_classes)
+        except ValueError:
+            if method.family != "volume":
+                raise
+            print(f"{name:12s} {'—':>12s}  (converts torchvision ResNets only)")  # timm backbones: 2.5D only
+            continue
         print(f"{name:12s} {count_parameters(model) / 1e6:10.2f} M")
     return 0
 
@@ -108,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lib25d", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("params", help="trainable parameters of every method (the paper's Table 2, first column)")
-    p.add_argument("--backbone", default="resnet18", help="torchvision backbone name (default resnet18)")
+    p.add_argument("--backbone", default="resnet18", help="torchvision name or timm:<name> (default resnet18)")
     p.add_argument("--in-channels", type=int, default=1, help="input channels (default 1)")
     p.add_argument("--num-classes", type=int, default=2, help="classes; 2 means one logit (default 2)")
     p.set_defaults(func=_params)

@@ -25,10 +25,10 @@ def setting(default: Any, help: str, kind: str = "run") -> Any:
 class RunConfig:
     dataset: str = setting("adrenal", "organ, nodule, fracture, adrenal, vessel, synapse, synthetic or nifti:<csv>")
     size: int = setting(28, "MedMNIST edge length, 28 or 64 (synthetic: any side from 8)")
-    method: str = setting("attention", "attention, mean, max, lstm, transformer (2.5D), 3d or acs")
-    backbone: str = setting("resnet18", "torchvision classifier used as the 2D network")
+    method: str = setting("attention", "attention, mean, max, lstm, transformer, gated (2.5D), 3d or acs")
+    backbone: str = setting("resnet18", "2D network: a torchvision classifier name or timm:<name> (any timm model)")
     weights: str | None = setting("imagenet", "'imagenet' (torchvision's cache or a download), a state-dict "
-                                              "file, or none (random init)")
+                                              "file (timm: also .safetensors), or none (random init)")
     seed: int = setting(0, "random seed of initialisation, shuffling and dropout")
     epochs: int = setting(50, "training epochs (the paper's 50)")
     batch_size: int = setting(64, "volumes per step")

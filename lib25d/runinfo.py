@@ -24,7 +24,7 @@ import torch
 LOCK = ".lock"
 FAULT_ENV = "LIB25D_FAULT"  # testing hook, see fault_point
 _fault_hits: dict[str, int] = {}
-PACKAGES = ("lib25d", "torch", "torchvision", "numpy", "medmnist", "acsconv", "grad-cam", "scikit-learn")
+PACKAGES = ("lib25d", "torch", "torchvision", "timm", "numpy", "medmnist", "acsconv", "grad-cam", "scikit-learn")
 
 
 @contextlib.contextmanager

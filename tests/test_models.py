@@ -30,7 +30,7 @@ def test_forward_backward(method, channels, spatial, num_classes):
 
 
 def test_unknown_method_lists_valid_names():
-    with pytest.raises(ValueError, match="valid: attention, mean, max, lstm, transformer, 3d, acs"):
+    with pytest.raises(ValueError, match="valid: attention, mean, max, lstm, transformer, gated, 3d, acs"):
         build_model("gru")
     with pytest.raises(ValueError, match="unknown backbone 'resnet7'; valid: resnet18"):
         build_model("attention", backbone="resnet7")
@@ -51,6 +51,19 @@ def test_attention_weights_sum_to_one_and_split_per_axis(spatial):
     assert [tuple(v.shape) for v in axes.values()] == [(2, d), (2, h), (2, w)]
     assert list(axes) == ["axial", "coronal", "sagittal"]
     assert out.by_axis(per_head=True)["coronal"].shape == (2, 8, h)
+
+
+def test_gated_weights_sum_to_one_split_per_axis_and_learn():
+    torch.manual_seed(0)
+    model = build_model("gated", num_classes=2)
+    out = model.forward_with_attention(torch.rand(2, 1, 10, 14, 9))
+    assert out.weights.shape == (2, 33) and out.head_weights.shape == (2, 1, 33) and (out.weights >= 0).all()
+    torch.testing.assert_close(out.weights.sum(-1), torch.ones(2))
+    assert [tuple(v.shape) for v in out.by_axis().values()] == [(2, 10), (2, 14), (2, 9)]
+    out.logits.sum().backward()
+    for name in ("V", "U", "w"):  # the gate, the tanh branch and the scoring vector all learn
+        assert getattr(model.reducer, name).weight.grad.abs().sum() > 0, name
+    assert model.reducer.V.out_features == 128  # Ilse et al.'s hidden width
 
 
 def test_no_attention_for_mean_says_so():

@@ -55,7 +55,7 @@ def test_repository_profiles_load_and_make_valid_runs(name):
     assert profile.results == (REPO / "results" / name).resolve()
     assert all(isinstance(r.config, RunConfig) for r in runs)
     assert set(profile.table1) == {"3d", "acs", "attention"}
-    assert set(profile.table3) == {"attention", "mean", "max", "lstm", "transformer"}
+    assert set(profile.table3) == {"attention", "mean", "max", "lstm", "transformer", "gated"}
 
 
 def test_profiles_match_the_issue():
@@ -63,7 +63,7 @@ def test_profiles_match_the_issue():
     smoke, paper = load_profile("smoke", start=REPO), load_profile("paper", start=REPO)
     assert set(smoke.datasets) == {"synthetic", "adrenal"} and all(r.config.weights is None for r in smoke.runs())
     assert list(paper.datasets) == ["organ", "nodule", "fracture", "adrenal", "vessel", "synapse"]
-    assert len(paper.runs()) == 6 * 7 * 5
+    assert len(paper.runs()) == 6 * 8 * 5  # the paper's seven methods and gated
     assert {r.config.epochs for r in paper.runs()} == {50} and {r.config.weights for r in paper.runs()} == {"imagenet"}
     cpu = load_profile("cpu", start=REPO)
     assert {"organ", "nodule", "fracture", "adrenal", "vessel", "synapse"} <= set(cpu.datasets) and len(cpu.seeds) == 3
@@ -246,6 +246,17 @@ def test_table3_seeds_trim_the_reducers_only(tmp_path):
     assert {r.run_id for r in table3 if r.label == "adrenal"} == {"adrenal-attention-s0", "adrenal-mean-s0"}
     with pytest.raises(ProfileError, match="table3_seeds"):
         tiny(tmp_path, seeds=[0], table3_seeds=[3])
+
+
+def test_gated_is_marked_beyond_the_paper_in_table3(tmp_path):
+    p = tiny(tmp_path, table3=["attention", "gated"], seeds=[0])
+    for run in p.runs(methods=p.table3, datasets=["adrenal"]):
+        fake_result(p, run, 0.8)
+    table = T.compare(T.summarise(T.collect(p, p.runs(methods=p.table3))), "table3")
+    assert table.loc[("adrenal", "gated"), "AUROC paper"] == T.BEYOND == "beyond the paper"
+    assert table.loc[("adrenal", "gated"), "ACC paper"] == "beyond the paper"
+    assert table.loc[("adrenal", "attention"), "AUROC paper"] == "80.9"  # the paper's appendix number
+    assert table.loc[("adrenal", "gated"), "AUROC v2 scratch"] == table.loc[("adrenal", "attention"), "AUROC v2 scratch"]
 
 
 def test_setting_line_reports_what_the_runs_did(tmp_path):

@@ -184,6 +184,8 @@ def test_fetch_items_name_what_a_run_downloads(tmp_path):
     p = tiny(tmp_path, defaults={"weights": "imagenet"})
     assert steps.fetch_items(p.run("organ-3d-s0").config) == ["medmnist-organ-28", "imagenet-resnet18"]
     assert steps.fetch_items(RunConfig(dataset="synthetic", weights=None)) == []
+    # timm weights come from a local file: nothing to fetch; such a run fails alone, saying how to get one
+    assert steps.fetch_items(RunConfig(dataset="synthetic", backbone="timm:convnext_atto")) == []
 
 
 def test_bench_settings_become_lib25d_bench_arguments(tmp_path):

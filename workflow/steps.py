@@ -63,7 +63,7 @@ def fetch_items(config) -> list[str]:
     from lib25d.data import MEDMNIST
 
     return ([f"medmnist-{config.dataset}-{config.size}"] if config.dataset in MEDMNIST else []) + \
-        ([f"imagenet-{config.backbone}"] if config.weights == "imagenet" else [])
+        ([f"imagenet-{config.backbone}"] if config.weights == "imagenet" and ":" not in config.backbone else [])
 
 
 def bench_args(profile, json_path: str) -> list[str]:

@@ -78,7 +78,7 @@ def batches(indices: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
 @torch.no_grad()
 def slice_attention(model: nn.Module, volumes: torch.Tensor | np.ndarray) -> SliceAttention:
     """Attention of ``model`` for a volume batch ``(B, C, D, H, W)``: one forward pass in eval mode; ValueError
-    for models without attention (reducers mean/max/lstm/transformer, 3d/acs baselines)."""
+    for models without slice weights (reducers mean/max/lstm/transformer, 3d/acs baselines); gated has them."""
     out = None
     if isinstance(model, Model25D):
         x = torch.as_tensor(volumes, dtype=torch.float32).to(model_device(model))
@@ -87,8 +87,9 @@ def slice_attention(model: nn.Module, volumes: torch.Tensor | np.ndarray) -> Sli
     if out is None or out.weights is None or out.head_weights is None:
         what = (f"this 2.5D model's reducer ({type(model.reducer).__name__}) has no attention weights"
                 if isinstance(model, Model25D) else f"a {type(model).__name__} has no slice attention")
-        raise ValueError(f"{what}: slice attention exists only for method 'attention'; explain this model with "
-                         "HiResCAM instead (lib25d.explain.hirescam, for the 3d and acs baselines)")
+        raise ValueError(f"{what}: slice weights exist only for the methods 'attention' and "
+                         "'gated'; explain this model with HiResCAM instead (lib25d.explain.hirescam, for the 3d "
+                         "and acs baselines)")
     weights, head_weights, logits = (t.float().cpu().numpy() for t in (out.weights, out.head_weights, out.logits))
     return SliceAttention(weights, head_weights, out.layout, logits)
 

@@ -1,8 +1,8 @@
 """Where the model looks — what the paper shows on one scan and does not measure.
 
 **Pointing game** (Zhang et al., 2016) on the volumes with a lesion mask: per volume ``hit`` (0/1), ``mass``
-(share of the attribution inside the lesion) and the chance of both. Slices (attention, over all axes or
-renormalised within one): a hit when the top slice cuts the lesion; chance = the share of slices that do.
+(share of the attribution inside the lesion) and the chance of both. Slices (the weights of a reducer that has
+them, attention or gated, over all axes or renormalised within one): a hit when the top slice cuts the lesion; chance = the share of slices that do.
 Voxels (attention voxel sum/product, HiResCAM of the 3d and acs runs, a random map): a hit when the peak
 voxel lies within ``tolerance`` voxels (Chebyshev) of the lesion, 2 because a 28^3 HiResCAM comes from a
 2x2x2 map; chance = the (dilated) lesion's share of the volume. Deletion: :mod:`.deletion`.
@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import setting
 from ..data import VolumeDataset
-from ..models import AXIS_NAMES, SliceLayout
+from ..models import AXIS_NAMES, METHODS, SliceLayout
 from ..train import WHICH, Run, load_run, split_of
 from .attention import (EMPTY_THRESHOLD, batches, labels_of, slice_any, slice_attention, sparsity_table,
                         split_tokens, volume_batch)
@@ -99,17 +99,19 @@ def _pointing(data: VolumeDataset, seed: int, batch_size: int, max_volumes: int 
 
 
 def attention_pointing(model: nn.Module, data: VolumeDataset, tolerances: Sequence[int] = DEFAULT_TOLERANCES,
-                       seed: int = 0, batch_size: int = 16, max_volumes: int | None = None) -> pd.DataFrame:
-    """Pointing rows of a 2.5D attention model: slices (all axes, each axis) and voxel sum/product maps."""
+                       seed: int = 0, batch_size: int = 16, max_volumes: int | None = None,
+                       name: str = "attention") -> pd.DataFrame:
+    """Pointing rows of a 2.5D model with slice weights (explanations ``<name> slice``, ``<name> slice (axis)``,
+    ``<name> voxel sum/product``; ``name`` its method, e.g. gated)."""
     def explain(idx, labels, masks):
         att = slice_attention(model, volume_batch(data, idx))
-        yield "attention slice", "slice", 0, slice_pointing(att.weights, att.layout, masks)
+        yield f"{name} slice", "slice", 0, slice_pointing(att.weights, att.layout, masks)
         for axis in (AXIS_NAMES[a] for a in att.layout.axes):
-            yield f"attention slice ({axis})", "slice", 0, slice_pointing(att.weights, att.layout, masks, axis)
+            yield f"{name} slice ({axis})", "slice", 0, slice_pointing(att.weights, att.layout, masks, axis)
         for mode in MODES if len(att.layout.axes) == 3 else ():  # voxel maps need all three axes
             maps = voxel_map(att.by_axis(), mode)
             for t in tolerances:
-                yield f"attention voxel {mode}", "voxel", t, voxel_pointing(maps, masks, t)
+                yield f"{name} voxel {mode}", "voxel", t, voxel_pointing(maps, masks, t)
     return _pointing(data, seed, batch_size, max_volumes, explain)
 
 
@@ -188,8 +190,11 @@ def run_benchmark(attention_runs: Sequence[str | Path] = (), runs_3d: Sequence[s
     def load(path: Path, method: str) -> tuple[Run, VolumeDataset]:
         run = load_run(path, o.which, o.device, o.data_root)
         c = run.config
-        if c.method != method:
-            raise ValueError(f"{path} holds a {c.method!r} run where a {method!r} run is expected; "
+        weighs = method == "attention" and c.method in METHODS and METHODS[c.method].weighs  # any slice weights
+        if c.method != method and not weighs:
+            expected = f"a {method!r} run" if method != "attention" else \
+                f"a run with slice weights ({', '.join(m for m, d in METHODS.items() if d.weighs)})"
+            raise ValueError(f"{path} holds a {c.method!r} run where {expected} is expected; "
                              "check which option the folder was passed to")
         key = repr((c.dataset, c.size, c.data_root, sorted(c.dataset_options.items())))
         if key not in splits:
@@ -197,14 +202,16 @@ def run_benchmark(attention_runs: Sequence[str | Path] = (), runs_3d: Sequence[s
         return run, splits[key]
 
     out: dict[str, pd.DataFrame] = {}
-    sparsity, pointing, deletion = [], [], []
-    for path in map(Path, attention_runs):
+    sparsity, pointing, deletion, random_seeds = [], [], [], set()
+    for path in map(Path, attention_runs):  # attention, gated: any reducer with slice weights
         run, data = load(path, "attention")
         sparsity.append(_sparsity_rows(run, data, o))
         if _has_masks(path, data):
-            s = run.config.seed
-            pointing.append(attention_pointing(run.model, data, o.tolerances, s, o.batch_size, o.max_volumes))
-            pointing.append(random_pointing(data, o.tolerances, o.seed * 100_003 + s, o.max_volumes).assign(seed=s))
+            s, name = run.config.seed, run.config.method
+            pointing.append(attention_pointing(run.model, data, o.tolerances, s, o.batch_size, o.max_volumes, name))
+            if s not in random_seeds:  # the random map once per seed, however many methods
+                random_seeds.add(s)
+                pointing.append(random_pointing(data, o.tolerances, o.seed * 100_003 + s, o.max_volumes).assign(seed=s))
     for method, paths in (("3d", runs_3d), ("acs", runs_acs)):
         for path in map(Path, paths):
             run, data = load(path, method)
@@ -213,8 +220,9 @@ def run_benchmark(attention_runs: Sequence[str | Path] = (), runs_3d: Sequence[s
                                              max(1, o.batch_size // 2), o.max_volumes, o.cam_class))
     if sparsity:
         out["sparsity_per_volume"] = pd.concat(sparsity, ignore_index=True)
-        long = out["sparsity_per_volume"].melt(id_vars=["run", "seed", "volume", "label"], var_name="measure")
-        out["sparsity"] = pool_seeds(long, "value", ["measure"], o.n_boot, seed=o.seed)
+        long = out["sparsity_per_volume"].melt(id_vars=["run", "method", "seed", "volume", "label"],
+                                               var_name="measure")
+        out["sparsity"] = pool_seeds(long, "value", ["method", "measure"], o.n_boot, seed=o.seed)
     if pointing:
         out["pointing_per_volume"] = pd.concat(pointing, ignore_index=True)
         out["pointing"] = summarize_pointing(out["pointing_per_volume"], o.n_boot, seed=o.seed)
@@ -256,4 +264,5 @@ def _sparsity_rows(run: Run, data: VolumeDataset, o: Settings) -> pd.DataFrame:
         x = volume_batch(data, idx)
         table = sparsity_table(slice_attention(run.model, x), x, o.background, o.threshold)
         frames.append(table.assign(volume=idx, label=labels_of(data, idx)))
-    return pd.concat(frames, ignore_index=True).assign(run=str(run.path), seed=run.config.seed)
+    return pd.concat(frames, ignore_index=True).assign(run=str(run.path), method=run.config.method,
+                                                       seed=run.config.seed)

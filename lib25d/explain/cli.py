@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "attention sparsity, the pointing game against lesion masks (attention, HiResCAM of "
                     "3d/acs runs, random map) and deletion faithfulness. Tables are written as CSV and JSON.")
     p.add_argument("--attention-run", action="append", required=True, metavar="DIR",
-                   help="run folder of a 2.5D 'attention' model; repeat for several seeds (figures use the first)")
+                   help="run folder of a 2.5D model with slice weights ('attention' or 'gated'); repeat for "
+                        "several seeds or both methods (figures use the first)")
     p.add_argument("--run-3d", action="append", default=[], metavar="DIR",
                    help="run folder of a '3d' model for HiResCAM (Figure 3 panel 4, pointing game); repeatable")
     p.add_argument("--run-acs", action="append", default=[], metavar="DIR",

@@ -22,14 +22,16 @@ class Method(NamedTuple):
     label: str       # how tables and figures name it
     family: str      # "2.5d": a reducer over slice tokens; "volume": a converted 3D network
     build: Callable  # reducer class (feature width -> module), or converter (2D network -> 3D network)
+    weighs: bool = False  # its reducer returns one weight per slice: the explanation lib25d.explain reads
 
 
 METHODS: dict[str, Method] = {
-    "attention": Method("Attention", "2.5d", reducers.AttentionPool),
+    "attention": Method("Attention", "2.5d", reducers.AttentionPool, True),
     "mean": Method("Mean", "2.5d", reducers.MeanPool),
     "max": Method("Max", "2.5d", reducers.MaxPool),
     "lstm": Method("LSTM", "2.5d", reducers.LSTMReducer),
     "transformer": Method("Transformer", "2.5d", reducers.TransformerReducer),
+    "gated": Method("Gated attention-MIL (beyond the paper)", "2.5d", reducers.GatedAttentionMIL, True),
     "3d": Method("3D", "volume", volume.convert_to_3d),
     "acs": Method("ACS", "volume", volume.convert_to_acs),
 }
@@ -44,7 +46,8 @@ def check_method(name: str) -> Method:
 def build_model(method: str, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1,
                 num_classes: int = 2, chunk_size: int | None = None, axes: tuple[int, ...] = (0, 1, 2),
                 speed=None) -> nn.Module:
-    """A model by method name. ``weights``: "imagenet", a torchvision state-dict file, or None (random);
+    """A model by method name. ``backbone``: a torchvision name or ``timm:<name>``; ``weights``: "imagenet"
+    (torchvision only), a state-dict file (timm: also .safetensors), or None (random);
     ``speed``: a RunConfig whose speed switches to apply (:mod:`.speed`), or None."""
     m = check_method(method)
     if in_channels < 1:

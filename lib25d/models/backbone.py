@@ -1,8 +1,9 @@
-"""A torchvision classifier as the 2D network: its weights, its channel adapter, the slice encoder.
+"""The 2D network: a torchvision classifier by name, or any timm model as ``timm:<name>`` (:mod:`.timmnet`:
+its weights, and how slices meet a transformer's input size); its channel adapter; the slice encoder.
 
-Weights are ``"imagenet"`` (torchvision's, cached under ``$TORCH_HOME``), a local state dict of the
-full classifier, or ``None`` (random). A file that is no such state dict fails with one ValueError
-naming the file and what is wrong with it.
+torchvision weights are ``"imagenet"`` (torchvision's, cached under ``$TORCH_HOME``), a local state dict of
+the full classifier, or ``None`` (random); timm weights a local file or ``None``. A file that is no such
+state dict fails with one ValueError naming the file and what is wrong with it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 import torchvision
 
+from . import timmnet
+
 Weights = str | os.PathLike | None
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
              "wide_resnet50_2", "densenet121", "efficientnet_b0", "mobilenet_v3_small",
@@ -25,8 +28,10 @@ _CORRUPT_TORCH, _CORRUPT_PICKLE = "it is a corrupt PyTorch file", "it is a trunc
 
 
 def check_backbone(name: str) -> None:
+    if timmnet.is_timm(name):
+        return timmnet.check(name[len(timmnet.PREFIX):])
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)} or timm:<any timm model>")
 
 
 def _file_kind(path: Path) -> str:
@@ -96,6 +101,8 @@ def _imagenet(name: str) -> tuple[torchvision.models.WeightsEnum, Path]:
 def imagenet_file(name: str, download: bool = True) -> Path:
     """The cached ImageNet weights of ``name``, downloaded once when allowed (the workflow's fetch)."""
     check_backbone(name)
+    if timmnet.is_timm(name):
+        raise timmnet.no_imagenet(name[len(timmnet.PREFIX):])
     spec, cache = _imagenet(name)
     if not cache.is_file():
         if not download:
@@ -149,8 +156,11 @@ def _fit_problems(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
 
 def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int]:
     """torchvision ``name`` with ``weights`` loaded (strictly, into the full classifier, so a wrong
-    file fails loudly), then its last Linear replaced by Identity; and its feature width."""
+    file fails loudly), then its last Linear replaced by Identity; and its feature width. ``timm:<name>``:
+    :func:`.timmnet.network`."""
     check_backbone(name)
+    if timmnet.is_timm(name):
+        return timmnet.network(name[len(timmnet.PREFIX):], weights)
     model = torchvision.models.get_model(name, weights=None)
     state = load_state_dict(name, weights)
     if state is not None:

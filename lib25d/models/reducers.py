@@ -1,6 +1,7 @@
 """Reducers: slice tokens (B, N, F) -> one :class:`Reduced` vector per volume (the paper's appendix).
 
-Only attention pooling fills the weights, which is what makes it interpretable.
+Attention pooling and gated attention-MIL fill the weights (one per slice, summing to 1), which is what
+makes them interpretable.
 """
 from __future__ import annotations
 
@@ -68,3 +69,17 @@ class TransformerReducer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> Reduced:
         return Reduced(self.transformer(tokens, tokens.mean(dim=1, keepdim=True))[:, 0])
+
+
+class GatedAttentionMIL(nn.Module):
+    """Gated attention-MIL pooling (Ilse, Tomczak & Welling 2018), beyond the paper: a_i = softmax_i(w^T (tanh(V h_i)
+    * sigmoid(U h_i))) over all slices of the volume, hidden width 128 as theirs; the vector is sum_i a_i h_i."""
+
+    def __init__(self, dim: int, hidden: int = 128):
+        super().__init__()
+        self.V, self.U, self.w = nn.Linear(dim, hidden), nn.Linear(dim, hidden), nn.Linear(hidden, 1)
+        self.out_features = dim
+
+    def forward(self, tokens: torch.Tensor) -> Reduced:
+        a = self.w(torch.tanh(self.V(tokens)) * torch.sigmoid(self.U(tokens)))[..., 0].softmax(dim=1)
+        return Reduced(torch.einsum("bn,bnf->bf", a, tokens), a, a[:, None])

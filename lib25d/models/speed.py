@@ -35,6 +35,13 @@ def _no_running_stats_update(module: nn.Module):
                 m.num_batches_tracked.copy_(count)
 
 
+def _draws(m: nn.Module) -> bool:
+    """A module that draws random numbers in train mode: dropout, timm's DropPath (drop_prob) or drop_rate."""
+    rates = [m.p] if isinstance(m, nn.modules.dropout._DropoutNd) else \
+        [getattr(m, "drop_prob", 0), getattr(m, "drop_rate", 0)]
+    return m.training and any(isinstance(r, (int, float)) and r > 0 for r in rates)
+
+
 def unique_slices(slices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(unique slices, inverse index) when some slices repeat voxel for voxel, else None."""
     n = slices.shape[0]
@@ -51,7 +58,8 @@ class FastSliceEncoder(SliceEncoder):
 
     ``dedupe_slices`` encodes identical slices (empty background) once, BatchNorm counting each by its
     multiplicity; not with chunks or checkpointing on batch statistics (they change the batch a
-    BatchNorm sees), nor when the input needs a gradient or a hook watches the layers.
+    BatchNorm sees), nor when the input needs a gradient, a hook watches the layers or a dropout layer draws.
+    Backbone-agnostic (timm's too): BatchNorm2d becomes counted; another batch norm in train mode turns it off.
     """
 
     dedupe = channels_last = checkpointing = False
@@ -63,7 +71,9 @@ class FastSliceEncoder(SliceEncoder):
         if not isinstance(self.adapter, ChannelAdapter):
             return None
         name, conv = next(((n, m) for n, m in self.network.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
-        ok = conv is not None and conv.in_channels == 3 and conv.groups == 1 and conv.padding_mode == "zeros"
+        # a plain convolution only: a subclass may transform its weight (timm's StdConv2d standardises it)
+        ok = type(conv) in (nn.Conv2d, TinyConv2d) and conv.in_channels == 3 and conv.groups == 1 \
+            and conv.padding_mode == "zeros"
         return name if ok else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +95,8 @@ class FastSliceEncoder(SliceEncoder):
         if not self.dedupe or slices.requires_grad or any(m._forward_hooks or m._forward_pre_hooks
                                                           for m in self.modules() if m is not self):
             return False
+        if any(_draws(m) for m in self.modules()):
+            return False  # copies of a slice would share one random draw
         if not any(isinstance(m, _BatchNorm) and (m.training or m.running_mean is None) for m in self.modules()):
             return True  # running statistics: the encoder is a per-slice function
         whole = self.chunk_size is None or slices.shape[0] <= self.chunk_size  # one BatchNorm batch, no recompute

@@ -4,6 +4,7 @@
 says; the authors' code trained 3D from random weights. acsconv 0.1.1 crashes on current PyTorch
 when it converts BatchNorm (it passes the bias tensor as the new boolean ``bias``). The fix lives
 here only: we make norm layers 3D first, under a class name acsconv does not know, so it leaves them.
+Supported backbones: the torchvision ResNets of ``CONVERTIBLE``; others (timm's among them) are refused.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class VolumeClassifier(nn.Module):
 def build(convert, backbone: str, weights: Weights, in_channels: int, num_outputs: int) -> VolumeClassifier:
     """The 2D ``backbone`` converted by ``convert`` (:func:`convert_to_3d` or :func:`convert_to_acs`)."""
     if backbone not in CONVERTIBLE:
-        raise ValueError(f"the 3d and acs methods need a ResNet-family backbone; got {backbone!r}, "
-                         f"valid: {', '.join(CONVERTIBLE)}")
+        raise ValueError(f"the 3d and acs methods need a torchvision ResNet-family backbone; got {backbone!r}, "
+                         f"valid: {', '.join(CONVERTIBLE)} (timm backbones serve the 2.5D methods only)")
     network, features = backbone_network(backbone, weights)
     return VolumeClassifier(convert(network), features, in_channels, num_outputs)
