@@ -12,6 +12,4 @@ from .data import available_datasets, load_dataset
 from .models import METHODS, build_model
 
 __version__ = "0.1.0"
-
-
 __all__ = ["METHODS", "RunConfig", "available_datasets", "build_model", "load_dataset"]

@@ -1,14 +1,11 @@
 """The authors' design (TUM-AIMED/2.5DAttention), rewritten small: the reference lib25d must match.
 
-From reading their ``models/twoandahalfdmodel.py`` and ``train.py`` (no code copied): the feature
-extractor (1x1 ones-initialised conv + ResNet without ``fc``) runs once per axis, tokens in axis
-order 0, 1, 2; the mean token queries ``nn.MultiheadAttention`` (or the Transformer's decoder);
-mean / max / last LSTM step. Epoch 0 runs in eval mode, later ones in train mode (BatchNorm
+From reading their ``models/twoandahalfdmodel.py`` and ``train.py`` (no code copied): a 1x1
+ones-initialised conv + ResNet without ``fc`` runs once per axis, tokens in axis order 0, 1, 2; the
+mean token queries the reducer. Epoch 0 runs in eval mode, later ones in train mode (BatchNorm
 statistics move while the backbone is frozen; their LSTM trains in train mode from epoch 0); after
 three head-only epochs everything is unfrozen; NAdam; BCE on one logit or cross-entropy.
-
-``tests/test_parity.py`` compares lib25d with it step by step and ``lib25d bench --compare`` times it
-as the "before"; it has no performance switch on purpose.
+``tests/test_parity.py`` and ``lib25d bench --compare`` use it; no performance switch, on purpose.
 """
 from __future__ import annotations
 
@@ -81,14 +78,14 @@ def from_lib25d(model: nn.Module) -> AuthorsModel:
 
 
 def loss_fn(num_outputs: int) -> nn.Module:
+    """Their loss: BCE on one logit, cross-entropy on several."""
     return nn.BCEWithLogitsLoss() if num_outputs == 1 else nn.CrossEntropyLoss()
 
 
 def prepare(model: AuthorsModel, head_only_epochs: int) -> None:
     """Their starting point: eval mode, feature extractor frozen (unless there is no head-only epoch)."""
     model.eval()
-    for p in model.feature_extractor.parameters():
-        p.requires_grad_(head_only_epochs == 0)
+    model.feature_extractor.requires_grad_(head_only_epochs == 0)
 
 
 def train_step(model: AuthorsModel, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer) -> float:
@@ -110,6 +107,5 @@ def train_epoch(model: AuthorsModel, batches: Iterable[tuple[torch.Tensor, torch
     losses = [train_step(model, x, y, opt) for x, y in batches]
     model.eval()
     if epoch == head_only_epochs - 1:
-        for p in model.parameters():
-            p.requires_grad_(True)
+        model.requires_grad_(True)
     return losses

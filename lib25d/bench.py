@@ -12,7 +12,6 @@ epoch, losses compared); ``bf16`` (the same with bf16 autocast on CPU, and one e
 ``inference`` (the test split, predictions compared); ``warmup`` (head-only steps in the authors'
 BatchNorm mode, and lib25d's cached frozen-BatchNorm epochs); ``memory`` (a ``--large-shape`` step in
 chunks with checkpointing in a fresh process, and the time factor checkpointing costs at batch 1).
-
 Both merge into one JSON file (default ``results/bench/<cpu|cuda>.json``), shown by
 :func:`table2_frame` and :func:`compare_frame`.
 """
@@ -260,7 +259,6 @@ def table2_frame(source: str | Path | dict[str, Any]) -> pd.DataFrame:
     for r in data.get("table2", data).get("rows", []):
         def num(key: str, fmt: str) -> str:
             return "—" if r.get(key) is None else format(r[key], fmt)
-
         big = max(r.get("shape", [0])) > 64
         rows.append({"method": r["method"], "size": r["size"], "batch": r["batch_size"]} | (
             {"params (M)": f"missing ({r['error']})"} if r.get("error") else {

@@ -1,7 +1,6 @@
-"""``lib25d bench --compare``: 2.5D attention on the real AdrenalMNIST3D, lib25d against the authors'
-design (:mod:`lib25d.authors`) from the same weights and batches, interleaved in one process
-(alternating which goes first), medians reported; the parts are listed in :mod:`lib25d.bench`.
-"""
+"""``lib25d bench --compare``: lib25d against the authors' design (:mod:`lib25d.authors`) on
+AdrenalMNIST3D from the same weights and batches, interleaved in one process (alternating which
+goes first, so order effects cancel), medians reported; the parts: :mod:`lib25d.bench`."""
 from __future__ import annotations
 
 import argparse
@@ -31,8 +30,8 @@ def interleaved(fns: dict[str, Callable], inputs: Sequence[tuple], device: torch
 
 
 def race(steps: dict[str, Callable], batches: list, device: torch.device, epoch_volumes: int) -> dict[str, Any]:
-    """Training steps of two contestants on the same batches, interleaved; the first batch is untimed
-    (allocator, kernel caches). Epoch = median step x volumes / batch."""
+    """Training steps of two contestants on the same batches, interleaved; the first batch's time is
+    dropped (allocator, kernel caches). Epoch = median step x volumes / batch."""
     res = interleaved(steps, batches, device)
     step_s = {n: median([t for t, _ in v[1:]]) for n, v in res.items()}
     losses = {n: [loss for _, loss in v] for n, v in res.items()}

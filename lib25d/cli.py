@@ -1,7 +1,4 @@
-"""The command line: ``lib25d params | train | evaluate | explain | bench | profile``.
-
-``train``'s options are generated from :class:`~lib25d.config.RunConfig`'s fields: a new setting needs no edit here.
-"""
+"""The command line: ``lib25d params | train | evaluate | explain | bench | profile``."""
 from __future__ import annotations
 
 import argparse
@@ -45,21 +42,20 @@ def settings_from_args(settings: type, args: argparse.Namespace):
 
 def _dataset_options(pairs: list[str]) -> dict:
     import yaml
-
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise ValueError(f"dataset option {pair!r} is not KEY=VALUE, e.g. --option n_train=128")
         key, value = pair.split("=", 1)
         parsed = yaml.safe_load(value)
-        out[key] = tuple(yaml.safe_load(v) for v in parsed.split(",")) if isinstance(parsed, str) and "," in parsed \
-            else tuple(parsed) if isinstance(parsed, list) else parsed
+        if isinstance(parsed, str) and "," in parsed:  # window=-150,250
+            parsed = tuple(yaml.safe_load(v) for v in parsed.split(","))
+        out[key] = tuple(parsed) if isinstance(parsed, list) else parsed
     return out
 
 
 def _params(args: argparse.Namespace) -> int:
     from .models import METHODS, build_model, count_parameters
-
     print(f"{'method':12s} {'trainable':>12s}  (backbone {args.backbone}, {args.in_channels} channel(s), "
           f"{args.num_classes} classes)")
     for name, method in METHODS.items():
@@ -76,7 +72,6 @@ def _params(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .train import train
-
     result = train(settings_from_args(RunConfig, args), args.out, resume=args.resume, quiet=args.quiet)
     for which, m in result["metrics"].items():
         print(f"{which:9s} model (epoch {m['epoch']:3d}): test AUROC {m['test']['auc']:.4f}  "
@@ -88,7 +83,6 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .runinfo import resolve_device
     from .train import evaluate, load_run, loss_function, split_of
-
     run = load_run(args.run, args.which, args.device)
     data = split_of(run.config, args.split)
     m = evaluate(run.model, data, run.config, resolve_device(args.device), loss_function(data.info.num_classes))
@@ -99,7 +93,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     from .profiles import load_profile, summary
-
     profile = load_profile(args.name)
     if args.action == "runs":
         print("\n".join(r.run_id for r in profile.runs()))
@@ -144,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench import register as register_bench
     from .explain.cli import register as register_explain
-
     register_explain(sub)
     register_bench(sub)
     return parser

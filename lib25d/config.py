@@ -1,14 +1,12 @@
-"""``RunConfig``: everything that defines one training run, and nothing else; defaults are the paper's protocol.
+"""``RunConfig``: everything that defines one training run; defaults are the paper's protocol.
 
-``lib25d train``'s options are generated from its fields, the run notebook takes it as a dict, the profiles
-enumerate it and every result file records it first. Kinds: ``run`` settings define the experiment; ``runtime``
-ones say where and how it runs; ``speed`` switches change speed and memory only (float summation order at most),
-so a run may resume or be compared under other values of both.
+``lib25d train``'s options are generated from its fields. Kinds: ``run`` settings define the
+experiment; ``runtime`` ones say where and how it runs; ``speed`` switches change speed and memory
+only (float summation order at most), so a run may resume or be compared under other values of both.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 WARMUP_BN = ("authors", "frozen")  # see lib25d.train
@@ -21,7 +19,7 @@ def setting(default: Any, help: str, kind: str = "run") -> Any:
     return dataclasses.field(default=default, metadata={"help": help, "kind": kind})
 
 
-@dataclass
+@dataclasses.dataclass
 class RunConfig:
     dataset: str = setting("adrenal", "organ, nodule, fracture, adrenal, vessel, synapse, synthetic or nifti:<csv>")
     size: int = setting(28, "MedMNIST edge length, 28 or 64 (synthetic: any side from 8)")

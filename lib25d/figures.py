@@ -1,5 +1,5 @@
-"""Study figures from plain data (histories, tidy frames, volumes): learning curves, Figure 1 (the method on
-a volume), Figure 2 (AUROC boxes). Figure 3 lives with the explanations (:mod:`lib25d.explain`).
+"""The book's figures from plain data (histories, tidy frames, volumes): learning curves, Figure 1 (the method
+on a volume), Figure 2 (AUROC boxes). The explanation figures, Figure 3 among them, are :mod:`lib25d.explain`'s.
 """
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .models import AXIS_NAMES, METHODS
 from .tables import v2_method
-
-AXES = ("axial", "coronal", "sagittal")
 
 
 def learning_curves(history: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
@@ -44,8 +43,6 @@ def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame
                 metric: str = "auc", scratch: pd.DataFrame | None = None) -> Figure:
     """Figure 2: per dataset, a box of per-seed test AUROC per method; a missing run is written in ("missing"),
     the paper's mean is a red diamond, MedMNIST v2's from-scratch ResNet-18 (``scratch``) a grey cross."""
-    from .models import METHODS
-
     datasets = list(dict.fromkeys(frame.dataset))
     cols = min(3, max(1, len(datasets)))
     rows = math.ceil(len(datasets) / cols)
@@ -81,22 +78,6 @@ def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame
     return fig
 
 
-def _weighted_image(volume: np.ndarray, axis: int, weights: np.ndarray) -> np.ndarray:
-    """Attention-weighted mean of the slices of one axis: what the model 'sums' in image space."""
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum() if w.sum() > 0 else np.full_like(w, 1 / len(w))
-    return np.tensordot(w, np.moveaxis(volume, axis, 0), axes=1)
-
-
-def _montage(volume: np.ndarray, axis: int, picks: Sequence[int], per_row: int = 3) -> np.ndarray:
-    """Slices side by side, ``per_row`` to a row, separated by a one-pixel gap."""
-    slices = [np.take(volume, i, axis=axis) for i in picks]
-    slices += [np.full_like(slices[0], np.nan)] * (-len(slices) % per_row)
-    cells = [np.pad(s.astype(np.float64), ((0, 1), (0, 1)), constant_values=np.nan) for s in slices]  # gap below, right
-    rows = [np.concatenate(cells[start:start + per_row], axis=1) for start in range(0, len(cells), per_row)]
-    return np.concatenate(rows, axis=0)[:-1, :-1]
-
-
 def method_figure(volume: np.ndarray, attention: Mapping[str, np.ndarray], pooled: np.ndarray | None = None,
                   title: str = "", n_slices: int = 5) -> Figure:
     """Figure 1: (A) slices of a (D, H, W) volume along the three axes, (B) their attention (per-axis weights,
@@ -105,14 +86,19 @@ def method_figure(volume: np.ndarray, attention: Mapping[str, np.ndarray], poole
     rows = 4 if pooled is not None else 3
     fig = plt.figure(figsize=(12, 2.6 * rows), constrained_layout=True)
     grid = fig.add_gridspec(rows, 3, height_ratios=[1.3, 0.8, 1, 0.25][:rows])
-    top = max(float(np.max(attention[a])) for a in AXES)
-    for k, name in enumerate(AXES):
+    top = max(float(np.max(attention[a])) for a in AXIS_NAMES)
+    for k, name in enumerate(AXIS_NAMES):
         w = np.asarray(attention[name])
         best = int(np.argmax(w))
         picks = sorted(set(np.linspace(len(w) // 6, len(w) - 1 - len(w) // 6, n_slices).round().astype(int).tolist())
                        | {best})
+        # the picked slices three to a row, a one-pixel NaN gap below and right of each
+        cells = [np.pad(np.take(volume, i, axis=k).astype(np.float64), ((0, 1), (0, 1)), constant_values=np.nan)
+                 for i in picks]
+        cells += [np.full_like(cells[0], np.nan)] * (-len(cells) % 3)
+        montage = np.concatenate([np.concatenate(cells[r:r + 3], axis=1) for r in range(0, len(cells), 3)])
         ax = fig.add_subplot(grid[0, k])
-        ax.imshow(_montage(volume, k, picks), cmap="gray", vmin=0, vmax=max(1e-6, float(volume.max())))
+        ax.imshow(montage[:-1, :-1], cmap="gray", vmin=0, vmax=max(1e-6, float(volume.max())))
         ax.set_title(f"(A) {name} slices {', '.join(map(str, picks))}", fontsize=9)
         ax.axis("off")
         ax = fig.add_subplot(grid[1, k])
@@ -122,7 +108,9 @@ def method_figure(volume: np.ndarray, attention: Mapping[str, np.ndarray], poole
         ax.set_ylabel("attention")
         ax.set_title(f"(B) {name}: {w.sum():.0%} of all attention, peak at slice {best}", fontsize=9)
         ax = fig.add_subplot(grid[2, k])
-        ax.imshow(_weighted_image(volume, k, w), cmap="magma")
+        mean = np.asarray(w, dtype=np.float64)  # what the model 'sums' in image space
+        mean = mean / mean.sum() if mean.sum() > 0 else np.full_like(mean, 1 / len(mean))
+        ax.imshow(np.tensordot(mean, np.moveaxis(volume, k, 0), axes=1), cmap="magma")
         ax.set_title(f"(C) attention-weighted sum of {name} slices", fontsize=9)
         ax.axis("off")
     if pooled is not None:

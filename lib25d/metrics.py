@@ -25,22 +25,16 @@ def evaluate_scores(labels: np.ndarray, scores: np.ndarray, task: str) -> dict[s
 
 def auroc_interval(labels: np.ndarray, scores: np.ndarray, task: str = "binary-class", n_boot: int = 2000,
                    level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the test AUROC, resampling volumes with their labels (seeded).
-
-    It says how much the number could move with another draw of test volumes of the same kind:
-    an interval that contains 0.5 is not distinguishable from chance. Resamples holding a single
-    class (AUROC undefined) are skipped; ``(nan, nan)`` when none is usable.
-    """
+    """Seeded percentile bootstrap interval of the test AUROC over volumes: how much it could move
+    with another draw of test volumes (one holding 0.5 is not distinguishable from chance)."""
     return mean_auroc_interval(labels, [scores], task, n_boot, level, seed)
 
 
 def mean_auroc_interval(labels: np.ndarray, runs: Sequence[np.ndarray], task: str = "binary-class",
                         n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """:func:`auroc_interval` of the mean AUROC of several runs (seeds) on the same test volumes.
-
-    Every resample of volumes is shared by all runs, so the interval is that of the number a
-    table shows (the mean over seeds); the spread between seeds is reported apart (± std).
-    """
+    """:func:`auroc_interval` of the mean AUROC of several runs (seeds) on the same test volumes:
+    all share each resample, so it is the interval of the mean a table shows. Single-class
+    resamples (AUROC undefined) are skipped; ``(nan, nan)`` when none is usable."""
     labels = np.asarray(labels).reshape(-1)
     runs = [np.asarray(s) for s in runs]
     if not runs or any(len(labels) != len(s) for s in runs):

@@ -1,9 +1,9 @@
-"""``check_parameters``: a notebook refuses parameters its ``parameters`` cell does not declare.
+"""A notebook refuses parameters its ``parameters`` cell does not declare.
 
-Papermill only warns about an unknown parameter (``-p methd acs`` prints "Passed unknown parameter: methd", then
-runs the default method), so every notebook calls ``check_parameters(globals())`` right after its parameters cell.
-That cell holds typed defaults (``method: str = "attention"``): the declared names are the keys of the namespace's
-``__annotations__``, while papermill injects plain assignments (``methd = "acs"``), which are not annotated.
+Papermill only warns about an unknown one (``-p methd acs`` then runs the default method), so
+every notebook calls ``check_parameters(globals())`` after its parameters cell. That cell declares
+typed defaults (``method: str = "attention"``, in ``__annotations__``); papermill injects plain,
+unannotated assignments.
 """
 from __future__ import annotations
 

@@ -65,10 +65,6 @@ class Profile:
         """Every method of the profile, Table 1's first, without repeats."""
         return list(dict.fromkeys([*self.table1, *self.table3]))
 
-    def seeds_of(self, method: str) -> list[int]:
-        """Table 1's methods (attention among them) run every seed; Table 3's others its seeds."""
-        return self.seeds if method in self.table1 else self.table3_seeds
-
     def config_for(self, label: str, method: str, seed: int) -> RunConfig:
         """Run settings: RunConfig defaults < profile defaults < dataset overrides < cell."""
         if label not in self.datasets:
@@ -79,14 +75,18 @@ class Profile:
 
     def runs(self, methods: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
              seeds: Iterable[int] | None = None) -> list[Run]:
-        """Expected runs (dataset-major, then method, then seed), optionally filtered."""
+        """Expected runs (dataset-major, then method, then seed), optionally filtered; Table 1's
+        methods (attention among them) run every seed, Table 3's others ``table3_seeds``."""
         methods = self.methods if methods is None else [m for m in self.methods if m in set(methods)]
         labels = list(self.datasets) if datasets is None else [d for d in self.datasets if d in set(datasets)]
         keep = set(self.seeds if seeds is None else seeds)
         return [Run(run_id(label, method, seed), label, method, seed, self.config_for(label, method, seed))
-                for label in labels for method in methods for seed in self.seeds_of(method) if seed in keep]
+                for label in labels for method in methods
+                for seed in (self.seeds if method in self.table1 else self.table3_seeds)
+                if seed in keep]
 
     def run(self, rid: str) -> Run:
+        """The expected run named ``rid``."""
         for r in self.runs():
             if r.run_id == rid:
                 return r
@@ -116,9 +116,6 @@ class Profile:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
         return path
-
-
-TOP_KEYS = ["profile", *(f.name for f in fields(Profile) if f.name not in ("name", "source"))]
 
 
 def summary(profile: Profile) -> dict[str, str]:
@@ -171,12 +168,10 @@ def _methods(values: Any, key: str) -> list[str]:
 
 def _mapping(value: Any, what: str, example: str) -> dict[str, Any]:
     """A profile section that must be a mapping (empty when absent)."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
+    if value is not None and not isinstance(value, Mapping):
         raise ProfileError(f"{what} must be a mapping of settings, e.g. {example}; "
                            f"got {type(value).__name__} {value!r}")
-    return dict(value)
+    return dict(value or {})
 
 
 def _known(names: Iterable[str], valid: Iterable[str], what: str) -> None:
@@ -213,7 +208,8 @@ def _datasets(values: Any) -> dict[str, dict[str, Any]]:
 
 def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source: Path | None = None) -> Profile:
     """Validate a profile mapping; relative ``results`` are resolved against ``root`` (the project)."""
-    _known(values, TOP_KEYS, "unknown profile key(s) {}")
+    keys = ["profile", *(f.name for f in fields(Profile) if f.name not in ("name", "source"))]
+    _known(values, keys, "unknown profile key(s) {}")
     if not values.get("profile"):
         raise ProfileError("a profile needs `profile: <name>` (its file is config/<name>.yaml)")
     name = str(values["profile"])
@@ -261,39 +257,27 @@ def project_root(start: str | Path | None = None) -> Path:
                        "or pass the path of a profile file")
 
 
-def profile_path(name: str | Path, start: str | Path | None = None) -> Path:
-    """A profile file from a name (``smoke``) or a path (``config/smoke.yaml``)."""
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise ProfileError(f"profile file {path} does not exist")
-        return path.resolve()
-    folder = project_root(start) / CONFIG_DIR
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        raise ProfileError(f"no profile {str(name)!r} in {folder}; valid: {', '.join(list_profiles(folder))}")
-    return path
-
-
 def list_profiles(folder: str | Path | None = None) -> list[str]:
+    """Names of the profiles in ``folder`` (default: the project's ``config/``)."""
     folder = Path(folder) if folder is not None else project_root() / CONFIG_DIR
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 def load_profile(name: str | Path, overrides: Mapping[str, Any] | None = None,
                  start: str | Path | None = None) -> Profile:
-    """Load and validate ``config/<name>.yaml`` (or a file path), optionally deep-merging overrides."""
-    path = profile_path(name, start)
-    values = read_yaml(path)
-    root = path.parent.parent if path.parent.name == CONFIG_DIR else Path.cwd()
-    try:
-        return from_dict(merge(values, overrides or {}), root=root, source=path)
-    except ProfileError as err:
-        raise ProfileError(f"profile file {path}: {err}") from None
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A profile file's mapping; unreadable text, invalid YAML or a non-mapping is one ProfileError naming it."""
+    """Load and validate ``config/<name>.yaml`` or a file path, optionally deep-merging overrides;
+    any problem with the file is one ProfileError naming it."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ProfileError(f"profile file {path} does not exist")
+        path = path.resolve()
+    else:
+        folder = project_root(start) / CONFIG_DIR
+        path = folder / f"{name}.yaml"
+        if not path.is_file():
+            raise ProfileError(f"no profile {str(name)!r} in {folder}; "
+                               f"valid: {', '.join(list_profiles(folder))}")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
@@ -308,4 +292,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if values is not None and not isinstance(values, Mapping):
         raise ProfileError(f"profile file {path} must hold a YAML mapping (profile:, defaults:, datasets:, ...), "
                            f"not a {type(values).__name__}")
-    return dict(values or {})
+    root = path.parent.parent if path.parent.name == CONFIG_DIR else Path.cwd()
+    try:
+        return from_dict(merge(dict(values or {}), overrides or {}), root=root, source=path)
+    except ProfileError as err:
+        raise ProfileError(f"profile file {path}: {err}") from None

@@ -1,8 +1,6 @@
-"""What a run folder holds and records: one process at a time, atomic files, provenance.
-
-``claim`` holds an exclusive ``flock`` on ``<out>/.lock`` while a run writes there; the operating system
-drops it when the process ends, however it ends (``kill -9`` included). Files are written through a temp
-file and renamed, so what a killed write leaves is a hidden temp file, removed by the next claim.
+"""A run folder: one process at a time (``flock``, dropped by the OS however the process ends,
+``kill -9`` included), files written through a temp file and renamed (a killed write leaves only a
+hidden temp file, removed by the next claim), and the provenance a result records.
 """
 from __future__ import annotations
 
@@ -22,15 +20,14 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 LOCK = ".lock"
-FAULT_ENV = "LIB25D_FAULT"  # testing hook, see fault_point
 _fault_hits: dict[str, int] = {}
 PACKAGES = ("lib25d", "torch", "torchvision", "timm", "numpy", "medmnist", "acsconv", "grad-cam", "scikit-learn")
 
 
 @contextlib.contextmanager
 def claim(out: Path) -> Iterator[Path]:
-    """Create ``out`` if needed and hold it for this process; refuse at once if another holds it.
-    If the run fails before writing anything, the folders this call created are removed again."""
+    """Create ``out`` if needed and hold it; refuse at once if another process holds it. A run that
+    fails before writing anything leaves none of the folders this call created."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output folder {out} is an existing file, not a folder: choose another --out")
@@ -62,10 +59,9 @@ def claim(out: Path) -> Iterator[Path]:
 
 
 def fault_point(name: str) -> None:
-    """Fault injection for tests: ``LIB25D_FAULT=<name>@<n>`` kills this process with SIGKILL (no clean-up)
-    the n-th time it passes ``name``: ``step`` (after an optimiser step) or ``write:<file name>`` (a file
-    written, not yet renamed into place)."""
-    target, _, nth = os.environ.get(FAULT_ENV, "").rpartition("@")
+    """For tests: ``LIB25D_FAULT=<name>@<n>`` SIGKILLs this process the n-th time it passes
+    ``name``: ``step`` (after an optimiser step) or ``write:<file>`` (written, not yet renamed)."""
+    target, _, nth = os.environ.get("LIB25D_FAULT", "").rpartition("@")
     if target == name:
         _fault_hits[name] = _fault_hits.get(name, 0) + 1
         if _fault_hits[name] == int(nth):
@@ -110,6 +106,7 @@ def read_torch(path: Path, what: str, keys: Sequence[str] = ()) -> Any:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA where available, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -159,9 +156,8 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
-    """CUDA: max allocated by tensors since :func:`reset_peak_memory`. CPU: the process's peak resident set,
-    ``VmHWM`` on Linux (``ru_maxrss`` is the fallback only: Linux carries it over ``exec``, so a fresh
-    subprocess would report at least its parent's size at the fork)."""
+    """CUDA: max allocated since :func:`reset_peak_memory`. CPU: peak resident set, ``VmHWM`` (Linux
+    carries ``ru_maxrss`` over ``exec``: a subprocess would report at least its parent's size)."""
     if device.type == "cuda":
         return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "cuda_max_allocated"}
     with contextlib.suppress(OSError):

@@ -139,9 +139,8 @@ def auc_interval(runs: pd.DataFrame, n_boot: int = 2000) -> tuple[float, float]:
 
 
 def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc")) -> pd.DataFrame:
-    """Mean and sample std over seeds per (dataset, method), the AUROC's 95 % interval, the counts
-    and the reasons of gaps; ``result`` is False where that interval does not lie above 0.5 (the
-    page marks the cell, it is never a result or a winner)."""
+    """Per (dataset, method): mean and std over seeds, the AUROC's interval, counts, reasons of
+    gaps; ``result`` is False where the interval does not lie above chance (never a winner)."""
     rows = []
     for dataset, method, group, ok, reasons in _cells(frame):
         row = {"dataset": dataset, "method": method, "n_ok": len(ok), "n_expected": len(group), "reasons": reasons}
@@ -155,9 +154,8 @@ def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc")) -> p
 
 def cell(mean: float, std: float, n_ok: int, n_expected: int, reasons: str | None = "", percent: bool = True,
          interval: tuple[float, float] = (math.nan, math.nan)) -> str:
-    """'80.9 ± 1.2 [76.0, 85.3]', '80.9' (one run, no interval), '... (4/5 runs)', 'missing (reason)'
-    ('missing' where ``reasons`` is None: said in another column), or, when the interval does
-    not lie above 0.5, 'not distinguishable from chance (...)' / 'below chance (...)'."""
+    """'80.9 ± 1.2 [76.0, 85.3]', '... (4/5 runs)', 'missing (reason)' ('missing': reasons is None,
+    said in another column), 'not distinguishable from chance (...)' or 'below chance (...)'."""
     if n_ok == 0:
         return "missing" if reasons is None else f"missing ({reasons or 'no run'})"
     scale = 100.0 if percent else 1.0
@@ -190,9 +188,8 @@ def v2_method(method: str) -> str:
 
 
 def compare(summary: pd.DataFrame, table: str, metrics: Sequence[str] = ("auc", "acc")) -> pd.DataFrame:
-    """Ours beside two references, one row per (dataset, method): the paper (ImageNet, 50 epochs,
-    five seeds) and MedMNIST v2's ResNet-18 from scratch, so a gap reads as weights or method. A
-    method the paper's table has no row of at all (gated) says 'beyond the paper' there."""
+    """Ours beside the paper (ImageNet, 50 epochs, five seeds) and MedMNIST v2's ResNet-18 from
+    scratch, so a gap reads as weights or method; a method the paper lacks: 'beyond the paper'."""
     papers = paper_results()
     reference = papers.set_index(["table", "dataset", "method", "metric"])["value"].to_dict()
     in_paper = set(papers.method[papers.table == table])
@@ -202,7 +199,6 @@ def compare(summary: pd.DataFrame, table: str, metrics: Sequence[str] = ("auc", 
             return BEYOND
         found = reference.get((table, dataset, v2_method(method) if table == "medmnist_v2" else method, metric))
         return "—" if found is None or math.isnan(found) else f"{found * 100:.1f}"
-
     rows = []
     for s in summary.itertuples(index=False):
         row = {"dataset": s.dataset, "method": s.method}
@@ -237,8 +233,7 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def winners(summary: pd.DataFrame, methods: Sequence[str], table: str = "table1", metric: str = "auc") -> str:
-    """Best method per dataset by mean test metric, ours and the paper's, as one sentence; a
-    cell not distinguishable from chance is never a winner."""
+    """Best method per dataset by mean test metric, ours (never one at chance) and the paper's."""
     paper = paper_results(table)
     paper = paper[(paper.metric == metric) & paper.method.isin(methods)]
     parts = []
@@ -269,7 +264,6 @@ def setting(profile: Profile, frame: pd.DataFrame) -> str:
 
     def listed(values: Sequence, sep: str = ", ", empty: str = "none") -> str:
         return sep.join(map(str, dict.fromkeys(values))) if len(values) else empty
-
     weights = listed(frame.weights).replace("None", "none (random init)")
     return (f"Profile {profile.name} · data: {listed(ok.data, '; ', 'no finished run')} · weights: {weights}"
             f" · device: {listed(ok.device)} · epochs: {listed(frame.epochs)}"
@@ -315,7 +309,6 @@ def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             if lo in row and not pd.isna(row[lo]):
                 value += f" [{row[lo]:.{digits}f}, {row[hi]:.{digits}f}]"
             return value
-
         out[base] = out.apply(text, axis=1)
         out = out.drop(columns=[c for c in (std, lo, hi) if c and c in out])
     if {"n_seeds", "n_volumes"} <= set(out.columns):

@@ -1,13 +1,11 @@
-"""The authors' training protocol, resumable.
+"""The authors' training protocol (NAdam; BCE on one logit or cross-entropy), resumable.
 
-NAdam, BCE on one logit (binary) or cross-entropy. The first ``warmup_epochs`` train only the new modules
-(reducer, head); the frozen encoder's BatchNorm meanwhile (``warmup_bn``): ``authors`` (their code) runs the
-first epoch in eval mode and later ones in train mode (``lstm``: from the start), which is what makes training
-from scratch work (see the book); ``frozen`` stays in eval mode, protecting pretrained statistics, so
-``cache_warmup_features`` can encode the training split once for the whole warm-up. lib25d tests the final-epoch
-model (what the authors test) and the best-validation one. A checkpoint is written atomically every epoch; each
-epoch's shuffling and dropout are seeded from (seed, epoch) alone, so a resumed run ends with an uninterrupted
-run's numbers (on CPU). Speed switches: :mod:`lib25d.models.speed`, off in ``RunConfig.straightforward()``.
+The first ``warmup_epochs`` train only the new modules. The frozen encoder's BatchNorm meanwhile
+(``warmup_bn``): ``authors`` runs epoch 1 in eval mode, later ones in train mode (``lstm``: from
+the start), which makes training from scratch work; ``frozen`` keeps eval mode, so the warm-up
+features can be cached. Each epoch's shuffling and dropout are seeded from (seed, epoch) alone and
+a checkpoint is written atomically every epoch: a resumed run ends with an uninterrupted run's
+numbers (on CPU).
 """
 from __future__ import annotations
 
@@ -63,8 +61,8 @@ def loss_function(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], to
 
 
 def autocast_for(device: torch.device, amp: bool, bf16_cpu: bool = False):
-    """bf16 autocast on CUDA when ``amp``, on CPU only when ``bf16_cpu`` (CPU runs stay fp32 and
-    reproducible by default; bf16 pays off only on processors with native bf16, avx512_bf16 / AMX)."""
+    """bf16 autocast on CUDA when ``amp``; on CPU only when ``bf16_cpu`` (CPU runs stay fp32 and
+    reproducible; bf16 pays off only with native bf16, avx512_bf16 / AMX)."""
     if (device.type == "cuda" and amp) or (device.type == "cpu" and bf16_cpu):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -75,8 +73,8 @@ def autocast(device: torch.device, config: RunConfig):
 
 
 def loader_workers(config: RunConfig, device: torch.device) -> int:
-    """DataLoader workers: as configured, or for -1 (auto) a few on CUDA (the GPU should not wait
-    for batches) and none on CPU (the workers would compete with the model for the same cores)."""
+    """As configured; for -1 a few on CUDA (the GPU should not wait for batches) and none on CPU
+    (workers would compete with the model for the same cores)."""
     if config.num_workers >= 0:
         return config.num_workers
     return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
@@ -104,8 +102,8 @@ def _index_loader(data: VolumeDataset, config: RunConfig, shuffle_seed: int) -> 
 @torch.no_grad()
 def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
                   device: torch.device) -> torch.Tensor | None:
-    """Frozen features of every volume of ``data`` in order, or None if they would exceed the limit. The
-    encoder must be frozen in eval mode (BatchNorm too): then they are what the warm-up forward pass computes."""
+    """Frozen features of every volume in order (None above the limit): what the warm-up computes
+    while the encoder, BatchNorm included, is frozen in eval mode."""
     was_training = model.training
     model.eval()
     out: list[torch.Tensor] = []
@@ -118,18 +116,6 @@ def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
     finally:
         model.train(was_training)
     return torch.cat(out)
-
-
-def set_epoch_mode(model: nn.Module, config: RunConfig, epoch: int) -> bool:
-    """Trainable parts and train/eval mode of (1-based) ``epoch``; True during the warm-up."""
-    warmup = epoch <= config.warmup_epochs
-    set_encoder_trainable(model, not warmup)
-    model.train()
-    if warmup and config.warmup_bn == "frozen":
-        model.encoder.eval()
-    elif warmup and epoch == 1 and config.method != "lstm":
-        model.eval()  # the authors' epoch 0 (their LSTM config trains in train mode from the start)
-    return warmup
 
 
 @torch.no_grad()
@@ -149,8 +135,8 @@ def evaluate(model: nn.Module, data: VolumeDataset, config: RunConfig, device: t
 
 def _train_epoch(model: nn.Module, loader, loss_fn, optimizer, device: torch.device, config: RunConfig, desc: str,
                  quiet: bool, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, int]:
-    """One pass over ``loader``'s (input, label) batches; ``forward`` maps an input to logits: the model
-    for volumes, or cached frozen features -> reducer + head for the volumes' indices (a cached warm-up)."""
+    """One pass over ``loader``; ``forward`` maps its inputs to logits: the model for volumes, or
+    cached features -> reducer + head for volume indices (a cached warm-up)."""
     forward = model if forward is None else forward
     total, seen, start = 0.0, 0, time.perf_counter()
     # a bar beside the loader, not around it: tqdm.auto's wrapper calls iter() on its iterable
@@ -192,7 +178,7 @@ def _check_out(out: Path, config: RunConfig, resume: bool) -> dict[str, Any] | N
 
 
 def _better(record: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    """Best model = highest validation AUROC (lowest validation loss where AUROC is undefined)."""
+    """Highest validation AUROC (lowest validation loss where AUROC is undefined)."""
     if best is None:
         return True
     if not math.isnan(record["val_auc"]) and not math.isnan(best["val_auc"]):
@@ -226,7 +212,13 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
         reset_peak_memory(device)
         cache, cache_tried = None, False
         for epoch in range(len(history) + 1, config.epochs + 1):
-            warmup = set_epoch_mode(model, config, epoch)
+            warmup = epoch <= config.warmup_epochs
+            set_encoder_trainable(model, not warmup)
+            model.train()
+            if warmup and config.warmup_bn == "frozen":
+                model.encoder.eval()
+            elif warmup and epoch == 1 and config.method != "lstm":
+                model.eval()  # the authors' epoch 0 (their LSTM: train mode from the start)
             tic = time.perf_counter()
             # exact only while the frozen BatchNorm uses running statistics; built once per process, freed after
             if warmup and not cache_tried and config.cache_warmup_features and config.warmup_bn == "frozen":
@@ -309,9 +301,8 @@ class Run(NamedTuple):
 
 
 def load_run(run: str | Path, which: str = "final", device: str = "auto", data_root: str | None = None) -> Run:
-    """A run folder's ``final`` (last epoch, what the paper reports) or ``best`` (validation AUROC) model, in eval
-    mode on ``device``, and its config. The model is rebuilt from the stored config with random weights (the file
-    brings the trained ones: no download); ``data_root`` says where the run's data is on this machine."""
+    """A run folder's ``final`` or ``best`` model in eval mode, and its config. It is rebuilt
+    without pretrained weights (the file brings the trained ones); ``data_root``: its data here."""
     if which not in WHICH:
         raise ValueError(f"unknown model choice {which!r}; valid: {', '.join(WHICH)}")
     path = Path(run)

@@ -21,7 +21,7 @@ from lib25d.explain import (ClassTarget, SliceAttention, attention_entropy, back
 from lib25d.explain.deletion import class_probability, random_tokens
 from lib25d.explain.cam import cam_layer_name, upsample_cam
 from lib25d.explain.cli import register
-from lib25d.explain.voxel import peak_voxels
+from lib25d.explain.attention import peak_voxels
 from lib25d.models import Model25D, SliceLayout, build_model
 from lib25d.models.reducers import AttentionPool
 

@@ -1,15 +1,10 @@
-"""Datasets by name: MedMNIST 3D, a synthetic planted-lesion task, and your own NIfTI scans.
+"""Datasets by name; every loader returns a :class:`VolumeDataset` of ``(float32 (C, D, H, W), int label)`` items.
 
-Every loader returns a :class:`VolumeDataset` whose items are ``(float32 tensor (C, D, H, W), int label)``;
-batches are ``(B, C, D, H, W)``. Names:
-
-- ``organ``, ``nodule``, ``fracture``, ``adrenal``, ``vessel``, ``synapse`` (or medmnist's flags such as
-  ``adrenalmnist3d``): MedMNIST 3D, ``size`` 28 or 64, read from ``root``, else ``$LIB25D_DATA_ROOT``, else
-  ``~/.medmnist``; ``download=True`` fetches a missing file.
-- ``synthetic``: options of :func:`lib25d.data.synthetic.synthetic_info` (``n_train``, ``n_val``, ``n_test``,
-  ``shape`` (default ``(size,)*3``), ``num_classes``, ``difficulty``, ``seed``).
-- ``nifti:<path to csv>``: options of :func:`lib25d.data.nifti.load_nifti` (``window``, ``normalize``, ``crop``,
-  ``target_shape``, ``num_classes``, ``class_names``, ``cache_dir``).
+- ``organ``, ``nodule``, ``fracture``, ``adrenal``, ``vessel``, ``synapse`` (or flags such as ``adrenalmnist3d``):
+  MedMNIST 3D, ``size`` 28 or 64, read from ``root``, else ``$LIB25D_DATA_ROOT``, else ``~/.medmnist``;
+  ``download=True`` fetches a missing file.
+- ``synthetic``: planted lesions; options of :func:`lib25d.data.synthetic.synthetic_info`.
+- ``nifti:<path to csv>``: your scans; options of :func:`lib25d.data.nifti.load_nifti`.
 
 Every dataset takes ``subset=N``: a stratified, seeded sample of at most N volumes per split.
 """
@@ -35,33 +30,29 @@ def available_datasets() -> list[str]:
     return [*MEDMNIST, "synthetic"]
 
 
-def _parse(name: str) -> tuple[str, str]:
-    """(kind, argument): ('medmnist', short name), ('synthetic', ''), ('nifti', csv path)."""
+def check_dataset(name: str, options: dict[str, Any] | None = None) -> tuple[str, str]:
+    """(kind, argument), e.g. ('medmnist', 'adrenal'), ('synthetic', ''), ('nifti', csv path), of a dataset name
+    that takes these options; else one ValueError listing the valid names or options."""
     valid = ", ".join([*available_datasets(), f"{NIFTI_PREFIX}<path to csv>"])
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string, got {name!r}: use one of {valid}")
-    if name.startswith(NIFTI_PREFIX):
-        path = name[len(NIFTI_PREFIX):].strip()
-        if not path:
-            raise ValueError(f"{name!r} names no CSV: write {NIFTI_PREFIX}path/to/scans.csv")
-        return "nifti", path
     key = _FLAG_ALIASES.get(name.strip().lower(), name.strip().lower())
-    if key in MEDMNIST:
-        return "medmnist", key
-    if key == "synthetic":
-        return "synthetic", ""
-    raise ValueError(f"unknown dataset {name!r}: use one of {valid}")
-
-
-def check_dataset(name: str, options: dict[str, Any] | None = None) -> tuple[str, str]:
-    """(kind, argument) of a dataset name whose options it takes; else one ValueError listing the valid ones."""
-    kind, arg = _parse(name)
+    if name.startswith(NIFTI_PREFIX):
+        kind, arg = "nifti", name[len(NIFTI_PREFIX):].strip()
+        if not arg:
+            raise ValueError(f"{name!r} names no CSV: write {NIFTI_PREFIX}path/to/scans.csv")
+    elif key in MEDMNIST:
+        kind, arg = "medmnist", key
+    elif key == "synthetic":
+        kind, arg = "synthetic", ""
+    else:
+        raise ValueError(f"unknown dataset {name!r}: use one of {valid}")
     info_fn = {"medmnist": None, "synthetic": synthetic_info, "nifti": nifti_info}[kind]
     params = inspect.signature(info_fn).parameters.values() if info_fn else []
-    valid = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "name"]  # besides size, root, ...
-    unknown = sorted(set(options or {}) - set(valid) - {"subset"})
+    allowed = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "name"]  # besides size, root, ...
+    unknown = sorted(set(options or {}) - set(allowed) - {"subset"})
     if unknown:
-        takes = f"valid: {', '.join([*valid, 'subset'])}" if valid else \
+        takes = f"valid: {', '.join([*allowed, 'subset'])}" if allowed else \
             "it takes only subset (size, root, download are settings)"
         raise ValueError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; {takes}")
     return kind, arg

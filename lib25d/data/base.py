@@ -1,7 +1,7 @@
 """The one dataset type every loader returns, checked once so that models never see a malformed batch.
 
-An item is ``(volume, label)``: a ``torch.float32`` tensor ``(C, D, H, W)`` and an ``int``, so batches are
-``(B, C, D, H, W)`` and ``int64``; D is the first spatial axis (axial for scans stored z, y, x).
+Items are ``(float32 tensor (C, D, H, W), int label)``, batches ``(B, C, D, H, W)`` and ``int64``; D is the
+first spatial axis (axial for scans stored z, y, x).
 """
 from __future__ import annotations
 
@@ -35,11 +35,8 @@ def task_for(num_classes: int) -> str:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model and a result file need to know about a dataset, without its voxels.
-
-    ``identity`` pins down exactly which data was used (file + MD5, generator parameters, or CSV + SHA-256 +
-    preprocessing) so that a stored result can be traced and reproduced.
-    """
+    """What a model and a result file need to know about a dataset, without its voxels; ``identity`` pins down
+    the data used (file + MD5, generator parameters, or CSV + SHA-256 + preprocessing) to trace a result."""
 
     name: str
     task: str
@@ -73,11 +70,8 @@ class DatasetInfo:
 
 
 class Uint8Volumes:
-    """Lazy float view of integer volumes: a quarter of the memory (MedMNIST at 64^3 would take 1.2 GB as float32).
-
-    Indexing returns float32 ``raw / divisor`` with the channel axis added, exactly what an eager conversion would
-    give; ``np.asarray(view)`` materialises everything.
-    """
+    """Lazy float32 ``raw / divisor`` view of integer volumes, channel axis added: a quarter of the memory
+    (MedMNIST at 64^3 would take 1.2 GB as float32); ``np.asarray(view)`` materialises everything."""
 
     def __init__(self, raw: np.ndarray, divisor: float = 255.0) -> None:
         if not np.issubdtype(raw.dtype, np.integer):
@@ -99,48 +93,39 @@ class Uint8Volumes:
 
 
 class VolumeDataset(Dataset):
-    """Volumes, labels and their :class:`DatasetInfo`, validated once at construction.
-
-    ``volumes``: float32 ``(N, C, D, H, W)`` (values kept as given) or a lazy :class:`Uint8Volumes`; ``labels``:
-    int64 ``(N,)``; ``masks``: optional bool ``(N, D, H, W)`` marking the lesion (synthetic data, NIfTI with masks).
-    """
+    """Volumes float32 ``(N, C, D, H, W)`` (or a lazy :class:`Uint8Volumes`), labels int64 ``(N,)``, optional
+    lesion ``masks`` bool ``(N, D, H, W)`` and their :class:`DatasetInfo`, validated once at construction."""
 
     def __init__(self, volumes: np.ndarray | Uint8Volumes, labels: np.ndarray, info: DatasetInfo, split: str,
                  masks: np.ndarray | None = None) -> None:
         self.info = info
         self.split = check_split(split)
         self.volumes = volumes if isinstance(volumes, Uint8Volumes) else np.asarray(volumes, dtype=np.float32)
-        self.labels = self._int_labels(np.asarray(labels))
         self.masks = None if masks is None else np.asarray(masks, dtype=bool)
-        self._validate()
+        self.labels = self._validate(np.asarray(labels))
 
-    def _where(self) -> str:
-        return f"dataset {self.info.name!r} split {self.split!r}"
-
-    def _int_labels(self, labels: np.ndarray) -> np.ndarray:
-        """int64 labels; float labels must be whole numbers (a cast would turn 0.7 into 0 and NaN into -2**63)."""
-        if labels.dtype.kind == "f":
+    def _validate(self, labels: np.ndarray) -> np.ndarray:
+        """int64 labels, once labels, volumes and masks are checked against each other and the info."""
+        n, where = len(self.volumes), f"dataset {self.info.name!r} split {self.split!r}"
+        if labels.dtype.kind == "f":  # a cast would turn 0.7 into 0 and NaN into -2**63
             with np.errstate(invalid="ignore"):
                 bad = (~np.isfinite(labels) | (labels != np.round(labels))).reshape(-1)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise ValueError(f"{self._where()}: label {labels.reshape(-1)[i]} at index {i} is not a class index "
+                raise ValueError(f"{where}: label {labels.reshape(-1)[i]} at index {i} is not a class index "
                                  "(0, 1, ...); fix the labels")
-        return labels.astype(np.int64, copy=False)
-
-    def _validate(self) -> None:
-        n, where = len(self.volumes), self._where()
+        labels = labels.astype(np.int64, copy=False)
         if n == 0:
             raise ValueError(f"{where} is empty: check the data files or the split sizes")
         expected = (n, self.info.in_channels, *self.info.shape)
         if tuple(self.volumes.shape) != expected:
             raise ValueError(f"{where}: volumes have shape {tuple(self.volumes.shape)}, expected {expected} "
                              "(N, C, D, H, W)")
-        if self.labels.shape != (n,):
-            raise ValueError(f"{where}: labels have shape {self.labels.shape}, expected ({n},)")
-        bad = np.flatnonzero((self.labels < 0) | (self.labels >= self.info.num_classes))
+        if labels.shape != (n,):
+            raise ValueError(f"{where}: labels have shape {labels.shape}, expected ({n},)")
+        bad = np.flatnonzero((labels < 0) | (labels >= self.info.num_classes))
         if len(bad):
-            raise ValueError(f"{where}: label {self.labels[bad[0]]} at index {bad[0]} is outside "
+            raise ValueError(f"{where}: label {labels[bad[0]]} at index {bad[0]} is outside "
                              f"[0, {self.info.num_classes}); fix the labels or num_classes")
         if self.masks is not None and self.masks.shape != (n, *self.info.shape):
             raise ValueError(f"{where}: masks have shape {self.masks.shape}, expected {(n, *self.info.shape)} "
@@ -148,6 +133,7 @@ class VolumeDataset(Dataset):
         i = None if isinstance(self.volumes, Uint8Volumes) else first_nonfinite(self.volumes)  # integers: all finite
         if i is not None:
             raise ValueError(f"{where}: volume {i} holds NaN or inf voxels; fix or drop that scan")
+        return labels
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -172,8 +158,8 @@ def first_nonfinite(volumes: np.ndarray) -> int | None:
 
 
 def stratified_subset(data: VolumeDataset, n: int, seed: int = 0) -> VolumeDataset:
-    """At most ``n`` items, each class keeping its share (at least one each), seeded: for quick runs on real data
-    (the smoke profile, teaching); the identity records it."""
+    """At most ``n`` items, each class keeping its share (at least one each), seeded: for quick runs on real
+    data (the smoke profile, teaching); the identity records it."""
     if n < 1:
         raise ValueError(f"subset must be a positive number of volumes, got {n}")
     if n >= len(data):

@@ -1,9 +1,8 @@
 """The six MedMNIST 3D datasets, read from a local root and checked against medmnist's official MD5s.
 
-Root: the ``root`` argument, else ``$LIB25D_DATA_ROOT``, else medmnist's default (``~/.medmnist``); files are
-named as medmnist names them (``{flag}.npz`` at 28^3, ``{flag}_64.npz`` at 64^3). A truncated download would
-otherwise fail deep inside numpy or, worse, load fewer volumes, so every file is MD5-checked once per process
-(cached on path, mtime and size).
+Root: the ``root`` argument, else ``$LIB25D_DATA_ROOT``, else medmnist's default (``~/.medmnist``). A truncated
+download would otherwise fail deep inside numpy or, worse, load fewer volumes, so every file is MD5-checked once
+per process (cached on path, mtime and size).
 """
 from __future__ import annotations
 
@@ -54,15 +53,11 @@ def _official(name: str, size: int) -> tuple[str, str]:
     return info[f"MD5{suffix}"], info[f"url{suffix}"]
 
 
-def _hash_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "md5").hexdigest()
-
-
 @functools.cache
 def _md5(path: str, mtime_ns: int, size: int) -> str:
     """MD5 of a file, computed once per (path, mtime, size) in this process."""
-    return _hash_file(Path(path))
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def _missing(name: str, size: int, root: Path | None, reason: str = "") -> FileNotFoundError:
@@ -109,11 +104,8 @@ def medmnist3d_info(name: str, size: int = 28, root=None) -> DatasetInfo:
 
 
 def load_medmnist3d(name: str, split: str, *, size: int = 28, root=None, download: bool = False) -> VolumeDataset:
-    """One split as uint8 kept in memory and viewed as float32 in [0, 1] per item.
-
-    A file with floating-point images (not an official one: those are uint8) is used as stored, once checked
-    for NaN/inf voxels; the error names the file, the split and the volume.
-    """
+    """One split as uint8 in memory, viewed as float32 in [0, 1] per item; a (non-official) file of
+    floating-point images is used as stored once checked for NaN/inf voxels."""
     path = locate(name, check_split(split), size=size, root=root, download=download)
     keys = (f"{split}_images", f"{split}_labels")
     again = "delete it and download it again (download=True)"
@@ -131,7 +123,7 @@ def load_medmnist3d(name: str, split: str, *, size: int = 28, root=None, downloa
         return VolumeDataset(Uint8Volumes(images), labels.reshape(-1), info, split)
     if not np.issubdtype(images.dtype, np.floating):
         raise ValueError(f"{path}: {split} images are {images.dtype}, not integer or floating-point voxels; "
-                         "delete the file and download it again (download=True)")
+                         f"{again}")
     i = first_nonfinite(images)
     if i is not None:
         bad = int(np.count_nonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1)))

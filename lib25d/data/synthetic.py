@@ -1,16 +1,14 @@
 """Seeded planted-lesion volumes: a task with a known answer for tests and sanity runs.
 
-Each volume is a smooth "organ" blob filling about half of every axis (many slices are empty, as in
-MedMNIST), with a low-frequency texture, noise inside the body and 1..4 distractors drawn independently of
-the label: thin tubes or large faint blobs, never a compact sphere of lesion size and contrast. Class k > 0
-plants one small lesion of kind k inside the body (1 bright sphere, 2 dark sphere, 3 bright hollow shell,
-4 bright cube) and ``masks`` marks it, so explanations can be scored against the truth. ``difficulty``
-("easy", "medium", "hard" or a float in [0, 1]) shrinks the lesion and its contrast and adds noise and
-distractors.
+Each volume is a smooth "organ" blob filling about half of every axis (many slices empty, as in MedMNIST), with
+texture, noise and 1..4 label-independent distractors (thin tubes or large faint blobs, never lesion-like). Class
+k > 0 plants one small lesion of kind k (1 bright sphere, 2 dark sphere, 3 bright hollow shell, 4 bright cube)
+marked in ``masks``, so explanations can be scored against the truth. ``difficulty`` ("easy", "medium", "hard" or
+a float in [0, 1]) shrinks the lesion and its contrast and adds noise and distractors.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,11 +50,28 @@ def _lerp(easy: float, hard: float, t: float) -> float:
     return easy + (hard - easy) * t
 
 
-def _sample(rng: np.random.Generator, n: int, shape: tuple[int, int, int], num_classes: int,
-            t: float) -> SimpleNamespace:
-    """Everything random about n volumes, drawn up front so rendering is a pure function: body centre and radii
-    (voxels), intensity ``base``, ``waves`` (n, [boundary|texture], wave, axis, (frequency, phase)) with their
-    amplitudes, M distractors (contrast 0 when inactive), the lesion, and the noise."""
+@dataclass(frozen=True)
+class Scene:
+    """Everything random about n volumes with M distractor slots, drawn up front so rendering is a pure function."""
+
+    labels: np.ndarray  # (n,) int64
+    body_centre: np.ndarray  # (n, 3) voxels
+    body_radii: np.ndarray  # (n, 3) voxels
+    base: np.ndarray  # (n,) body intensity
+    waves: np.ndarray  # (n, [boundary|texture], wave, axis, (frequency, phase))
+    wave_amp: np.ndarray  # (n, 2, wave)
+    d_centre: np.ndarray  # (n, M, 3)
+    d_radii: np.ndarray  # (n, M, 3)
+    d_contrast: np.ndarray  # (n, M), 0 for an inactive slot
+    l_centre: np.ndarray  # (n, 3)
+    l_radius: np.ndarray  # (n,)
+    l_contrast: float
+    noise_std: float
+    noise_seed: int
+
+
+def _sample(rng: np.random.Generator, n: int, shape: tuple[int, int, int], num_classes: int, t: float) -> Scene:
+    """Draw a :class:`Scene`; the draw order fixes the volumes a seed gives (see ``GENERATOR``)."""
     side = np.asarray(shape, dtype=np.float64)
     labels = rng.permutation(np.arange(n) % num_classes).astype(np.int64)
     centre = side / 2 + rng.uniform(-0.08, 0.08, (n, 3)) * side
@@ -66,13 +81,11 @@ def _sample(rng: np.random.Generator, n: int, shape: tuple[int, int, int], num_c
     phase = rng.uniform(0, 2 * np.pi, (n, 2, _WAVES, 3))
     waves = np.stack([freq, phase], axis=-1)
     wave_amp = rng.uniform(0.5, 1.0, (n, 2, _WAVES)) / np.sqrt(_WAVES)
-
     l_radius = np.full(n, _lerp(0.12, 0.065, t) * side.min())
     l_radius *= rng.uniform(0.85, 1.15, n)
     # lesion centre deep enough in the body that (almost) all of the lesion is inside it
     room = np.maximum(radii - LESION_REACH * l_radius[:, None], 0.0)
     l_centre = centre + _in_unit_ball(rng, n) * 0.7 * room
-
     m = MAX_DISTRACTORS
     count = rng.integers(1, 2 + round(_lerp(1, 3, t)), n)  # easy 1..2, hard 1..4
     active = np.arange(m)[None, :] < count[:, None]
@@ -88,11 +101,8 @@ def _sample(rng: np.random.Generator, n: int, shape: tuple[int, int, int], num_c
     blob_contrast = rng.uniform(0.25, 0.45, (n, m)) * l_contrast * rng.choice([-1.0, 1.0], (n, m))
     d_contrast = np.where(active, np.where(is_tube, tube_contrast, blob_contrast), 0.0)
     d_centre = centre[:, None] + _in_unit_ball(rng, n * m).reshape(n, m, 3) * 0.7 * radii[:, None]
-
-    return SimpleNamespace(labels=labels, body_centre=centre, body_radii=radii, base=base, waves=waves,
-                           wave_amp=wave_amp, d_centre=d_centre, d_radii=d_radii, d_contrast=d_contrast,
-                           l_centre=l_centre, l_radius=l_radius, l_contrast=l_contrast,
-                           noise_std=_lerp(0.03, 0.09, t), noise_seed=int(rng.integers(2**32)))
+    return Scene(labels, centre, radii, base, waves, wave_amp, d_centre, d_radii, d_contrast, l_centre, l_radius,
+                 l_contrast, noise_std=_lerp(0.03, 0.09, t), noise_seed=int(rng.integers(2**32)))
 
 
 def _in_unit_ball(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -101,24 +111,9 @@ def _in_unit_ball(rng: np.random.Generator, n: int) -> np.ndarray:
     return v * rng.random((n, 1)) ** (1 / 3)
 
 
-def _axes(shape: tuple[int, int, int]) -> list[np.ndarray]:
-    """Voxel coordinates as broadcastable (1, D, 1, 1), (1, 1, H, 1), (1, 1, 1, W) arrays."""
-    return [np.arange(s, dtype=np.float32).reshape([1] + [s if i == a else 1 for i in range(3)])
-            for a, s in enumerate(shape)]
-
-
 def _per_volume(values: np.ndarray) -> np.ndarray:
     """(c,) values as float32 (c, 1, 1, 1), to broadcast against a batch of volumes."""
     return values[:, None, None, None].astype(np.float32)
-
-
-def _squared(axes: list[np.ndarray], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """Separable sum over axes of ((x - c) / r)^2 for a batch: (c, 3) -> (c, D, H, W)."""
-    total = 0.0
-    for a, x in enumerate(axes):
-        d = (x - _per_volume(centre[:, a])) / _per_volume(radii[:, a])
-        total = total + d * d
-    return total
 
 
 def _field(axes: list[np.ndarray], shape, waves: np.ndarray, amp: np.ndarray) -> np.ndarray:
@@ -140,10 +135,8 @@ def _box(centre: np.ndarray, half: np.ndarray, shape) -> tuple[tuple[slice, ...]
     hi = np.minimum(np.ceil(centre + half).astype(int) + 1, shape)
     if (hi <= lo).any():
         return None
-    offsets = [
-        (np.arange(a, b, dtype=np.float32) - np.float32(c)).reshape([-1 if i == ax else 1 for i in range(3)])
-        for ax, (a, b, c) in enumerate(zip(lo, hi, centre))
-    ]
+    offsets = [(np.arange(a, b, dtype=np.float32) - np.float32(c)).reshape([-1 if i == ax else 1 for i in range(3)])
+               for ax, (a, b, c) in enumerate(zip(lo, hi, centre))]
     return tuple(slice(a, b) for a, b in zip(lo, hi)), offsets
 
 
@@ -165,21 +158,11 @@ def _lesion(kind: int, centre: np.ndarray, r: float, shape) -> tuple[tuple[slice
     return sl, (ball if kind == 1 else -ball), dist < r + 0.5
 
 
-def _distractor(centre: np.ndarray, radii: np.ndarray, shape) -> tuple[tuple[slice, ...], np.ndarray] | None:
-    """(box, profile in [0, 1]) of one soft ellipsoid: clip((1 - e) * r_min + 0.5, 0, 1)."""
-    rmin = float(radii.min())
-    box = _box(centre, radii * (1 + 0.5 / rmin) + 1.0, shape)
-    if box is None:
-        return None
-    sl, d = box
-    e = np.sqrt(sum((x / np.float32(r)) ** 2 for x, r in zip(d, radii)))
-    return sl, np.clip((1 - e) * rmin + 0.5, 0, 1)
-
-
-def _render(p: SimpleNamespace, shape: tuple[int, int, int], lesion: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _render(p: Scene, shape: tuple[int, int, int], lesion: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Volumes (n, 1, D, H, W) in [0, 1] and lesion masks (n, D, H, W); lesion=False draws the same scene without it."""
     n = len(p.labels)
-    axes = _axes(shape)
+    axes = [np.arange(s, dtype=np.float32).reshape([1] + [s if i == a else 1 for i in range(3)])
+            for a, s in enumerate(shape)]  # broadcastable (1, D, 1, 1), (1, 1, H, 1), (1, 1, 1, W)
     vols = np.empty((n, 1, *shape), dtype=np.float32)
     masks = np.zeros((n, *shape), dtype=bool)
     noise_rng = np.random.default_rng(p.noise_seed)
@@ -188,7 +171,11 @@ def _render(p: SimpleNamespace, shape: tuple[int, int, int], lesion: bool = True
         sl = slice(start, min(n, start + step))
         boundary = _field(axes, shape, p.waves[sl, 0], p.wave_amp[sl, 0])
         texture = _field(axes, shape, p.waves[sl, 1], p.wave_amp[sl, 1])
-        body = np.clip((1 - _squared(axes, p.body_centre[sl], p.body_radii[sl]) + 0.15 * boundary) * 3, 0, 1)
+        squared = 0.0  # sum over axes of ((x - c) / r)^2, separable
+        for a, x in enumerate(axes):
+            d = (x - _per_volume(p.body_centre[sl, a])) / _per_volume(p.body_radii[sl, a])
+            squared = squared + d * d
+        body = np.clip((1 - squared + 0.15 * boundary) * 3, 0, 1)
         img = body * (_per_volume(p.base[sl]) + 0.08 * texture)
         for i in range(sl.start, sl.stop):
             _draw_objects(img[i - start], body[i - start], masks[i], p, i, shape, lesion)
@@ -198,13 +185,17 @@ def _render(p: SimpleNamespace, shape: tuple[int, int, int], lesion: bool = True
     return vols, masks
 
 
-def _draw_objects(img: np.ndarray, body: np.ndarray, mask: np.ndarray, p: SimpleNamespace, i: int, shape,
+def _draw_objects(img: np.ndarray, body: np.ndarray, mask: np.ndarray, p: Scene, i: int, shape,
                   lesion: bool) -> None:
     """Add volume ``i``'s distractors (kept inside the body) and, for lesion classes, its lesion and mask."""
-    for j in np.flatnonzero(p.d_contrast[i]):
-        drawn = _distractor(p.d_centre[i, j], p.d_radii[i, j], shape)
-        if drawn is not None:
-            img[drawn[0]] += np.float32(p.d_contrast[i, j]) * drawn[1] * body[drawn[0]]
+    for j in np.flatnonzero(p.d_contrast[i]):  # soft ellipsoids: clip((1 - e) * r_min + 0.5, 0, 1)
+        radii = p.d_radii[i, j]
+        rmin = float(radii.min())
+        box = _box(p.d_centre[i, j], radii * (1 + 0.5 / rmin) + 1.0, shape)
+        if box is not None:
+            sl, d = box
+            e = np.sqrt(sum((x / np.float32(r)) ** 2 for x, r in zip(d, radii)))
+            img[sl] += np.float32(p.d_contrast[i, j]) * np.clip((1 - e) * rmin + 0.5, 0, 1) * body[sl]
     if lesion and p.labels[i] > 0:
         drawn = _lesion(int(p.labels[i]), p.l_centre[i], float(p.l_radius[i]), shape)
         if drawn is not None:
@@ -216,10 +207,8 @@ def _draw_objects(img: np.ndarray, body: np.ndarray, mask: np.ndarray, p: Simple
 
 def make_synthetic(n: int, *, shape: tuple[int, int, int] = (28, 28, 28), num_classes: int = 2,
                    difficulty: str | float = "medium", seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` volumes float32 (n, 1, D, H, W) in [0, 1], balanced labels int64 (n,), lesion masks bool (n, D, H, W).
-
-    The same arguments always give the same arrays; masks are empty exactly for class 0.
-    """
+    """``n`` volumes float32 (n, 1, D, H, W) in [0, 1], balanced labels int64 (n,), lesion masks bool (n, D, H, W):
+    the same arguments always give the same arrays; masks are empty exactly for class 0."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     shape = _check(shape, num_classes)

@@ -2,9 +2,9 @@
 
 **Pointing game** (Zhang et al., 2016) on the volumes with a lesion mask: per volume ``hit`` (0/1), ``mass``
 (share of the attribution inside the lesion) and the chance of both. Slices (the weights of a reducer that has
-them, attention or gated, over all axes or renormalised within one): a hit when the top slice cuts the lesion; chance = the share of slices that do.
-Voxels (attention voxel sum/product, HiResCAM of the 3d and acs runs, a random map): a hit when the peak
-voxel lies within ``tolerance`` voxels (Chebyshev) of the lesion, 2 because a 28^3 HiResCAM comes from a
+them, over all axes or renormalised within one): a hit when the top slice cuts the lesion; chance = the share of
+slices that do. Voxels (attention voxel sum/product, HiResCAM of the 3d and acs runs, a random map): a hit when
+the peak voxel lies within ``tolerance`` voxels (Chebyshev) of the lesion, 2 because a 28^3 HiResCAM comes from a
 2x2x2 map; chance = the (dilated) lesion's share of the volume. Deletion: :mod:`.deletion`.
 """
 from __future__ import annotations
@@ -24,12 +24,11 @@ from ..config import setting
 from ..data import VolumeDataset
 from ..models import AXIS_NAMES, METHODS, SliceLayout
 from ..train import WHICH, Run, load_run, split_of
-from .attention import (EMPTY_THRESHOLD, batches, labels_of, slice_any, slice_attention, sparsity_table,
-                        split_tokens, volume_batch)
+from .attention import (EMPTY_THRESHOLD, MODES, batches, labels_of, peak_voxels, slice_any, slice_attention,
+                        sparsity_table, split_tokens, volume_batch, voxel_map)
 from .cam import hirescam
 from .deletion import DEFAULT_KS, deletion_test, pool_deletion
 from .stats import LEVEL, N_BOOT, pool_seeds
-from .voxel import MODES, peak_voxels, voxel_map
 
 DEFAULT_TOLERANCES = (0, 2)
 CAM_CLASSES = ("label", "predicted")
@@ -205,7 +204,14 @@ def run_benchmark(attention_runs: Sequence[str | Path] = (), runs_3d: Sequence[s
     sparsity, pointing, deletion, random_seeds = [], [], [], set()
     for path in map(Path, attention_runs):  # attention, gated: any reducer with slice weights
         run, data = load(path, "attention")
-        sparsity.append(_sparsity_rows(run, data, o))
+        frames = []
+        for idx in batches(np.arange(len(data) if o.max_volumes is None else min(len(data), o.max_volumes)),
+                           o.batch_size):
+            x = volume_batch(data, idx)
+            table = sparsity_table(slice_attention(run.model, x), x, o.background, o.threshold)
+            frames.append(table.assign(volume=idx, label=labels_of(data, idx)))
+        sparsity.append(pd.concat(frames, ignore_index=True).assign(run=str(run.path), method=run.config.method,
+                                                                    seed=run.config.seed))
         if _has_masks(path, data):
             s, name = run.config.seed, run.config.method
             pointing.append(attention_pointing(run.model, data, o.tolerances, s, o.batch_size, o.max_volumes, name))
@@ -256,13 +262,3 @@ def _has_masks(path: Path, data: VolumeDataset) -> bool:
         warnings.warn(f"pointing game skipped for {path}: dataset {data.info.name!r} has no lesion masks")
     return data.masks is not None
 
-
-def _sparsity_rows(run: Run, data: VolumeDataset, o: Settings) -> pd.DataFrame:
-    n = len(data) if o.max_volumes is None else min(len(data), o.max_volumes)
-    frames = []
-    for idx in batches(np.arange(n), o.batch_size):
-        x = volume_batch(data, idx)
-        table = sparsity_table(slice_attention(run.model, x), x, o.background, o.threshold)
-        frames.append(table.assign(volume=idx, label=labels_of(data, idx)))
-    return pd.concat(frames, ignore_index=True).assign(run=str(run.path), method=run.config.method,
-                                                       seed=run.config.seed)

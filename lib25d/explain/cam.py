@@ -1,12 +1,10 @@
 """HiResCAM of the 3D and ACS baselines through the ``grad-cam`` package.
 
-A CAM is only as fine as its layer's feature map (a ResNet stage halves every side per stride-2 step) and a
-1x1x1 map upsamples to a blank image, so the layer depends on the shortest side (:data:`LAYER_MIN_SIDE`):
-``layer4`` from 64 voxels (2x2x2), ``layer3`` from 17 (2x2x2 at 28^3 and 32^3), ``layer2`` from 9, else ``layer1``.
-grad-cam 1.5.x upsamples 3D maps with a corner-aligned cubic spline that rings below zero and shifts a
-coarse cell towards the volume's corner; :class:`HiResCAM3D` keeps its HiResCAM formula and upsamples
-trilinearly on voxel centres instead. Maps are scaled to max 1 (not min-max), so that "share of the map
-inside the lesion" keeps its meaning.
+A CAM is only as fine as its layer's feature map and a 1x1x1 map upsamples to a blank image, so the ResNet stage
+depends on the shortest side (:data:`LAYER_MIN_SIDE`; 2x2x2 at 28^3 and 32^3). grad-cam 1.5.x upsamples 3D maps
+with a corner-aligned cubic spline that rings below zero and shifts a coarse cell towards the corner, so
+:class:`HiResCAM3D` upsamples trilinearly on voxel centres instead. Maps are scaled to max 1 (not min-max), so
+that "share of the map inside the lesion" keeps its meaning.
 """
 from __future__ import annotations
 
@@ -24,13 +22,12 @@ LAYER_MIN_SIDE = (("layer4", 64), ("layer3", 17), ("layer2", 9), ("layer1", 1))
 
 
 def cam_layer_name(shape: tuple[int, ...]) -> str:
-    """The ResNet stage for a volume of this spatial shape (the last three numbers); see module docstring."""
+    """The ResNet stage for a volume of this spatial shape (the last three numbers)."""
     side = min(int(s) for s in tuple(shape)[-3:])
     return next(name for name, min_side in LAYER_MIN_SIDE if side >= min_side)
 
 
 def _network(model: nn.Module) -> nn.Module:
-    """The ResNet inside a 3d/acs :class:`VolumeClassifier`."""
     if isinstance(model, Model25D):
         raise ValueError("HiResCAM here explains the 3d and acs baselines; a 2.5D model explains itself "
                          "through its slice attention (lib25d.explain.slice_attention, method 'attention')")
@@ -41,7 +38,7 @@ def _network(model: nn.Module) -> nn.Module:
 
 
 def default_cam_layer(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
-    """The target layer of a 3d/acs ``model`` for input ``shape`` (see module docstring)."""
+    """The target layer of a 3d/acs ``model`` for input ``shape``."""
     return getattr(_network(model), cam_layer_name(shape))
 
 
@@ -94,11 +91,9 @@ class HiResCAM3D(HiResCAM):
 
 def hirescam(model: nn.Module, volumes: torch.Tensor | np.ndarray, category: int | list[int] | None = None,
              layer: nn.Module | str | None = None) -> np.ndarray:
-    """HiResCAM ``(B, D, H, W)`` in [0, 1] (1 at each volume's peak; all zero: no positive evidence) of a 3d/acs model.
-
-    ``category``: None (the predicted class), one class, or one per volume. ``layer``: a module, a stage name
-    or None for :func:`default_cam_layer`. Runs a backward pass in eval mode and clears the model's ``.grad``.
-    """
+    """HiResCAM ``(B, D, H, W)`` of a 3d/acs model in [0, 1] (1 at each volume's peak; all zero: no positive
+    evidence) for ``category`` None (the predicted class), one class or one per volume; ``layer`` a module, a stage
+    name or None (:func:`default_cam_layer`). A backward pass in eval mode; clears the model's ``.grad``."""
     network = _network(model)
     x = torch.as_tensor(volumes, dtype=torch.float32)
     check_volume(x, model.in_channels)  # the model's own check, before choosing a layer from the shape

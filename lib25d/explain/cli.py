@@ -1,6 +1,5 @@
 """``lib25d explain``: Figure 3, per-head attention, pointing game and deletion tables from run folders.
-
-The handler lets ValueError / FileNotFoundError reach ``lib25d.cli.main``, which prints them as one line.
+ValueError / FileNotFoundError reach ``lib25d.cli.main``, which prints them as one line.
 """
 from __future__ import annotations
 
@@ -45,20 +44,31 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run_explain(args: argparse.Namespace) -> int:
     from ..cli import settings_from_args
-    from .benchmark import Settings, run_benchmark  # heavy imports only when the command runs
+    from ..train import load_run, split_of
+    from .benchmark import Settings, run_benchmark, volumes_to_draw  # heavy imports only when the command runs
+    from .figures import figure3_for
 
-    settings = settings_from_args(Settings, args)
+    o = settings_from_args(Settings, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_figures:
-        _figures(args, settings, out)
+        run = load_run(args.attention_run[0], o.which, o.device, o.data_root)
+        data = split_of(run.config, o.split)
+        model_3d = load_run(args.run_3d[0], o.which, o.device, o.data_root).model if args.run_3d else None
+        for i in volumes_to_draw(data, args.volume):
+            volume, label = data[i]
+            title = f"{data.info.name} {o.split} volume {i} (class {data.info.class_names[label]})"
+            figure3_for(run.model, volume, model_3d, title=title, save=out / f"figure3_volume{i}.png",
+                        heads_save=out / f"heads_volume{i}.png")
+            print(f"figures: {out / f'figure3_volume{i}.png'}, {out / f'heads_volume{i}.png'}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        tables = run_benchmark(args.attention_run, args.run_3d, args.run_acs, args.deletion_run, settings)
+        tables = run_benchmark(args.attention_run, args.run_3d, args.run_acs, args.deletion_run, o)
     for w in caught:
         print(f"note: {w.message}")
-    for name, table in tables.items():
-        write_table(table, out / name)
+    for name, table in tables.items():  # CSV, and JSON as a list of records (NaN as null)
+        table.to_csv(out / f"{name}.csv", index=False)
+        (out / f"{name}.json").write_text(table.to_json(orient="records", indent=1) + "\n")
     for name in TABLES:
         if name in tables:
             print(f"\n{name} ({out / name}.csv)")
@@ -68,40 +78,13 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _estimate(mean: float, lo: float, hi: float, std: float) -> str:
-    text = f"{mean:.4g} [{lo:.4g}, {hi:.4g}]"
-    return text if pd.isna(std) else f"{text} sd {std:.3g}"
-
-
 def compact(table: pd.DataFrame) -> pd.DataFrame:
     """A summary table for the terminal: 'mean [CI low, CI high] sd <over seeds>' in one column per measure."""
     out = table.drop(columns=[c for c in ("run", "level", "n_seeds") if c in table.columns])
     for mean, prefix in (("hit_rate", "hit_rate_"), ("mass", "mass_"), ("prob_drop", "prob_drop_"), ("mean", "")):
         if {mean, f"{prefix}ci_low", f"{prefix}ci_high"} <= set(out.columns):
             std = out.pop(f"{prefix}std") if f"{prefix}std" in out.columns else [float("nan")] * len(out)
-            out[mean] = [_estimate(*v) for v in zip(out[mean], out.pop(f"{prefix}ci_low"), out.pop(f"{prefix}ci_high"),
-                                                    std)]
+            estimates = zip(out[mean], out.pop(f"{prefix}ci_low"), out.pop(f"{prefix}ci_high"), std)
+            out[mean] = [f"{m:.4g} [{lo:.4g}, {hi:.4g}]" + ("" if pd.isna(sd) else f" sd {sd:.3g}")
+                         for m, lo, hi, sd in estimates]
     return out.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
-
-
-def write_table(table: pd.DataFrame, stem: Path) -> None:
-    """``stem.csv`` and ``stem.json`` (a list of records; NaN as null)."""
-    table.to_csv(stem.with_suffix(".csv"), index=False)
-    stem.with_suffix(".json").write_text(table.to_json(orient="records", indent=1) + "\n")
-
-
-def _figures(args: argparse.Namespace, settings, out: Path) -> None:
-    from ..train import load_run, split_of
-    from .benchmark import volumes_to_draw
-    from .figures import figure3_for
-
-    run = load_run(args.attention_run[0], settings.which, settings.device, settings.data_root)
-    data = split_of(run.config, settings.split)
-    model_3d = (load_run(args.run_3d[0], settings.which, settings.device, settings.data_root).model
-                if args.run_3d else None)
-    for i in volumes_to_draw(data, args.volume):
-        volume, label = data[i]
-        title = f"{data.info.name} {settings.split} volume {i} (class {data.info.class_names[label]})"
-        figure3_for(run.model, volume, model_3d, title=title, save=out / f"figure3_volume{i}.png",
-                    heads_save=out / f"heads_volume{i}.png")
-        print(f"figures: {out / f'figure3_volume{i}.png'}, {out / f'heads_volume{i}.png'}")

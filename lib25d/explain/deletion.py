@@ -1,6 +1,7 @@
-"""Deletion, a faithfulness test on any dataset: blank the k most attended slices of each volume, or k
-random ones (seeded repeats). If attention marks what the prediction rests on, the first must lower the
-predicted class's probability and the AUROC more. Intervals: :mod:`.stats`.
+"""Deletion, a faithfulness test on any dataset: blank the k most attended slices of each volume, or k random
+ones (seeded repeats); if attention marks what the prediction rests on, the first must lower the predicted
+class's probability and the AUROC more. Intervals (here and in the pointing game) cover which test volumes were
+drawn and the spread over seeds (stats.py).
 """
 from __future__ import annotations
 

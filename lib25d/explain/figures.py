@@ -1,9 +1,5 @@
-"""The paper's Figure 3 for any volume, per-head attention, and attention against a known lesion.
-
-Figure 3's panels: the middle axial slice with the sagittal and coronal attention profiles along its edges,
-the middle coronal slice with the axial profile, the most attended slice, and the axial slice through the
-peak of the 3D model's HiResCAM. Profiles share one scale, so sparsity reads across panels. Figures are
-plain :class:`~matplotlib.figure.Figure` objects (no pyplot state): any backend, Agg included.
+"""The paper's Figure 3 for any volume, per-head attention, and attention against a known lesion: plain
+:class:`~matplotlib.figure.Figure` objects (no pyplot state), so any backend, Agg included, draws them.
 """
 from __future__ import annotations
 
@@ -20,40 +16,34 @@ from mpl_toolkits.axes_grid1 import make_axes_locatable
 from torch import nn
 
 from ..models import AXIS_NAMES
-from .attention import slice_attention
+from .attention import peak_voxels, slice_attention
 from .cam import hirescam
-from .voxel import peak_voxels
 
 PROFILE_COLOR = "tab:orange"
 
 
-def _volume(volume: torch.Tensor | np.ndarray) -> np.ndarray:
-    """One volume's first channel ``(D, H, W)``."""
+def _volume_and_profiles(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray]
+                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One volume's first channel ``(D, H, W)`` and its three attention profiles, checked against it."""
     v = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     v = v[0] if v.ndim == 4 else v
     if v.ndim != 3:
         raise ValueError(f"expected one volume (C, D, H, W) or (D, H, W), got shape {v.shape}; index the batch first")
-    return v.astype(np.float32)
-
-
-def _profiles(volume: np.ndarray, attention: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {}
+    profiles = {}
     for a, name in enumerate(AXIS_NAMES):
         if name not in attention:
             raise ValueError(f"Figure 3 needs attention along all three axes; {name} is missing")
-        out[name] = np.asarray(attention[name], dtype=np.float64).reshape(-1)
-        if len(out[name]) != volume.shape[a]:
-            raise ValueError(f"{name} attention has {len(out[name])} values but the volume has {volume.shape[a]} "
+        profiles[name] = np.asarray(attention[name], dtype=np.float64).reshape(-1)
+        if len(profiles[name]) != v.shape[a]:
+            raise ValueError(f"{name} attention has {len(profiles[name])} values but the volume has {v.shape[a]} "
                              f"{name} slices; pass one volume's profiles (SliceAttention.by_axis()[name][b])")
-    return out
+    return v.astype(np.float32), profiles
 
 
-def _image(ax: Axes, image: np.ndarray, title: str, xlabel: str, ylabel: str) -> None:
-    ax.imshow(image, cmap="gray", interpolation="nearest")
-    _label(ax, title, xlabel, ylabel)
-
-
-def _label(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
+def _label(ax: Axes, title: str, xlabel: str, ylabel: str, image: np.ndarray | None = None) -> None:
+    """Title and axis labels of a panel, drawing ``image`` in grey first if given."""
+    if image is not None:
+        ax.imshow(image, cmap="gray", interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
@@ -61,22 +51,15 @@ def _label(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
 
 
 def _edge_profile(ax: Axes, profile: np.ndarray, side: str, top: float, label: str) -> Axes:
-    """Draw an attention profile as bars along the ``top`` or ``right`` edge of an image axis."""
-    divider = make_axes_locatable(ax)
-    if side == "top":
-        edge = divider.append_axes("top", size="22%", pad=0.05, sharex=ax)
-        edge.bar(np.arange(len(profile)), profile, width=1.0, color=PROFILE_COLOR)
-        edge.set_ylim(0, top)
-        edge.tick_params(labelbottom=False, labelsize=6)
-        edge.yaxis.set_major_locator(MaxNLocator(2, prune="lower"))  # no "0" label on the image's "0"
-        edge.set_ylabel(label, fontsize=7)
-    else:
-        edge = divider.append_axes("right", size="22%", pad=0.05, sharey=ax)
-        edge.barh(np.arange(len(profile)), profile, height=1.0, color=PROFILE_COLOR)
-        edge.set_xlim(0, top)
-        edge.tick_params(labelleft=False, labelsize=6)
-        edge.xaxis.set_major_locator(MaxNLocator(2, prune="lower"))
-        edge.set_xlabel(label, fontsize=7)
+    """Draw an attention profile as bars along the ``top`` or ``right`` edge of an image axis; bars are one
+    slice wide, values run up (top) or right (right), with no "0" label on the image's "0"."""
+    top_edge = side == "top"
+    edge = make_axes_locatable(ax).append_axes(side, size="22%", pad=0.05, **{"sharex" if top_edge else "sharey": ax})
+    (edge.bar if top_edge else edge.barh)(np.arange(len(profile)), profile, 1.0, color=PROFILE_COLOR)
+    (edge.set_ylim if top_edge else edge.set_xlim)(0, top)
+    edge.tick_params(labelsize=6, **{"labelbottom" if top_edge else "labelleft": False})
+    (edge.yaxis if top_edge else edge.xaxis).set_major_locator(MaxNLocator(2, prune="lower"))
+    (edge.set_ylabel if top_edge else edge.set_xlabel)(label, fontsize=7)
     return edge
 
 
@@ -103,22 +86,24 @@ def _finish(fig: Figure, title: str | None, save: str | Path | None, fontsize: i
 
 def figure3(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray], cam: np.ndarray | None = None,
             *, title: str | None = None, save: str | Path | None = None) -> Figure:
-    """Paper Figure 3 for one volume; ``attention`` = one volume's per-axis profiles, ``cam`` = (D, H, W) or None."""
-    v = _volume(volume)
-    profiles = _profiles(v, attention)
+    """Paper Figure 3 for one volume: the middle axial slice with the sagittal and coronal profiles along its
+    edges, the middle coronal slice with the axial one, the most attended slice, and the axial slice through the
+    peak of ``cam`` (the 3D model's HiResCAM, (D, H, W), or None). ``attention``: one volume's per-axis profiles,
+    drawn on one scale so that sparsity reads across panels."""
+    v, profiles = _volume_and_profiles(volume, attention)
     top = max(p.max() for p in profiles.values()) * 1.05 or 1.0
     fig = Figure(figsize=(16, 4.6), layout="constrained")
     ax = fig.subplots(1, 4)
     d, h = v.shape[0] // 2, v.shape[1] // 2
-    _image(ax[0], v[d], "", "sagittal index", "coronal index")
+    _label(ax[0], "", "sagittal index", "coronal index", v[d])
     edge = _edge_profile(ax[0], profiles["sagittal"], "top", top, "sagittal")
     edge.set_title(f"middle axial slice ({d})", fontsize=9)  # above the profile, not hidden under it
     _edge_profile(ax[0], profiles["coronal"], "right", top, "coronal")
-    _image(ax[1], v[:, h, :], f"middle coronal slice ({h})", "sagittal index", "axial index")
+    _label(ax[1], f"middle coronal slice ({h})", "sagittal index", "axial index", v[:, h, :])
     _edge_profile(ax[1], profiles["axial"], "right", top, "axial")
     name, i, weight = _peak_slice(profiles)
     image, xlabel, ylabel = _take(v, name, i)
-    _image(ax[2], image, f"highest attention: {name} slice {i} (weight {weight:.3f})", xlabel, ylabel)
+    _label(ax[2], f"highest attention: {name} slice {i} (weight {weight:.3f})", xlabel, ylabel, image)
     if cam is None:
         ax[3].text(0.5, 0.5, "no 3D model given", ha="center", va="center", transform=ax[3].transAxes, fontsize=9)
         ax[3].set_axis_off()
@@ -128,10 +113,10 @@ def figure3(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarra
         raise ValueError(f"CAM of shape {cam.shape} does not match the volume {v.shape}; pass one volume's map")
     d, h, w = peak_voxels(cam[None])[0]
     if d < 0:
-        _image(ax[3], v[v.shape[0] // 2], "HiResCAM (3D) is blank (no positive evidence)", "sagittal index",
-               "coronal index")
+        _label(ax[3], "HiResCAM (3D) is blank (no positive evidence)", "sagittal index", "coronal index",
+               v[v.shape[0] // 2])
     else:
-        _image(ax[3], v[d], f"HiResCAM (3D) peak: axial slice {d}", "sagittal index", "coronal index")
+        _label(ax[3], f"HiResCAM (3D) peak: axial slice {d}", "sagittal index", "coronal index", v[d])
         ax[3].imshow(cam[d], cmap="jet", alpha=0.45, vmin=0, vmax=float(cam.max()) or 1.0, interpolation="bilinear")
         ax[3].plot([w], [h], marker="+", color="white", markersize=10, markeredgewidth=2)
     return _finish(fig, title, save)
@@ -164,8 +149,7 @@ def lesion_figure(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.
                   *, title: str | None = None, save: str | Path | None = None) -> Figure:
     """Where one volume's attention goes against its lesion mask: the most attended slice, lesion outlined; per axis
     the attention per slice, slices that cut the lesion shaded, uniform attention dashed."""
-    v = _volume(volume)
-    profiles = _profiles(v, attention)
+    v, profiles = _volume_and_profiles(volume, attention)
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != v.shape:
         raise ValueError(f"mask of shape {mask.shape} does not match the volume {v.shape}; pass one volume's mask")
@@ -175,7 +159,7 @@ def lesion_figure(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.
     ax = fig.subplots(2, 2).ravel()
     name, i, _ = _peak_slice(profiles)
     image, xlabel, ylabel = _take(v, name, i)
-    _image(ax[0], image, f"most attended: {name} slice {i}", xlabel, ylabel)
+    _label(ax[0], f"most attended: {name} slice {i}", xlabel, ylabel, image)
     lesion = _take(mask.astype(float), name, i)[0]
     if lesion.any():
         ax[0].contour(lesion, levels=[0.5], colors="red", linewidths=1.2)

@@ -1,8 +1,6 @@
 """Models: the one registry of methods, and ``build_model``, the one entry point to them.
 
-A 2.5D method is a reducer over slice tokens (:mod:`.reducers`, :class:`.model25d.Model25D`); a volume
-method is the same 2D network converted to 3D or ACS convolutions (:mod:`.volume`). Both expose
-``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
+Every model exposes ``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
 """
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ from typing import Callable, NamedTuple
 from torch import nn
 
 from . import reducers, volume
-from .backbone import SliceEncoder, Weights
+from .backbone import SliceEncoder, Weights, backbone_network
 from .model25d import Model25D, Output25D
 from .slicing import AXIS_NAMES, SliceLayout
 from .speed import apply as apply_speed
@@ -38,6 +36,7 @@ METHODS: dict[str, Method] = {
 
 
 def check_method(name: str) -> Method:
+    """The registry entry of ``name``, or a ValueError listing the valid names."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
     return METHODS[name]
@@ -56,7 +55,11 @@ def build_model(method: str, backbone: str = "resnet18", weights: Weights = None
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     outputs = 1 if num_classes == 2 else num_classes  # binary: one logit (BCE); else one per class
     if m.family == "volume":
-        model = volume.build(m.build, backbone, weights, in_channels, outputs)
+        if backbone not in volume.CONVERTIBLE:
+            raise ValueError(f"the 3d and acs methods need a torchvision ResNet-family backbone; got {backbone!r}, "
+                             f"valid: {', '.join(volume.CONVERTIBLE)} (timm backbones serve the 2.5D methods only)")
+        network, features = backbone_network(backbone, weights)
+        model = VolumeClassifier(m.build(network), features, in_channels, outputs)
     else:
         encoder = SliceEncoder(backbone, weights, in_channels, chunk_size)
         model = Model25D(encoder, m.build(encoder.out_features), outputs, axes)
@@ -69,6 +72,7 @@ def set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """How many (trainable) parameter values the model has."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 

@@ -1,12 +1,18 @@
-"""The 2D network: a torchvision classifier by name, or any timm model as ``timm:<name>`` (:mod:`.timmnet`:
-its weights, and how slices meet a transformer's input size); its channel adapter; the slice encoder.
+"""The 2D network (a torchvision classifier by name, or any timm model as ``timm:<name>``), its weights,
+its channel adapter, and the slice encoder.
 
-torchvision weights are ``"imagenet"`` (torchvision's, cached under ``$TORCH_HOME``), a local state dict of
-the full classifier, or ``None`` (random); timm weights a local file or ``None``. A file that is no such
-state dict fails with one ValueError naming the file and what is wrong with it.
+Weights: ``"imagenet"`` (torchvision only, cached under ``$TORCH_HOME``), a local state dict file (timm: in
+timm's naming, also ``.safetensors``, loaded by timm so its checkpoint filter runs; timm never downloads
+here) or ``None`` (random). A file that is no such state dict fails with one ValueError naming the file
+and what is wrong with it. timm slices: ViT-family models run at the slice's size (timm interpolates the
+position embeddings and pads to the patch), fixed-size models get slices resized to it, convolutional ones
+get slices shorter than their total stride scaled up (ConvNeXt's 28x28 would reach a 0x0 map).
 """
 from __future__ import annotations
 
+import difflib
+import inspect
+import math
 import os
 import pickle
 import warnings
@@ -15,23 +21,46 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
+import torch.nn.functional as F
 import torchvision
-
-from . import timmnet
+from torch import nn
 
 Weights = str | os.PathLike | None
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
              "wide_resnet50_2", "densenet121", "efficientnet_b0", "mobilenet_v3_small",
              "mobilenet_v3_large", "convnext_tiny", "regnet_y_400mf")
+TIMM = "timm:"
 _CORRUPT_TORCH, _CORRUPT_PICKLE = "it is a corrupt PyTorch file", "it is a truncated or corrupt pickle"
 
 
+def _timm_name(backbone: str) -> str | None:
+    """The timm model of ``timm:<name>``, else None."""
+    return backbone[len(TIMM):] if isinstance(backbone, str) and backbone.startswith(TIMM) else None
+
+
+def _is_imagenet(weights: Weights) -> bool:
+    return isinstance(weights, str) and weights.lower() == "imagenet"
+
+
+def _few(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+
 def check_backbone(name: str) -> None:
-    if timmnet.is_timm(name):
-        return timmnet.check(name[len(timmnet.PREFIX):])
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)} or timm:<any timm model>")
+    """Refuse an unknown backbone, naming the valid ones (timm: the close matches; ``.tag`` allowed)."""
+    timm_name = _timm_name(name)
+    if timm_name is None:
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)} or timm:<any timm model>")
+        return
+    import timm
+
+    known = timm.list_models()
+    if timm_name.split(".")[0] not in known:
+        starting = [m for m in known if m.startswith(timm_name)]  # vit_tiny -> vit_tiny_patch16_224, ...
+        close = starting[:5] or difflib.get_close_matches(timm_name, known, n=5, cutoff=0.6)
+        raise ValueError(f"unknown timm model {timm_name!r}; close matches: {', '.join(close) or 'none'} "
+                         "(all: python -c 'import timm; print(timm.list_models())')")
 
 
 def _file_kind(path: Path) -> str:
@@ -65,6 +94,7 @@ def _not_state_dict(path: Path, what: str) -> ValueError:
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    """A torch state dict file's tensors, or one ValueError saying what the file is instead."""
     try:
         with warnings.catch_warnings():  # a plain pickle of protocol > 2 draws a multi-line note before failing
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -101,8 +131,8 @@ def _imagenet(name: str) -> tuple[torchvision.models.WeightsEnum, Path]:
 def imagenet_file(name: str, download: bool = True) -> Path:
     """The cached ImageNet weights of ``name``, downloaded once when allowed (the workflow's fetch)."""
     check_backbone(name)
-    if timmnet.is_timm(name):
-        raise timmnet.no_imagenet(name[len(timmnet.PREFIX):])
+    if _timm_name(name) is not None:
+        raise _timm_no_imagenet(_timm_name(name))
     spec, cache = _imagenet(name)
     if not cache.is_file():
         if not download:
@@ -116,7 +146,7 @@ def load_state_dict(name: str, weights: Weights) -> dict[str, torch.Tensor] | No
     """Resolve a weights spec to a state dict of torchvision's ``name`` classifier."""
     if weights is None:
         return None
-    if isinstance(weights, str) and weights.lower() == "imagenet":
+    if _is_imagenet(weights):
         spec, cache = _imagenet(name)
         try:
             return spec.get_state_dict(progress=False)
@@ -139,35 +169,30 @@ def load_state_dict(name: str, weights: Weights) -> dict[str, torch.Tensor] | No
 def _fit_problems(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     """Which keys of ``state`` do not fit ``model``: missing, unexpected, other shapes (a few of each)."""
     expected = model.state_dict()
-
-    def few(keys: list[str]) -> str:
-        return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
-
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the network"
               for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    parts = ([f"missing keys {few(missing)}"] if missing else []) + \
-            ([f"unexpected keys {few(unexpected)}"] if unexpected else []) + shapes[:2]
+    parts = ([f"missing keys {_few(missing)}"] if missing else []) + \
+            ([f"unexpected keys {_few(unexpected)}"] if unexpected else []) + shapes[:2]
     if len(shapes) > 2:
         parts.append(f"... ({len(shapes)} shape mismatches in all)")
     return "; ".join(parts)
 
 
 def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int]:
-    """torchvision ``name`` with ``weights`` loaded (strictly, into the full classifier, so a wrong
-    file fails loudly), then its last Linear replaced by Identity; and its feature width. ``timm:<name>``:
-    :func:`.timmnet.network`."""
+    """The 2D network without its classifier, and its feature width. torchvision's gets ``weights``
+    strictly, into the full classifier (a wrong file fails loudly), then its last Linear becomes Identity."""
     check_backbone(name)
-    if timmnet.is_timm(name):
-        return timmnet.network(name[len(timmnet.PREFIX):], weights)
+    if _timm_name(name) is not None:
+        net = TimmNetwork(_timm_name(name), weights)
+        return net, net.out_features
     model = torchvision.models.get_model(name, weights=None)
     state = load_state_dict(name, weights)
     if state is not None:
         problems = _fit_problems(model, state)
         if problems:
-            source = "ImageNet weights" if isinstance(weights, str) and weights.lower() == "imagenet" \
-                else f"weights in {Path(weights)}"
+            source = "ImageNet weights" if _is_imagenet(weights) else f"weights in {Path(weights)}"
             raise ValueError(f"{source} do not fit torchvision's {name}: {problems} "
                              "(was the file saved from a different architecture?)")
         model.load_state_dict(state)
@@ -178,6 +203,84 @@ def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int
     else:  # a Sequential ending in its Linear: EfficientNet, MobileNet, ConvNeXt
         features, model.classifier[-1] = model.classifier[-1].in_features, nn.Identity()
     return model, features
+
+
+def _timm_no_imagenet(name: str) -> ValueError:
+    return ValueError(f"timm backbones take weights from a local file, not 'imagenet' (torchvision's): where the "
+                      f"internet is reachable save them once, python -c \"import timm, torch; torch.save(timm."
+                      f"create_model('{name}', pretrained=True).state_dict(), '{name}.pt')\" (or the model.safetensors "
+                      f"of hf.co/timm/{name}), and pass weights=<that file>; or weights=None (random)")
+
+
+def _timm_model(name: str, weights: Weights, options: dict) -> nn.Module:
+    """timm's ``name`` without classifier, random or from a local file checked first (one-line errors)."""
+    import timm
+
+    if weights is None:
+        return timm.create_model(name, pretrained=False, num_classes=0, **options)
+    if _is_imagenet(weights):
+        raise _timm_no_imagenet(name)
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist; pass None or the path to a state dict "
+                                "(.pt or .safetensors) of the timm model")
+    if path.suffix != ".safetensors":
+        state = _load_file(path)
+    else:
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(path)
+        except Exception as err:  # SafetensorError, OSError, ...
+            raise ValueError(f"weights file {path} is not a readable safetensors file ({' '.join(str(err).split())})"
+                             ": pass a file saved with safetensors.torch.save_file(model.state_dict(), path)") from None
+    try:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                                  num_classes=0, **options)
+    except Exception as err:  # load_state_dict's RuntimeError (shapes), a checkpoint filter's KeyError, ...
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        first = lines[1] if isinstance(err, RuntimeError) and len(lines) > 1 else f"{type(err).__name__} {lines[0]}"
+        raise ValueError(f"weights in {path} do not fit timm's {name}: {first} "
+                         "(was the file saved from a different architecture?)") from None
+    missing = [k for k in model.state_dict() if k not in state]  # timm loads with strict=False without a head
+    if missing:
+        raise ValueError(f"weights in {path} do not fit timm's {name}: missing keys {_few(missing)} "
+                         "(was the file saved from a different architecture, or not in timm's naming?)")
+    return model
+
+
+class TimmNetwork(nn.Module):
+    """A timm model without its classifier: slices (N, 3, h, w) -> ``forward_head(..., pre_logits=True)``."""
+
+    def __init__(self, name: str, weights: Weights = None):
+        super().__init__()
+        import timm
+
+        with torch.device("meta"):  # a probe of the class: does it take dynamic_img_size (and padding)?
+            probe = timm.create_model(name, pretrained=False, num_classes=0)
+        params = inspect.signature(type(probe).__init__).parameters
+        options = {"dynamic_img_size": True} if "dynamic_img_size" in params else {}
+        options |= {"dynamic_img_pad": True} if options and "dynamic_img_pad" in params else {}
+        self.model = _timm_model(name, weights, options)
+        cfg = self.model.pretrained_cfg or {}
+        self.fixed = None if options or not cfg.get("fixed_input_size") else tuple(cfg["input_size"][-2:])
+        info = getattr(self.model, "feature_info", None) or [{}]
+        self.min_side = 0 if options else int(info[-1].get("reduction", 32))  # 32: no feature_info
+        self.out_features = getattr(self.model, "head_hidden_size", None) or self.model.num_features
+
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        """The slices at a size the model takes (bilinear, after the adapter): as they are, fixed, or scaled up."""
+        h, w = x.shape[-2:]
+        size = self.fixed
+        if size is None and min(h, w) < self.min_side:
+            scale = self.min_side / min(h, w)
+            size = (max(self.min_side, math.ceil(h * scale)), max(self.min_side, math.ceil(w * scale)))
+        if size is None or tuple(size) == (h, w):
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(self.fit(x)), pre_logits=True)
 
 
 class ChannelAdapter(nn.Module):

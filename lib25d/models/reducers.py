@@ -1,8 +1,5 @@
 """Reducers: slice tokens (B, N, F) -> one :class:`Reduced` vector per volume (the paper's appendix).
-
-Attention pooling and gated attention-MIL fill the weights (one per slice, summing to 1), which is what
-makes them interpretable.
-"""
+Attention pooling and gated attention-MIL also give one weight per slice: what makes them interpretable."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -12,6 +9,8 @@ from torch import nn
 
 
 class Reduced(NamedTuple):
+    """What every reducer returns: the vector, and the slice weights of those that weigh slices."""
+
     vector: torch.Tensor                      # (B, out_features)
     weights: torch.Tensor | None = None       # (B, N), averaged over heads, sums to 1
     head_weights: torch.Tensor | None = None  # (B, heads, N), each head sums to 1
@@ -34,6 +33,8 @@ class AttentionPool(nn.Module):
 
 
 class MeanPool(nn.Module):
+    """The mean token."""
+
     def __init__(self, dim: int):
         super().__init__()
         self.out_features = dim
@@ -43,6 +44,8 @@ class MeanPool(nn.Module):
 
 
 class MaxPool(MeanPool):
+    """The channel-wise maximum over tokens."""
+
     def forward(self, tokens: torch.Tensor) -> Reduced:
         return Reduced(tokens.amax(dim=1))
 
