@@ -107,25 +107,8 @@ def read_table(csv_path: str | os.PathLike, num_classes: int | None = None) -> t
         hint = " (the header is a single column: separate columns with commas, not ';' or tabs)" if one else ""
         raise ValueError(f"{csv_path} lacks column(s) {', '.join(missing)}: required columns are "
                          f"{', '.join(REQUIRED_COLUMNS)} (optional: mask), found {', '.join(columns) or 'none'}{hint}")
-    seen, rows = dict.fromkeys(SPLITS, 0), []  # seen: rows of each split so far
-    for line, cells in raws:
-        where = f"{csv_path}:{line}"
-        for col in REQUIRED_COLUMNS:
-            if not cells.get(col):
-                raise ValueError(f"{where}: empty {col!r}; fill it in or delete the row")
-        try:
-            label = int(cells["label"])
-        except ValueError:
-            raise ValueError(f"{where}: label {cells['label']!r} is not an integer class index") from None
-        if label < 0:
-            raise ValueError(f"{where}: label {label} is negative; classes are 0, 1, ...")
-        split = cells["split"]
-        if split not in SPLITS:
-            raise ValueError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
-        images = tuple(csv_path.parent / Path(p.strip()).expanduser() for p in cells["image"].split(";") if p.strip())
-        mask = csv_path.parent / Path(cells["mask"]).expanduser() if cells.get("mask") else None
-        seen[split] += 1
-        rows.append(Row(line, images, label, split, mask, seen[split] - 1))
+    seen = dict.fromkeys(SPLITS, 0)
+    rows = [_parse_row(cells, line, csv_path, seen) for line, cells in raws]
     if not rows:
         raise ValueError(f"{csv_path} has no data rows: add one row per scan")
     for row in rows:
@@ -140,6 +123,27 @@ def read_table(csv_path: str | os.PathLike, num_classes: int | None = None) -> t
         raise ValueError(f"{csv_path}:{line} has label {top} but num_classes={num_classes}: raise num_classes "
                          "or fix the label")
     return rows, num_classes
+
+
+def _parse_row(cells: dict[str, str], line: int, csv_path: Path, seen: dict[str, int]) -> Row:
+    """One checked row; ``seen`` counts the rows of each split so far."""
+    where = f"{csv_path}:{line}"
+    for col in REQUIRED_COLUMNS:
+        if not cells.get(col):
+            raise ValueError(f"{where}: empty {col!r}; fill it in or delete the row")
+    try:
+        label = int(cells["label"])
+    except ValueError:
+        raise ValueError(f"{where}: label {cells['label']!r} is not an integer class index") from None
+    if label < 0:
+        raise ValueError(f"{where}: label {label} is negative; classes are 0, 1, ...")
+    split = cells["split"]
+    if split not in SPLITS:
+        raise ValueError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+    images = tuple(csv_path.parent / Path(p.strip()).expanduser() for p in cells["image"].split(";") if p.strip())
+    mask = csv_path.parent / Path(cells["mask"]).expanduser() if cells.get("mask") else None
+    seen[split] += 1
+    return Row(line, images, label, split, mask, seen[split] - 1)
 
 
 def _require(path: Path, row: Row, csv_path: Path) -> None:
@@ -162,8 +166,8 @@ def _nifti_problem(err: Exception, path: Path) -> str:
 
 
 def _read(path: Path, row: Row, csv_path: Path, header_only: bool = False):
-    """One NIfTI as finite float32 (D, H, W) = (Z, Y, X), or its header's shape: the one place nibabel reads a
-    file, so a damaged one is a single ValueError naming it and its row."""
+    """One NIfTI as float32 (D, H, W) = (Z, Y, X), refused when it holds NaN or inf voxels, or its header's shape:
+    the one place nibabel reads a file, so a damaged one is a single ValueError naming it and its row."""
     _require(path, row, csv_path)
     try:
         image = nibabel.load(str(path))
@@ -201,7 +205,8 @@ def _intensity(x: np.ndarray, opts: dict) -> np.ndarray:
 def crop_around(vol: np.ndarray, centre: tuple[int, ...], size: tuple[int, int, int], fill) -> np.ndarray:
     """Box of ``size`` centred on ``centre`` from (..., D, H, W), padding with ``fill`` (one per leading index)."""
     lead = vol.shape[:-3]
-    out = np.full((*lead, *size), np.reshape(fill, lead + (1, 1, 1)), dtype=vol.dtype)
+    out = np.empty((*lead, *size), dtype=vol.dtype)
+    out[...] = np.asarray(fill, dtype=vol.dtype).reshape(lead + (1, 1, 1)) if np.ndim(fill) else fill
     src, dst = [], []
     for c, s, n in zip(centre, size, vol.shape[-3:]):
         start = c - s // 2
@@ -249,21 +254,28 @@ def _cache_key(row: Row, opts: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def _read_cache(path: Path, row: Row) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """A cached row, or None (redo it) when the file is absent, damaged or holds what no scan could give."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            vol, mask = npz["volume"], (npz["mask"] if "mask" in npz.files else None)
+    except (*READ_ERRORS, KeyError):  # absent, truncated, foreign
+        return None
+    ok = (vol.dtype == np.float32 and vol.ndim == 4 and len(vol) == len(row.images) and np.isfinite(vol).all()
+          and (mask is None) == (row.mask is None) and (mask is None or mask.shape == vol.shape[1:]))
+    return (vol, mask) if ok else None
+
+
 def _load_row(row: Row, opts: dict, csv_path: Path, cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Preprocessed row, from the cache when its files and options are unchanged and the entry is sound."""
+    """Preprocessed row, from the cache when its files and options are unchanged."""
     for p in row.files:
         _require(p, row, csv_path)
     if cache_dir is None:
         return preprocess_row(row, opts, csv_path)
     path = cache_dir / f"{_cache_key(row, opts)}.npz"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            vol, mask = npz["volume"], (npz["mask"] if "mask" in npz.files else None)
-        if (vol.dtype == np.float32 and vol.ndim == 4 and len(vol) == len(row.images) and np.isfinite(vol).all()
-                and (mask is None) == (row.mask is None) and (mask is None or mask.shape == vol.shape[1:])):
-            return vol, mask
-    except (*READ_ERRORS, KeyError):  # absent, truncated, foreign: redo it
-        pass
+    cached = _read_cache(path, row)
+    if cached is not None:
+        return cached
     vol, mask = preprocess_row(row, opts, csv_path)
     try:  # temp file + os.replace: a crash or a parallel run never leaves a half-written cache file
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
@@ -291,8 +303,10 @@ def _info(name: str, csv_path: Path, num_classes: int, class_names, channels: in
 
 def nifti_info(csv_path, *, num_classes=None, class_names=None, window=None, normalize=None, crop=None,
                target_shape=None, name: str | None = None, cache_dir=None, cache: bool = True) -> DatasetInfo:
-    """Info from the CSV (and the first image's header when neither crop nor target_shape fixes the shape); takes
-    :func:`load_nifti`'s keywords, the cache ones unused."""
+    """Info from the CSV (and the first image's header when neither crop nor target_shape fixes the shape).
+
+    Takes the same keywords as :func:`load_nifti`; the cache ones are accepted and unused.
+    """
     csv_path = Path(csv_path)
     opts = make_preprocess(window, normalize, crop, target_shape)
     rows, num_classes = read_table(csv_path, num_classes)

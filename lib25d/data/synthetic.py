@@ -111,9 +111,24 @@ def _in_unit_ball(rng: np.random.Generator, n: int) -> np.ndarray:
     return v * rng.random((n, 1)) ** (1 / 3)
 
 
+def _axes(shape: tuple[int, int, int]) -> list[np.ndarray]:
+    """Voxel coordinates as broadcastable (1, D, 1, 1), (1, 1, H, 1), (1, 1, 1, W) arrays."""
+    return [np.arange(s, dtype=np.float32).reshape([1] + [s if i == a else 1 for i in range(3)])
+            for a, s in enumerate(shape)]
+
+
 def _per_volume(values: np.ndarray) -> np.ndarray:
     """(c,) values as float32 (c, 1, 1, 1), to broadcast against a batch of volumes."""
     return values[:, None, None, None].astype(np.float32)
+
+
+def _squared(axes: list[np.ndarray], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Separable sum over axes of ((x - c) / r)^2 for a batch: (c, 3) -> (c, D, H, W)."""
+    total = 0.0
+    for a, x in enumerate(axes):
+        d = (x - _per_volume(centre[:, a])) / _per_volume(radii[:, a])
+        total = total + d * d
+    return total
 
 
 def _field(axes: list[np.ndarray], shape, waves: np.ndarray, amp: np.ndarray) -> np.ndarray:
@@ -135,8 +150,10 @@ def _box(centre: np.ndarray, half: np.ndarray, shape) -> tuple[tuple[slice, ...]
     hi = np.minimum(np.ceil(centre + half).astype(int) + 1, shape)
     if (hi <= lo).any():
         return None
-    offsets = [(np.arange(a, b, dtype=np.float32) - np.float32(c)).reshape([-1 if i == ax else 1 for i in range(3)])
-               for ax, (a, b, c) in enumerate(zip(lo, hi, centre))]
+    offsets = [
+        (np.arange(a, b, dtype=np.float32) - np.float32(c)).reshape([-1 if i == ax else 1 for i in range(3)])
+        for ax, (a, b, c) in enumerate(zip(lo, hi, centre))
+    ]
     return tuple(slice(a, b) for a, b in zip(lo, hi)), offsets
 
 
@@ -158,11 +175,21 @@ def _lesion(kind: int, centre: np.ndarray, r: float, shape) -> tuple[tuple[slice
     return sl, (ball if kind == 1 else -ball), dist < r + 0.5
 
 
+def _distractor(centre: np.ndarray, radii: np.ndarray, shape) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """(box, profile in [0, 1]) of one soft ellipsoid: clip((1 - e) * r_min + 0.5, 0, 1)."""
+    rmin = float(radii.min())
+    box = _box(centre, radii * (1 + 0.5 / rmin) + 1.0, shape)
+    if box is None:
+        return None
+    sl, d = box
+    e = np.sqrt(sum((x / np.float32(r)) ** 2 for x, r in zip(d, radii)))
+    return sl, np.clip((1 - e) * rmin + 0.5, 0, 1)
+
+
 def _render(p: Scene, shape: tuple[int, int, int], lesion: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Volumes (n, 1, D, H, W) in [0, 1] and lesion masks (n, D, H, W); lesion=False draws the same scene without it."""
     n = len(p.labels)
-    axes = [np.arange(s, dtype=np.float32).reshape([1] + [s if i == a else 1 for i in range(3)])
-            for a, s in enumerate(shape)]  # broadcastable (1, D, 1, 1), (1, 1, H, 1), (1, 1, 1, W)
+    axes = _axes(shape)
     vols = np.empty((n, 1, *shape), dtype=np.float32)
     masks = np.zeros((n, *shape), dtype=bool)
     noise_rng = np.random.default_rng(p.noise_seed)
@@ -171,11 +198,7 @@ def _render(p: Scene, shape: tuple[int, int, int], lesion: bool = True) -> tuple
         sl = slice(start, min(n, start + step))
         boundary = _field(axes, shape, p.waves[sl, 0], p.wave_amp[sl, 0])
         texture = _field(axes, shape, p.waves[sl, 1], p.wave_amp[sl, 1])
-        squared = 0.0  # sum over axes of ((x - c) / r)^2, separable
-        for a, x in enumerate(axes):
-            d = (x - _per_volume(p.body_centre[sl, a])) / _per_volume(p.body_radii[sl, a])
-            squared = squared + d * d
-        body = np.clip((1 - squared + 0.15 * boundary) * 3, 0, 1)
+        body = np.clip((1 - _squared(axes, p.body_centre[sl], p.body_radii[sl]) + 0.15 * boundary) * 3, 0, 1)
         img = body * (_per_volume(p.base[sl]) + 0.08 * texture)
         for i in range(sl.start, sl.stop):
             _draw_objects(img[i - start], body[i - start], masks[i], p, i, shape, lesion)
@@ -188,14 +211,10 @@ def _render(p: Scene, shape: tuple[int, int, int], lesion: bool = True) -> tuple
 def _draw_objects(img: np.ndarray, body: np.ndarray, mask: np.ndarray, p: Scene, i: int, shape,
                   lesion: bool) -> None:
     """Add volume ``i``'s distractors (kept inside the body) and, for lesion classes, its lesion and mask."""
-    for j in np.flatnonzero(p.d_contrast[i]):  # soft ellipsoids: clip((1 - e) * r_min + 0.5, 0, 1)
-        radii = p.d_radii[i, j]
-        rmin = float(radii.min())
-        box = _box(p.d_centre[i, j], radii * (1 + 0.5 / rmin) + 1.0, shape)
-        if box is not None:
-            sl, d = box
-            e = np.sqrt(sum((x / np.float32(r)) ** 2 for x, r in zip(d, radii)))
-            img[sl] += np.float32(p.d_contrast[i, j]) * np.clip((1 - e) * rmin + 0.5, 0, 1) * body[sl]
+    for j in np.flatnonzero(p.d_contrast[i]):
+        drawn = _distractor(p.d_centre[i, j], p.d_radii[i, j], shape)
+        if drawn is not None:
+            img[drawn[0]] += np.float32(p.d_contrast[i, j]) * drawn[1] * body[drawn[0]]
     if lesion and p.labels[i] > 0:
         drawn = _lesion(int(p.labels[i]), p.l_centre[i], float(p.l_radius[i]), shape)
         if drawn is not None:
@@ -207,8 +226,10 @@ def _draw_objects(img: np.ndarray, body: np.ndarray, mask: np.ndarray, p: Scene,
 
 def make_synthetic(n: int, *, shape: tuple[int, int, int] = (28, 28, 28), num_classes: int = 2,
                    difficulty: str | float = "medium", seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` volumes float32 (n, 1, D, H, W) in [0, 1], balanced labels int64 (n,), lesion masks bool (n, D, H, W):
-    the same arguments always give the same arrays; masks are empty exactly for class 0."""
+    """``n`` volumes float32 (n, 1, D, H, W) in [0, 1], balanced labels int64 (n,), lesion masks bool (n, D, H, W).
+
+    The same arguments always give the same arrays; masks are empty exactly for class 0.
+    """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     shape = _check(shape, num_classes)

@@ -1,6 +1,6 @@
 """Explanations: slice attention, sparsity and voxel maps (:mod:`.attention`), HiResCAM of the 3d/acs baselines
-(:mod:`.cam`), the pointing game and :func:`run_benchmark` (:mod:`.benchmark`), deletion and intervals
-(:mod:`.deletion`), Figure 3 and attention against a known lesion (:mod:`.figures`).
+(:mod:`.cam`), the pointing game and :func:`run_benchmark` (:mod:`.benchmark`), deletion (:mod:`.deletion`), intervals
+(:mod:`.stats`), Figure 3 and attention against a known lesion (:mod:`.figures`).
 """
 from ..train import load_run
 from .attention import (SliceAttention, attention_entropy, background_share, effective_slices, empty_slices,

@@ -1,7 +1,6 @@
 """Deletion, a faithfulness test on any dataset: blank the k most attended slices of each volume, or k random
 ones (seeded repeats); if attention marks what the prediction rests on, the first must lower the predicted
-class's probability and the AUROC more. Intervals (here and in the pointing game) cover which test volumes were
-drawn and the spread over seeds (stats.py).
+class's probability and the AUROC more. Intervals: :mod:`.stats`.
 """
 from __future__ import annotations
 

@@ -51,15 +51,22 @@ def _label(ax: Axes, title: str, xlabel: str, ylabel: str, image: np.ndarray | N
 
 
 def _edge_profile(ax: Axes, profile: np.ndarray, side: str, top: float, label: str) -> Axes:
-    """Draw an attention profile as bars along the ``top`` or ``right`` edge of an image axis; bars are one
-    slice wide, values run up (top) or right (right), with no "0" label on the image's "0"."""
-    top_edge = side == "top"
-    edge = make_axes_locatable(ax).append_axes(side, size="22%", pad=0.05, **{"sharex" if top_edge else "sharey": ax})
-    (edge.bar if top_edge else edge.barh)(np.arange(len(profile)), profile, 1.0, color=PROFILE_COLOR)
-    (edge.set_ylim if top_edge else edge.set_xlim)(0, top)
-    edge.tick_params(labelsize=6, **{"labelbottom" if top_edge else "labelleft": False})
-    (edge.yaxis if top_edge else edge.xaxis).set_major_locator(MaxNLocator(2, prune="lower"))
-    (edge.set_ylabel if top_edge else edge.set_xlabel)(label, fontsize=7)
+    """Draw an attention profile as bars along the ``top`` or ``right`` edge of an image axis."""
+    divider = make_axes_locatable(ax)
+    if side == "top":
+        edge = divider.append_axes("top", size="22%", pad=0.05, sharex=ax)
+        edge.bar(np.arange(len(profile)), profile, width=1.0, color=PROFILE_COLOR)
+        edge.set_ylim(0, top)
+        edge.tick_params(labelbottom=False, labelsize=6)
+        edge.yaxis.set_major_locator(MaxNLocator(2, prune="lower"))  # no "0" label on the image's "0"
+        edge.set_ylabel(label, fontsize=7)
+    else:
+        edge = divider.append_axes("right", size="22%", pad=0.05, sharey=ax)
+        edge.barh(np.arange(len(profile)), profile, height=1.0, color=PROFILE_COLOR)
+        edge.set_xlim(0, top)
+        edge.tick_params(labelleft=False, labelsize=6)
+        edge.xaxis.set_major_locator(MaxNLocator(2, prune="lower"))
+        edge.set_xlabel(label, fontsize=7)
     return edge
 
 

@@ -1,6 +1,8 @@
 """Models: the one registry of methods, and ``build_model``, the one entry point to them.
 
-Every model exposes ``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
+A 2.5D method is a reducer over slice tokens (:mod:`.reducers`, :class:`.model25d.Model25D`); a volume
+method is the same 2D network converted to 3D or ACS convolutions (:mod:`.volume`). Both expose
+``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Callable, NamedTuple
 from torch import nn
 
 from . import reducers, volume
-from .backbone import SliceEncoder, Weights, backbone_network
+from .backbone import SliceEncoder, Weights
 from .model25d import Model25D, Output25D
 from .slicing import AXIS_NAMES, SliceLayout
 from .speed import apply as apply_speed
@@ -55,11 +57,7 @@ def build_model(method: str, backbone: str = "resnet18", weights: Weights = None
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     outputs = 1 if num_classes == 2 else num_classes  # binary: one logit (BCE); else one per class
     if m.family == "volume":
-        if backbone not in volume.CONVERTIBLE:
-            raise ValueError(f"the 3d and acs methods need a torchvision ResNet-family backbone; got {backbone!r}, "
-                             f"valid: {', '.join(volume.CONVERTIBLE)} (timm backbones serve the 2.5D methods only)")
-        network, features = backbone_network(backbone, weights)
-        model = VolumeClassifier(m.build(network), features, in_channels, outputs)
+        model = volume.build(m.build, backbone, weights, in_channels, outputs)
     else:
         encoder = SliceEncoder(backbone, weights, in_channels, chunk_size)
         model = Model25D(encoder, m.build(encoder.out_features), outputs, axes)

@@ -4,7 +4,7 @@
 says; the authors' code trained 3D from random weights. acsconv 0.1.1 crashes on current PyTorch
 when it converts BatchNorm (it passes the bias tensor as the new boolean ``bias``). The fix lives
 here only: we make norm layers 3D first, under a class name acsconv does not know, so it leaves them.
-Supported backbones: the torchvision ResNets of ``CONVERTIBLE`` (``build_model`` refuses others).
+Supported backbones: the torchvision ResNets of ``CONVERTIBLE``; others (timm's among them) are refused.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from torch import nn
 with contextlib.redirect_stdout(io.StringIO()):  # acsconv prints a banner on import
     from acsconv.converters import ACSConverter, Conv3dConverter
 
-from .backbone import channel_adapter
+from .backbone import Weights, backbone_network, channel_adapter
 from .slicing import check_volume
 
 CONVERTIBLE = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "wide_resnet50_2")
@@ -66,3 +66,12 @@ class VolumeClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))
+
+
+def build(convert, backbone: str, weights: Weights, in_channels: int, num_outputs: int) -> VolumeClassifier:
+    """The 2D ``backbone`` converted by ``convert`` (:func:`convert_to_3d` or :func:`convert_to_acs`)."""
+    if backbone not in CONVERTIBLE:
+        raise ValueError(f"the 3d and acs methods need a torchvision ResNet-family backbone; got {backbone!r}, "
+                         f"valid: {', '.join(CONVERTIBLE)} (timm backbones serve the 2.5D methods only)")
+    network, features = backbone_network(backbone, weights)
+    return VolumeClassifier(convert(network), features, in_channels, num_outputs)
