@@ -103,6 +103,25 @@ def test_dedupe_is_exact_on_synthetic_duplicates_in_eval_and_train_mode():
     assert rows == [2 * 12, 2 * 20, 2 * 16]
 
 
+def test_dedupe_when_only_some_axes_repeat_slices_trains():
+    """A CT whose every axial slice holds body but whose coronal and sagittal ones repeat (air): native BatchNorm
+    on the axial call, counted on the others, in one step. Its backward must run and equal the plain model's."""
+    torch.manual_seed(0)
+    x = torch.zeros(2, 1, 10, 16, 16, dtype=torch.float64)
+    x[:, :, :, 4:12, 4:12] = torch.rand(2, 1, 10, 8, 8, dtype=torch.float64)  # every axial slice distinct
+    model = build_model("attention").double().train()
+    plain, dedup = configured(model), configured(model, dedupe_slices=True)
+    a, b = plain(x), dedup(x)
+    a.sum().backward()
+    b.sum().backward()
+    assert dedup.encoder.last_dedupe[0] < dedup.encoder.last_dedupe[1]  # the sagittal call was deduplicated
+    torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    for (name, p), q in zip(plain.named_parameters(), dedup.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=lambda m: f"{name}: {m}")
+    for k, v in plain.state_dict().items():
+        torch.testing.assert_close(dedup.state_dict()[k], v, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("offset", [0.0, 1e3])
 def test_counted_batch_norm_is_precise_in_float32(offset):
     """Activations far from zero (a large mean, a small spread) must not lose the variance to

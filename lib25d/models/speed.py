@@ -156,8 +156,10 @@ class CountedBatchNorm2d(nn.BatchNorm2d):
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 n = self.counts.sum() * x[0, 0].numel()
-                self.running_mean.lerp_(mean, m)
-                self.running_var.lerp_(var * n / (n - 1), m)  # unbiased, as BatchNorm stores it
+                # through .data, as BatchNorm's own kernel updates them: a native call on another axis of the
+                # same step saved these buffers for its backward, and a visible in-place change would void it
+                self.running_mean.data.lerp_(mean, m)
+                self.running_var.data.lerp_(var * n / (n - 1), m)  # unbiased, as BatchNorm stores it
         return out.to(dtype)
 
 
