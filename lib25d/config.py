@@ -37,7 +37,8 @@ class RunConfig:
                                         "or frozen (eval mode throughout; allows the feature cache)")
     bf16_cpu: bool = setting(False, "bf16 autocast on CPU too (changes the numbers; fast only with native bf16)")
     dataset_options: dict[str, Any] = setting({}, "dataset options, e.g. subset=64 (any dataset), n_train=128 "
-                                                  "(synthetic), window=-150,250 (nifti)")
+                                                  "(synthetic), recipe=pdac-ct or glioma-mri, orientation=RAS, "
+                                                  "spacing=1,1,1, window=-150,250 (nifti)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N", "runtime")
     data_root: str | None = setting(None, "folder of the MedMNIST files (default $LIB25D_DATA_ROOT, else "
                                           "~/.medmnist)", "runtime")

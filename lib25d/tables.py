@@ -22,11 +22,11 @@ from .profiles import Profile, Run
 
 RESULT, STATUS = "result.json", "status.json"
 KEYS = {"final": "final", "best": "best_val"}  # lib25d.train.WHICH -> the key result.json keeps it under
-METRIC_NAMES = {"auc": "AUROC", "acc": "ACC"}
+METRIC_NAMES = {"auc": "AUROC", "acc": "ACC", "balanced_acc": "Bal. ACC"}
 BEYOND = "beyond the paper"  # the paper column of a method the paper does not have
 CHANCE = 0.5  # AUROC of a ranking that knows nothing; below it the ranking is inverted
 LEVEL = 0.95  # the tables' interval: a bootstrap over test volumes of the mean over seeds
-EMPTY = dict(auc=math.nan, acc=math.nan, labels=None, scores=None, task="", epoch_seconds=math.nan,
+EMPTY = dict(auc=math.nan, acc=math.nan, balanced_acc=math.nan, recall=None, auc_note="", labels=None, scores=None, task="", epoch_seconds=math.nan,
              full_epoch_seconds=math.nan, full_epochs=[], train_seconds=math.nan, peak_memory_mib=math.nan,
              memory_kind="", parameters=math.nan, device="", data="", revision="", dirty=None, started="", finished="")
 
@@ -73,7 +73,8 @@ def _result_fields(result: dict[str, Any], which: str) -> dict[str, Any]:
     test = result["metrics"][KEYS[which]]["test"]
     env, predictions = result.get("environment", {}), result.get("predictions") or {}
     recorded = result.get("config", {})  # what the run really did (the setting line reports it)
-    return dict(auc=_num(test.get("auc")), acc=_num(test.get("acc")),
+    return dict(auc=_num(test.get("auc")), acc=_num(test.get("acc")), balanced_acc=_num(test.get("balanced_acc")),
+                recall=test.get("recall"), auc_note=test.get("auc_note", ""),
                 weights=str(recorded.get("weights")), epochs=recorded.get("epochs"),
                 labels=predictions.get("labels"), scores=predictions.get(KEYS[which]),
                 task=result["data"].get("task", "binary-class"),
@@ -91,6 +92,11 @@ def _result_fields(result: dict[str, Any], which: str) -> dict[str, Any]:
 def _data_text(result: dict[str, Any]) -> str:
     ident, samples = result["data"]["identity"], result["data"]["samples"]
     size = ident.get("size") or "x".join(map(str, ident.get("shape", []))) or "?"
+    if "preprocess" in ident:  # scans: the CSV, and how they were brought to one grid
+        p = ident["preprocess"]
+        steps = [f"recipe {p['recipe']}"] * bool(p.get("recipe")) + [f"orientation {p.get('orientation') or 'as stored'}"]
+        steps += [f"spacing {'x'.join(f'{v:g}' for v in p['spacing'])} mm"] * bool(p.get("spacing"))
+        size = f"{Path(ident.get('csv', '?')).name} [{', '.join(steps)}]"
     subset = f", subset {ident['subset']}" if "subset" in ident else ""
     counts = "/".join(str(samples.get(s)) for s in ("train", "val", "test"))
     return f"{ident.get('dataset', '?')} {size}{subset} ({counts})"
@@ -138,14 +144,19 @@ def auc_interval(runs: pd.DataFrame, n_boot: int = 2000) -> tuple[float, float]:
                                n_boot=n_boot, level=LEVEL)
 
 
-def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc")) -> pd.DataFrame:
-    """Per (dataset, method): mean and std over seeds, the AUROC's interval, counts, reasons of
-    gaps; ``result`` is False where the interval does not lie above chance (never a winner)."""
+def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc", "balanced_acc")) -> pd.DataFrame:
+    """Per (dataset, method): mean and std over seeds, the AUROC's interval, the mean recall of each class,
+    counts, reasons of gaps and of an undefined AUROC; ``result`` is False where the interval does not lie
+    above chance (never a winner)."""
     rows = []
     for dataset, method, group, ok, reasons in _cells(frame):
         row = {"dataset": dataset, "method": method, "n_ok": len(ok), "n_expected": len(group), "reasons": reasons}
         for m in metrics:
-            row[f"{m}_mean"], row[f"{m}_std"] = ok[m].astype(float).mean(), ok[m].astype(float).std(ddof=1)
+            values = ok[m] if m in ok else pd.Series(dtype=float)  # records of older versions lack some
+            row[f"{m}_mean"], row[f"{m}_std"] = values.astype(float).mean(), values.astype(float).std(ddof=1)
+        recalls = [r for r in (ok.recall if "recall" in ok else []) if isinstance(r, list)]
+        row["recall"] = np.nanmean(np.array(recalls, dtype=float), axis=0).tolist() if recalls else None
+        row["auc_note"] = "; ".join(dict.fromkeys(n for n in (ok.auc_note if "auc_note" in ok else []) if n))
         row["auc_lo"], row["auc_hi"] = auc_interval(ok) if "scores" in ok else (math.nan, math.nan)
         row["result"] = not row["auc_lo"] <= CHANCE  # NaN interval (no predictions kept): shown as is
         rows.append(row)
@@ -153,11 +164,14 @@ def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc")) -> p
 
 
 def cell(mean: float, std: float, n_ok: int, n_expected: int, reasons: str | None = "", percent: bool = True,
-         interval: tuple[float, float] = (math.nan, math.nan)) -> str:
+         interval: tuple[float, float] = (math.nan, math.nan), undefined: str = "") -> str:
     """'80.9 ± 1.2 [76.0, 85.3]', '... (4/5 runs)', 'missing (reason)' ('missing': reasons is None,
-    said in another column), 'not distinguishable from chance (...)' or 'below chance (...)'."""
+    said in another column), 'not distinguishable from chance (...)', 'below chance (...)', or where
+    the metric has no value ``undefined`` as it is ("undefined: split 'test' holds one class (1)")."""
     if n_ok == 0:
         return "missing" if reasons is None else f"missing ({reasons or 'no run'})"
+    if math.isnan(mean) and undefined:
+        return undefined
     scale = 100.0 if percent else 1.0
     text = "nan" if math.isnan(mean) else f"{mean * scale:.1f}"
     if not math.isnan(std):
@@ -189,7 +203,8 @@ def v2_method(method: str) -> str:
 
 def compare(summary: pd.DataFrame, table: str, metrics: Sequence[str] = ("auc", "acc")) -> pd.DataFrame:
     """Ours beside the paper (ImageNet, 50 epochs, five seeds) and MedMNIST v2's ResNet-18 from
-    scratch, so a gap reads as weights or method; a method the paper lacks: 'beyond the paper'."""
+    scratch, so a gap reads as weights or method; a method the paper lacks: 'beyond the paper'. Then the
+    measures for imbalanced data, which neither publishes: balanced accuracy and the recall of each class."""
     papers = paper_results()
     reference = papers.set_index(["table", "dataset", "method", "metric"])["value"].to_dict()
     in_paper = set(papers.method[papers.table == table])
@@ -206,11 +221,21 @@ def compare(summary: pd.DataFrame, table: str, metrics: Sequence[str] = ("auc", 
             interval = (s.auc_lo, s.auc_hi) if m == "auc" else (math.nan, math.nan)
             reasons = s.reasons if m == metrics[0] else None  # said once, in the first column
             row[f"{METRIC_NAMES[m]} ours"] = cell(getattr(s, f"{m}_mean"), getattr(s, f"{m}_std"), s.n_ok,
-                                                  s.n_expected, reasons, interval=interval)
+                                                  s.n_expected, reasons, interval=interval,
+                                                  undefined=s.auc_note if m == "auc" else "")
             row[f"{METRIC_NAMES[m]} paper"] = published(table, s.dataset, s.method, m)
             row[f"{METRIC_NAMES[m]} v2 scratch"] = published("medmnist_v2", s.dataset, s.method, m)
+        row["Bal. ACC ours"] = cell(s.balanced_acc_mean, s.balanced_acc_std, s.n_ok, s.n_expected, None)
+        row["recall per class ours"] = recall_text(s.recall) if s.n_ok else "missing"
         rows.append(row)  # a cell short of runs says so itself: '(2/3 runs; reason)'
     return pd.DataFrame(rows).set_index(["dataset", "method"])
+
+
+def recall_text(recall: list[float] | None) -> str:
+    """'0: 92.1 · 1: 40.3': the mean recall of each class in %, '—' for a class no test split held."""
+    if not recall:
+        return "—"
+    return " · ".join(f"{k}: {'—' if math.isnan(r) else f'{r * 100:.1f}'}" for k, r in enumerate(recall))
 
 
 def compute(frame: pd.DataFrame) -> pd.DataFrame:

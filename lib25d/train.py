@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .config import RUNTIME_FIELDS, RunConfig
 from .data import DatasetInfo, VolumeDataset, check_dataset, dataset_info, load_dataset
-from .metrics import evaluate_scores, scores_from_logits
+from .metrics import evaluate_scores, one_class_note, scores_from_logits
 from .models import build_model, check_method, count_parameters, set_encoder_trainable
 from .models.backbone import check_backbone
 from .runinfo import (claim, environment, fault_point, peak_memory, read_torch, reset_peak_memory, resolve_device,
@@ -118,10 +118,18 @@ def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
     return torch.cat(out)
 
 
+def nonfinite_statistics(model: nn.Module) -> list[str]:
+    """Names of the BatchNorm layers whose running statistics hold NaN or inf (what eval mode normalises with)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.running_mean is not None and not (torch.isfinite(m.running_mean).all()
+                                                    and torch.isfinite(m.running_var).all())]
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: VolumeDataset, config: RunConfig, device: torch.device,
-             loss_fn: Callable) -> dict[str, Any]:
-    """Metrics, mean loss and scores of a whole split (in order)."""
+             loss_fn: Callable, when: str = "") -> dict[str, Any]:
+    """Metrics, mean loss and scores of a whole split (in order); FloatingPointError when the model's outputs
+    are not finite (a diverged model: sklearn would only say "Input contains NaN"), ``when`` added to it."""
     model.eval()
     out, total = [], 0.0
     for x, y in _loader(data, config, device, None):
@@ -129,8 +137,17 @@ def evaluate(model: nn.Module, data: VolumeDataset, config: RunConfig, device: t
             logits = model(x.to(device, non_blocking=True)).float()
         total += loss_fn(logits, y.to(device)).item() * len(y)
         out.append(logits.cpu())
-    scores = scores_from_logits(torch.cat(out))
-    return {**evaluate_scores(data.labels, scores, data.info.task), "loss": total / len(data), "scores": scores}
+    logits = torch.cat(out)
+    bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+    if bad:
+        norms = nonfinite_statistics(model)
+        stats = (f"; BatchNorm running statistics are NaN or inf in {len(norms)} layer(s), e.g. {norms[0]}"
+                 if norms else "")
+        raise FloatingPointError(f"non-finite predictions on split {data.split!r} ({bad} of {len(data)} volumes)"
+                                 f"{when}{stats}")
+    scores = scores_from_logits(logits)
+    return {**evaluate_scores(data.labels, scores, data.info.task, data.split), "loss": total / len(data),
+            "scores": scores}
 
 
 def _train_epoch(model: nn.Module, loader, loss_fn, optimizer, device: torch.device, config: RunConfig, desc: str,
@@ -178,7 +195,8 @@ def _check_out(out: Path, config: RunConfig, resume: bool) -> dict[str, Any] | N
 
 
 def _better(record: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    """Highest validation AUROC (lowest validation loss where AUROC is undefined)."""
+    """Highest validation AUROC; where it is undefined (a validation split of one class, so every epoch's
+    AUROC is NaN) the lowest validation loss: result.json's ``best_val.criterion`` says which."""
     if best is None:
         return True
     if not math.isnan(record["val_auc"]) and not math.isnan(best["val_auc"]):
@@ -235,9 +253,7 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
             try:
                 train_loss, seen = _train_epoch(model, loader, loss_fn, optimizer, device, config, desc, quiet, forward)
                 seconds = time.perf_counter() - tic
-                val = evaluate(model, splits["val"], config, device, loss_fn)
-                if not math.isfinite(val["loss"]):
-                    raise FloatingPointError(f"non-finite validation outputs after {desc}")
+                val = evaluate(model, splits["val"], config, device, loss_fn, when=f" after {desc}")
             except FloatingPointError as err:  # one line: where it happened, what is kept, what to try
                 kept = (f"{out / CHECKPOINT} keeps epoch {len(history)}: continue from it" if history else
                         "no epoch had finished, so nothing was kept: start again")
@@ -246,6 +262,7 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
                                          "or check the data for extreme values") from None
             record = {"epoch": epoch, "phase": "warm-up" if warmup else "full", "lr": config.lr,
                       "train_loss": train_loss, "val_loss": val["loss"], "val_auc": val["auc"], "val_acc": val["acc"],
+                      "val_balanced_acc": val["balanced_acc"],
                       "seconds": seconds, "volumes_per_second": seen / seconds, "cached_features": cache is not None}
             history.append(record)
             if _better(record, best):
@@ -272,15 +289,20 @@ def _finish(model, config, splits, device, loss_fn, out, history, best, started)
     best_test = evaluate(model, splits["test"], config, device, loss_fn)
     info, seconds = splits["train"].info, [h["seconds"] for h in history]
     full = [h["seconds"] for h in history if h["phase"] == "full"] or [float("nan")]
-    strip = lambda m: {k: m[k] for k in ("auc", "acc", "loss")}  # noqa: E731
+    keys = ("auc", "acc", "balanced_acc", "recall", "loss", "auc_note")
+    strip = lambda m: {k: m[k] for k in keys if k in m}  # noqa: E731
+    val_note = one_class_note(splits["val"].labels, "val")
+    criterion = "val_auc" if val_note is None else f"val_loss (validation AUROC {val_note})"
     return {
         "config": config.to_dict(),
         "data": {"task": info.task, "num_classes": info.num_classes, "class_names": list(info.class_names),
                  "in_channels": info.in_channels, "identity": info.identity,
                  "samples": {k: len(v) for k, v in splits.items()}},
         "metrics": {"final": {"epoch": len(history), "test": strip(final),
-                              "val": {"auc": history[-1]["val_auc"], "acc": history[-1]["val_acc"]}},
-                    "best_val": {"epoch": best["epoch"], "test": strip(best_test), "val": {"auc": best["val_auc"]}}},
+                              "val": {"auc": history[-1]["val_auc"], "acc": history[-1]["val_acc"],
+                                      **({"auc_note": val_note} if val_note else {})}},
+                    "best_val": {"epoch": best["epoch"], "criterion": criterion, "test": strip(best_test),
+                                 "val": {"auc": best["val_auc"], **({"auc_note": val_note} if val_note else {})}}},
         "history": history,
         "timing": {"epoch_seconds": seconds, "mean_epoch_seconds": float(np.mean(seconds)),
                    "mean_full_epoch_seconds": float(np.mean(full)), "total_train_seconds": float(np.sum(seconds))},

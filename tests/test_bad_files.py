@@ -22,7 +22,7 @@ import torchvision
 
 from lib25d import tables as T
 from lib25d.data import DatasetInfo, VolumeDataset, dataset_info, load_dataset
-from lib25d.data import medmnist3d, nifti
+from lib25d.data import medmnist3d, scans as nifti
 from lib25d.models import build_model
 from lib25d.models.backbone import backbone_network
 from lib25d.profiles import ProfileError, from_dict, load_profile
@@ -91,7 +91,7 @@ def test_nifti_cache_written_before_the_check_is_not_used(tmp_path, monkeypatch)
     bad[0, 0, 0] = np.nan
     csv, scan = scans(tmp_path, bad)
     rows, _ = nifti.read_table(csv)
-    opts = nifti.make_preprocess()
+    opts = nifti.ScanOptions.make()
     cache = tmp_path / nifti.CACHE_FOLDER
     cache.mkdir()
     with monkeypatch.context() as m:
@@ -110,7 +110,7 @@ def test_nifti_cache_entry_holding_nan_is_redone_and_refused(tmp_path):
     rows, _ = nifti.read_table(csv)
     cache = tmp_path / nifti.CACHE_FOLDER
     cache.mkdir()
-    entry = cache / f"{nifti._cache_key(rows[1], nifti.make_preprocess(normalize='zscore'))}.npz"
+    entry = cache / f"{nifti._cache_key(rows[1], nifti.ScanOptions.make(normalize='zscore'))}.npz"
     np.savez(entry, volume=np.full((1, 8, 7, 6), np.nan, np.float32))
     with pytest.raises(ValueError) as err:
         load_dataset(f"nifti:{csv}", "train", normalize="zscore")

@@ -123,3 +123,15 @@ def test_kill_9_then_resume_gives_the_uninterrupted_numbers(fault, uninterrupted
     assert resumed.returncode == 0, resumed.stderr
     assert numbers(json.loads((out / RESULT).read_text())) == numbers(uninterrupted)
     assert not list(out.glob(".*.tmp"))  # what the killed write left is gone
+
+
+def test_outputs_that_turn_nan_while_the_loss_stays_finite_stop_like_a_nan_loss(tmp_path):
+    """lr 1000 on the tiny set: the training loss stays finite, the model's outputs overflow; sklearn alone
+    would end the run with a bare "Input contains NaN"."""
+    out = tmp_path / "run"
+    train(tiny(epochs=1), out, quiet=True)
+    with pytest.raises(FloatingPointError, match=r"diverged: non-finite predictions on split 'val' \(\d+ of 8 "
+                                                 r"volumes\) after epoch 2/3.*keeps epoch 1.*--resume --lr 100\b") as err:
+        train(tiny(lr=1000.0), out, resume=True, quiet=True)
+    assert "\n" not in str(err.value)
+    assert len(torch.load(out / CHECKPOINT, weights_only=False)["history"]) == 1  # the good epoch is kept

@@ -119,8 +119,38 @@ def test_metrics_equal_medmnist_evaluator_on_real_predictions(medmnist_root):
     scores = scores_from_logits(logits)
     ours = evaluate_scores(data.labels, scores, data.info.task)
     auc, acc = Evaluator("adrenalmnist3d", "test", root=str(medmnist_root)).evaluate(scores)
-    assert ours == {"auc": auc, "acc": acc}
+    assert (ours["auc"], ours["acc"]) == (auc, acc)  # MedMNIST's own numbers stay the headline
+    from sklearn.metrics import balanced_accuracy_score, recall_score
+    labels, predicted = data.labels, scores > 0.5
+    assert ours["balanced_acc"] == balanced_accuracy_score(labels, predicted)
+    assert ours["recall"] == list(recall_score(labels, predicted, average=None))
+    assert ours["balanced_acc"] == np.mean(ours["recall"]) and "auc_note" not in ours
     assert 0 < acc < 1
+
+
+def test_a_validation_split_of_one_class_says_why_auroc_is_undefined(tmp_path):
+    """Small real cohorts often hold one class in a split: its AUROC is undefined, said in words, and the
+    best-validation model is then chosen by the validation loss."""
+    import nibabel
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        split, label = ("train", i % 2) if i < 8 else ("val", 1) if i < 10 else ("test", i % 2)
+        image = rng.random((16, 16, 16)).astype(np.float32) + 2 * label * (np.arange(16) > 8)
+        nibabel.Nifti1Image(image, np.eye(4)).to_filename(tmp_path / f"{i}.nii.gz")
+        rows.append(f"{i}.nii.gz,{label},{split}")
+    (tmp_path / "scans.csv").write_text("image,label,split\n" + "\n".join(rows) + "\n")
+    config = tiny(dataset=f"nifti:{tmp_path / 'scans.csv'}", dataset_options={}, epochs=2)
+    result = train(config, tmp_path / "run", quiet=True)
+    note = "undefined: split 'val' holds one class (1)"
+    assert all(np.isnan(h["val_auc"]) for h in result["history"])
+    assert result["metrics"]["final"]["val"]["auc_note"] == note
+    best = result["metrics"]["best_val"]
+    assert best["criterion"] == f"val_loss (validation AUROC {note})"
+    assert best["epoch"] == 1 + int(np.argmin([h["val_loss"] for h in result["history"]]))
+    assert not np.isnan(result["metrics"]["final"]["test"]["auc"])
+    assert set(result["metrics"]["final"]["test"]) == {"auc", "acc", "balanced_acc", "recall", "loss"}
 
 
 def test_multiclass_run(tmp_path):

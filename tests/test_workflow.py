@@ -180,6 +180,40 @@ def test_a_failed_run_is_shown_as_missing_not_dropped(study):
     assert failed.stdout.strip() == str(profile.run_dir("nodule-attention-s0") / "status.json")
 
 
+SCANS = """profile: scans
+results: results/scans
+defaults: {{epochs: 1, warmup_epochs: 0, batch_size: 4, weights: null, device: cpu}}
+datasets:
+  pdac: {{dataset: "nifti:{ct}", dataset_options: {{recipe: pdac-ct, target_shape: [16, 24, 24]}}}}
+  glioma: {{dataset: "nifti:{mr}", dataset_options: {{recipe: glioma-mri, crop: [16, 16, 16]}}}}
+seeds: [0]
+table1: [attention]
+table3: [attention]
+"""
+
+
+def test_both_recipes_run_through_the_workflow(study, tmp_path):
+    """A profile whose datasets are phantom cohorts as hospitals store them (DICOM series and NIfTI, random
+    storage orders and voxel sizes), one per recipe at a laptop's size, through the Snakefile to Table 1."""
+    from study.phantoms import ct_like_cohort, glioma_like_cohort
+
+    repo, env, _ = study
+    ct, mr = ct_like_cohort(tmp_path / "ct", n=(4, 2, 2)), glioma_like_cohort(tmp_path / "mr", n=(4, 2, 2))
+    (repo / "config" / "scans.yaml").write_text(SCANS.format(ct=ct, mr=mr))
+    profile = load_profile(repo / "config" / "scans.yaml")
+    target = str(profile.notebook_dir / "table1.ipynb")
+    done = snakemake(repo, "--configfile", "config/scans.yaml", "--cores", "2", target, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for label, recipe in (("pdac", "pdac-ct"), ("glioma", "glioma-mri")):
+        run = profile.run_dir(f"{label}-attention-s0")
+        assert json.loads((run / "status.json").read_text())["status"] == "ok"
+        identity = json.loads((run / "result.json").read_text())["data"]["identity"]
+        assert identity["preprocess"]["recipe"] == recipe and identity["preprocess"]["orientation"] == "RAS"
+    outputs = json.dumps([c.get("outputs", []) for c in json.loads(Path(target).read_text())["cells"]])
+    assert "recipe pdac-ct, orientation RAS" in outputs and "recipe glioma-mri, orientation RAS, spacing 1x1x1 mm" \
+        in outputs and "Bal. ACC ours" in outputs and "recall per class ours" in outputs
+
+
 def test_strict_mode_passes_strict_to_the_status_recorder(study):
     """strict=true: the run job exits 1 when its run failed (the recorder's exit code is unit-tested)."""
     repo, env, _ = study

@@ -4,7 +4,8 @@
   MedMNIST 3D, ``size`` 28 or 64, read from ``root``, else ``$LIB25D_DATA_ROOT``, else ``~/.medmnist``;
   ``download=True`` fetches a missing file.
 - ``synthetic``: planted lesions; options of :func:`lib25d.data.synthetic.synthetic_info`.
-- ``nifti:<path to csv>``: your scans; options of :func:`lib25d.data.nifti.load_nifti`.
+- ``nifti:<path to csv>``: your scans (NIfTI files, DICOM series folders); options of
+  :func:`lib25d.data.scans.load_nifti` (orientation, spacing, recipes: :mod:`lib25d.data.preprocess`).
 
 Every dataset takes ``subset=N``: a stratified, seeded sample of at most N volumes per split.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 from .base import SPLITS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, stratified_subset
 from .medmnist3d import MEDMNIST, load_medmnist3d, medmnist3d_info
-from .nifti import load_nifti, nifti_info
+from .scans import load_nifti, nifti_info
 from .synthetic import load_synthetic, make_synthetic, synthetic_info
 
 __all__ = ["SPLITS", "DatasetInfo", "MEDMNIST", "Uint8Volumes", "VolumeDataset", "available_datasets",

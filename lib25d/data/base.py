@@ -1,7 +1,7 @@
 """The one dataset type every loader returns, checked once so that models never see a malformed batch.
 
-Items are ``(float32 tensor (C, D, H, W), int label)``, batches ``(B, C, D, H, W)`` and ``int64``; D is the
-first spatial axis (axial for scans stored z, y, x).
+Items are ``(float32 tensor (C, D, H, W), int label)``, batches ``(B, C, D, H, W)`` and ``int64``; D is
+head-foot (axial slices), H anterior-posterior, W left-right (see :mod:`lib25d.models.slicing`).
 """
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """Cut a volume ``(B, C, D, H, W)`` into the 2D slices of its axes, and map tokens back to slices.
 
-Axis 0 is D (axial for scans stored z, y, x), 1 is H (coronal), 2 is W (sagittal). Each axis is its
-own batch of 2D images (shapes differ when the volume is not a cube); tokens are concatenated axis
-by axis in ``axes`` order (the authors': 0, 1, 2).
+Axis 0 is D, head-foot (axial slices), 1 is H, anterior-posterior (coronal), 2 is W, left-right (sagittal):
+the names are true by construction for scans, which :mod:`lib25d.data.preprocess` turns to an orientation code
+before anything else, and for the synthetic set; MedMNIST's volumes are taken as stored. Each axis is its own
+batch of 2D images (shapes differ when the volume is not a cube); tokens are concatenated axis by axis in
+``axes`` order (the authors': 0, 1, 2).
 """
 from __future__ import annotations
 
