@@ -1,61 +1,18 @@
-"""The command line: ``lib25d params | train | evaluate | explain | bench | profile``."""
+"""The command line: ``lib25d params | train | evaluate | explain``. The study's commands are its own:
+``python -m study bench`` (Table 2, the race against the authors' design), ``python -m study profile``."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
-from .config import RunConfig
-
-
-def _optional(kind: type):
-    return lambda text: None if text.lower() in ("none", "null") else kind(text)
-
-
-TYPES = {"int": int, "float": float, "int | None": _optional(int), "float | None": _optional(float)}
-
-
-def add_options(parser: argparse.ArgumentParser, settings: type, groups: dict[str, str] | None = None) -> None:
-    """One option per field of a settings dataclass (RunConfig, explain's Settings): --name value,
-    --flag / --no-flag for booleans, several values for lists, --option KEY=VALUE for a dict."""
-    groups = {k: parser.add_argument_group(v) for k, v in (groups or {}).items()}
-    for f in dataclasses.fields(settings):
-        group, default = groups.get(f.metadata["kind"], parser), getattr(settings(), f.name)
-        help = f"{f.metadata['help']} (default {' '.join(map(str, default)) if isinstance(default, list) else default})"
-        help, flag = help.replace("%", "%%"), "--" + f.name.replace("_", "-")  # argparse formats help with %
-        if f.type.startswith("dict"):
-            group.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=help)
-        elif f.type == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help)
-        elif f.type.startswith("list"):
-            group.add_argument(flag, nargs="+", type=TYPES[f.type[5:-1]], default=default, help=help)
-        else:
-            group.add_argument(flag, type=TYPES.get(f.type, str), default=default, help=help)
-
-
-def settings_from_args(settings: type, args: argparse.Namespace):
-    """The settings an ``add_options`` parser read (a dict field from its --option KEY=VALUE pairs)."""
-    return settings(**{f.name: _dataset_options(args.option) if f.type.startswith("dict") else getattr(args, f.name)
-                        for f in dataclasses.fields(settings)})
-
-
-def _dataset_options(pairs: list[str]) -> dict:
-    import yaml
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"dataset option {pair!r} is not KEY=VALUE, e.g. --option n_train=128")
-        key, value = pair.split("=", 1)
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str) and "," in parsed:  # window=-150,250
-            parsed = tuple(yaml.safe_load(v) for v in parsed.split(","))
-        out[key] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return out
+from .explain.cli import register as register_explain
+from .models import METHODS, build_model, count_parameters
+from .run import RunConfig, RunFolder, evaluate, loss_function, resolve_device, split_of, train
+from .settings import add_options, settings_from_args
 
 
 def _params(args: argparse.Namespace) -> int:
-    from .models import METHODS, build_model, count_parameters
     print(f"{'method':12s} {'trainable':>12s}  (backbone {args.backbone}, {args.in_channels} channel(s), "
           f"{args.num_classes} classes)")
     for name, method in METHODS.items():
@@ -71,7 +28,6 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import train
     result = train(settings_from_args(RunConfig, args), args.out, resume=args.resume, quiet=args.quiet)
     for which, m in result["metrics"].items():
         print(f"{which:9s} model (epoch {m['epoch']:3d}): test AUROC {m['test']['auc']:.4f}  "
@@ -81,25 +37,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .runinfo import resolve_device
-    from .train import evaluate, load_run, loss_function, split_of
-    run = load_run(args.run, args.which, args.device)
+    run = RunFolder(args.run).load(args.which, args.device)
     data = split_of(run.config, args.split)
     m = evaluate(run.model, data, run.config, resolve_device(args.device), loss_function(data.info.num_classes))
     print(f"{args.run} [{args.which} model, {args.split}]: AUROC {m['auc']:.4f}  ACC {m['acc']:.4f}"
           f"  loss {m['loss']:.4f}  (n={len(data)})")
-    return 0
-
-
-def _profile(args: argparse.Namespace) -> int:
-    from .profiles import load_profile, summary
-    profile = load_profile(args.name)
-    if args.action == "runs":
-        print("\n".join(r.run_id for r in profile.runs()))
-        return 0
-    print(f"{profile.name}: {len(profile.runs())} runs, results in {profile.results}")
-    for key, value in summary(profile).items():
-        print(f"  {key}: {value}")
     return 0
 
 
@@ -130,15 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("profile", help="what a study profile (config/<name>.yaml) runs")
-    p.add_argument("action", choices=["check", "runs"], help="check: validate and summarise; runs: list run ids")
-    p.add_argument("name", help="profile name (smoke, cpu, paper) or file")
-    p.set_defaults(func=_profile)
-
-    from .bench import register as register_bench
-    from .explain.cli import register as register_explain
     register_explain(sub)
-    register_bench(sub)
     return parser
 
 

@@ -4,7 +4,7 @@ balanced accuracy and per-class recall of the same predictions (binary: P(class 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

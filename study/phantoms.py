@@ -10,8 +10,8 @@ anatomy: that is what lib25d's orientation step must recover.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import nibabel
 import numpy as np
@@ -62,7 +62,7 @@ def save_nifti(path: Path, ras: np.ndarray, spacing: Sequence[float], axcodes: s
 def save_dicom_series(folder: Path, ras_hu: np.ndarray, spacing: Sequence[float], intercept: float = -1024.0) -> Path:
     """One CT series of axial slices (int16, RescaleIntercept ``intercept``) holding an (X, Y, Z) RAS array of
     Hounsfield units: rows run posterior, columns to the patient's left (LPS), slices superior."""
-    import pydicom
+    # pydicom: only to write DICOM series
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -125,9 +125,9 @@ def glioma_like_cohort(folder: Path, n: Sequence[int] = (96, 32, 64), seed: int 
             if label:
                 where = centre + rng.uniform(-0.5, 0.5, size=3) * radii  # inside the head
                 lesion = ellipsoid(points, where, [rng.uniform(3.0, 5.0)] * 3) & head
-            noise = lambda: rng.normal(0, 0.05, head.shape)  # noqa: E731
-            channels = (0.8 * head - 0.3 * lesion + noise(), 0.6 * head + 0.6 * lesion + noise(),
-                        0.5 * head + 0.5 * lesion + noise())
+            noise = rng.normal(0, 0.05, (3, *head.shape))
+            channels = (0.8 * head - 0.3 * lesion + noise[0], 0.6 * head + 0.6 * lesion + noise[1],
+                        0.5 * head + 0.5 * lesion + noise[2])
             stem = f"{split}{i:03d}"
             files = [save_nifti(folder / f"{stem}_{name}.nii.gz", c, spacing, axcodes).name
                      for name, c in zip(("t1", "t1c", "flair"), channels)]

@@ -20,12 +20,13 @@ import pytest
 import torch
 import torchvision
 
-from lib25d import tables as T
-from lib25d.data import DatasetInfo, VolumeDataset, dataset_info, load_dataset
-from lib25d.data import medmnist3d, scans as nifti
+from lib25d.data import DatasetInfo, VolumeDataset, dataset_info, load_dataset, medmnist3d
+from lib25d.data import scans as nifti
 from lib25d.models import build_model
 from lib25d.models.backbone import backbone_network
-from lib25d.profiles import ProfileError, from_dict, load_profile
+from study import results as R
+from study import tables as T
+from study.profiles import ProfileError, from_dict, load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -334,8 +335,8 @@ def test_binary_profile_file_names_file(tmp_path):
 def test_profiles_cli_on_invalid_yaml_is_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("profile: x\ndefaults: {epochs: 2\n")
-    proc = run_cli("lib25d.cli", "profile", "check", str(path), cwd=tmp_path)
-    assert_one_error_line(proc, "lib25d profile: error: ", str(path), "is not valid YAML")
+    proc = run_cli("study", "profile", "check", str(path), cwd=tmp_path)
+    assert_one_error_line(proc, "python -m study profile: error: ", str(path), "is not valid YAML")
 
 
 # -- result records ---------------------------------------------------------------------------------------------
@@ -346,10 +347,10 @@ def _profile(tmp_path: Path):
 
 
 RECORD_CASES = {
-    "truncated result": (T.RESULT, '{"config": {"dataset": "synth', "result.json is truncated or corrupt"),
-    "result list": (T.RESULT, "[]", "result.json holds a JSON list, not an object"),
-    "incomplete result": (T.RESULT, "{}", "result.json is incomplete (no 'metrics')"),
-    "truncated status": (T.STATUS, '{"status": "o', "status.json is truncated or corrupt"),
+    "truncated result": (R.RESULT, '{"config": {"dataset": "synth', "result.json is truncated or corrupt"),
+    "result list": (R.RESULT, "[]", "result.json holds a JSON list, not an object"),
+    "incomplete result": (R.RESULT, "{}", "result.json is incomplete (no 'metrics')"),
+    "truncated status": (R.STATUS, '{"status": "o', "status.json is truncated or corrupt"),
 }
 
 
@@ -360,18 +361,18 @@ def test_damaged_record_is_a_failed_row_with_its_reason(tmp_path, case):
     run = p.runs()[0]
     folder = p.run_dir(run.run_id)
     folder.mkdir(parents=True)
-    (folder / T.STATUS).write_text(json.dumps({"run_id": run.run_id, "status": "ok", "exit_code": 0}))
-    (folder / T.RESULT).write_text("{}")
+    (folder / R.STATUS).write_text(json.dumps({"run_id": run.run_id, "status": "ok", "exit_code": 0}))
+    (folder / R.RESULT).write_text("{}")
     (folder / name).write_text(text)
-    row = T.collect(p).set_index("run_id").loc[run.run_id]
+    row = R.collect(p).set_index("run_id").loc[run.run_id]
     assert row.status == "failed" and reason in row.reason, (row.status, row.reason)
-    cell = T.compare(T.summarise(T.collect(p)), "table1").iloc[0]["AUROC ours"]
+    cell = T.compare(T.summarise(R.collect(p)), "table1").iloc[0]["AUROC ours"]
     assert cell.startswith("missing (") and reason in cell
 
 
 @pytest.mark.parametrize("content", [b"PK\x03\x04 killed while saving", b"not a checkpoint at all"])
 def test_damaged_checkpoint_on_resume_and_evaluate_is_one_line(tmp_path, content):
-    from lib25d.train import CHECKPOINT
+    from lib25d.run.folder import CHECKPOINT
 
     out = tmp_path / "run"
     out.mkdir()
@@ -386,7 +387,7 @@ def test_damaged_checkpoint_on_resume_and_evaluate_is_one_line(tmp_path, content
 
 
 def test_checkpoint_of_another_program_names_what_it_lacks(tmp_path):
-    from lib25d.train import CHECKPOINT
+    from lib25d.run.folder import CHECKPOINT
 
     out = tmp_path / "run"
     out.mkdir()

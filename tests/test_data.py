@@ -1,6 +1,7 @@
 """Dataset registry, VolumeDataset checks and MedMNIST 3D loading from the real shared Adrenal files."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,8 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lib25d.data import DatasetInfo, VolumeDataset, available_datasets, dataset_info, load_dataset
-from lib25d.data import medmnist3d
+from lib25d.data import DatasetInfo, VolumeDataset, available_datasets, dataset_info, load_dataset, medmnist3d
 
 COUNTS = {"train": 1188, "val": 98, "test": 298}
 ADRENAL = medmnist.INFO["adrenalmnist3d"]
@@ -263,8 +263,8 @@ def test_dataset_info_validates():
         DatasetInfo("x", "multi-label", 3, ["a", "b", "c"], 1, (4, 4, 4))
     info = _info(shape=[4, 5, 6])
     assert info.shape == (4, 5, 6)
-    with pytest.raises(Exception):
-        info.num_classes = 3  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.num_classes = 3
 
 
 def test_subset_is_stratified_seeded_and_recorded(medmnist_root):

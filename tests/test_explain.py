@@ -10,20 +10,39 @@ import pytest
 import torch
 from torch import nn
 
-from lib25d.config import RunConfig
 from lib25d.data import load_dataset
-from lib25d.explain import (ClassTarget, SliceAttention, attention_entropy, background_share, blank_slices,
-                            bootstrap_ci, default_cam_layer, deletion_test, effective_slices, empty_slices,
-                            figure3, head_figure, hirescam, lesion_figure, pointing_figure, pool_seeds,
-                            slice_attention, slice_pointing,
-                            sparsity_table, summarize_pointing, top_k_tokens, voxel_map,
-                            voxel_pointing)
-from lib25d.explain.deletion import class_probability, random_tokens
+from lib25d.explain import (
+    ClassTarget,
+    SliceAttention,
+    attention_entropy,
+    background_share,
+    blank_slices,
+    bootstrap_ci,
+    default_cam_layer,
+    deletion_test,
+    effective_slices,
+    empty_slices,
+    figure3,
+    head_figure,
+    hirescam,
+    lesion_figure,
+    pointing_figure,
+    pool_seeds,
+    slice_attention,
+    slice_pointing,
+    sparsity_table,
+    summarize_pointing,
+    top_k_tokens,
+    voxel_map,
+    voxel_pointing,
+)
+from lib25d.explain.attention import peak_voxels
 from lib25d.explain.cam import cam_layer_name, upsample_cam
 from lib25d.explain.cli import register
-from lib25d.explain.attention import peak_voxels
+from lib25d.explain.deletion import class_probability, random_tokens
 from lib25d.models import Model25D, SliceLayout, build_model
 from lib25d.models.reducers import AttentionPool
+from lib25d.run import RunConfig
 
 TINY = {"n_train": 4, "n_val": 4, "n_test": 4}  # 12^3 volumes: small enough for 2 shared CPU cores
 TINY_SIZE = 12

@@ -7,8 +7,8 @@ import torchvision
 from torch import nn
 
 from lib25d.models import METHODS, build_model, count_parameters, set_encoder_trainable
-from lib25d.models.volume import convert_to_3d, convert_to_acs
 from lib25d.models.backbone import backbone_network
+from lib25d.models.baselines import convert_to_3d, convert_to_acs
 from lib25d.models.slicing import SliceLayout, slice_axis
 
 SHAPES = [(1, (28, 28, 28)), (3, (64, 64, 64)), (2, (12, 20, 16))]

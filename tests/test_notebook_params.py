@@ -7,7 +7,8 @@ import nbformat
 import papermill
 import pytest
 
-from lib25d.notebook import check_parameters
+from lib25d.run import RunConfig
+from study.notebook import check_parameters, run_parameters_cell
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
@@ -62,11 +63,9 @@ def test_parameters_are_typed_and_checked_in_the_next_cell(name):
 
 
 def test_the_run_notebook_accepts_every_parameter_the_workflow_passes():
-    """workflow/Snakefile's run_parameters: the run's RunConfig, out, threads and run_id."""
-    from lib25d.config import RunConfig
-
+    """workflow/Snakefile's run_parameters: the run's RunConfig fields (flat), out, threads and run_id."""
     params = papermill.inspect_notebook(str(REPO / "notebooks" / "run.ipynb"))
-    passed = {"config": RunConfig().to_dict(), "out": "results/x/runs/r", "threads": 2, "run_id": "r"}
+    passed = {**RunConfig().to_dict(), "out": "results/x/runs/r", "threads": 2, "run_id": "r"}
     kernel = {"__annotations__": {name: p["inferred_type_name"] for name, p in params.items()}, **passed}
     exec(check_cell("run").source, kernel)
     kernel["unknown_switch"] = True
@@ -74,10 +73,23 @@ def test_the_run_notebook_accepts_every_parameter_the_workflow_passes():
         exec(check_cell("run").source, kernel)
 
 
+def test_the_run_notebook_lists_every_run_setting_flat_as_runconfig_declares_it():
+    """``papermill -p method acs -p seed 3``: one typed, commented parameter per RunConfig field, generated from
+    its metadata (python -m study.notebook rewrites the cell), so it cannot drift from ``lib25d train``."""
+    nb = nbformat.read(REPO / "notebooks" / "run.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert cell.source == run_parameters_cell(), "run.ipynb's parameters are stale: run python -m study.notebook"
+    params = papermill.inspect_notebook(str(REPO / "notebooks" / "run.ipynb"))
+    fields = RunConfig.__dataclass_fields__
+    assert list(params)[:len(fields)] == list(fields)
+    assert params["method"]["default"] == '"attention"' and params["seed"]["inferred_type_name"] == "int"
+    assert "random seed" in params["seed"]["help"]
+
+
 # -- real papermill runs fail at the check cell ---------------------------------------------------
 @pytest.mark.parametrize("name, parameters, expected", [
-    ("run", {"confg": {"method": "acs"}}, ["confg (did you mean config?)", "valid: config, out, threads, run_id"]),
-    ("run", {"config": {"methd": "acs"}}, ["unknown run setting(s) methd", "valid: dataset, size, method"]),
+    ("run", {"methd": "acs"}, ["methd (did you mean method?)", "valid: dataset, size, method"]),
+    ("run", {"method": "acs", "sed": 3}, ["sed (did you mean seed?)", "out, threads, run_id"]),
     ("table1", {"profil": "smoke"}, ["profil (did you mean profile?)", "valid: profile, which"]),
 ])
 def test_papermill_fails_on_an_unknown_parameter(tmp_path, name, parameters, expected):

@@ -1,4 +1,4 @@
-"""lib25d behaves like the authors' design (``lib25d.authors``) on the same weights and batches.
+"""lib25d behaves like the authors' design (``study.reference``) on the same weights and batches.
 
 Step parity runs in float64, so "the same function" is checked to ~1e-9 on any processor:
 in float32 a from-scratch ResNet with train-mode BatchNorm amplifies rounding by orders of
@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from lib25d import authors
-from lib25d.config import RunConfig
 from lib25d.data import load_dataset
 from lib25d.models import METHODS, build_model
-from lib25d.models.speed import apply
-from lib25d.train import CHECKPOINT, load_splits, loss_function, model_for, shuffle_seed, _loader, train
+from lib25d.models.fast import apply
+from lib25d.run import RunConfig, train
+from lib25d.run.folder import CHECKPOINT
+from lib25d.run.protocol import load_splits, loader, loss_function, model_for, shuffle_seed
+from study import reference as authors
 
 OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe_slices=False, checkpointing=False)
 SWITCHES = {"plain": {}, "channels_last": {"channels_last": True}, "tiny_convs": {"tiny_convs": True},
@@ -58,7 +59,7 @@ def reference_name(name: str) -> str:
 def assert_same_state(ours: torch.nn.Module, ref: torch.nn.Module, **tol) -> None:
     theirs = ref.state_dict()
     for name, value in ours.state_dict().items():
-        torch.testing.assert_close(value, theirs[reference_name(name)], msg=lambda m: f"{name}: {m}", **tol)
+        torch.testing.assert_close(value, theirs[reference_name(name)], msg=lambda m, name=name: f"{name}: {m}", **tol)
 
 
 def test_reference_copy_is_exact():
@@ -94,7 +95,7 @@ def test_training_steps_match_the_authors_design(method, switches, adrenal_batch
         ref_params = dict(ref.named_parameters())
         for name, p in ours.named_parameters():
             torch.testing.assert_close(p.grad, ref_params[reference_name(name)].grad, rtol=1e-7, atol=1e-10,
-                                       msg=lambda m: f"step {step}, gradient of {name}: {m}")
+                                       msg=lambda m, step=step, name=name: f"step {step}, gradient of {name}: {m}")
         for opt in opts:
             opt.step()
             opt.zero_grad()
@@ -142,7 +143,7 @@ def authors_run(config: RunConfig) -> tuple[torch.nn.Module, list[float]]:
     for epoch in range(config.epochs):
         seed = shuffle_seed(config, epoch + 1)
         torch.manual_seed(seed)
-        batches = _loader(splits["train"], config, torch.device("cpu"), seed)
+        batches = loader(splits["train"], config, torch.device("cpu"), seed)
         losses.append(float(np.mean(authors.train_epoch(ref, batches, opt, epoch, config.warmup_epochs))))
     return ref, losses
 

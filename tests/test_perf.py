@@ -1,5 +1,5 @@
 """Performance switches keep the numbers: deduplication, channels_last, tiny convolutions,
-chunking with checkpointing, the cached warm-up; and ``lib25d bench`` writes its JSON.
+chunking with checkpointing, the cached warm-up; and ``python -m study bench`` writes its JSON.
 
 Tolerances: deduplication in eval mode, checkpointing and the cached warm-up change nothing
 (bitwise equal, asserted with ``torch.equal``). Train-mode deduplication (counted BatchNorm),
@@ -17,13 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from lib25d.bench import SCHEMA, compare_frame, parse_size, table2_frame
-from lib25d.cli import main
-from lib25d.config import SPEED_FIELDS, RunConfig
 from lib25d.data import load_dataset
 from lib25d.models import build_model
-from lib25d.models.speed import CountedBatchNorm2d, TinyConv2d, TinyConv3d, apply, unique_slices, use_tiny_convs
-from lib25d.train import CHECKPOINT, autocast_for, train
+from lib25d.models.fast import CountedBatchNorm2d, TinyConv2d, TinyConv3d, apply, unique_slices, use_tiny_convs
+from lib25d.run import SPEED_FIELDS, RunConfig, train
+from lib25d.run.folder import CHECKPOINT
+from lib25d.run.protocol import autocast_for
+from study.__main__ import main
+from study.bench.cli import SCHEMA
+from study.bench.compare import compare_frame
+from study.bench.table2 import table2_frame
+from study.bench.timing import parse_size
 
 OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe_slices=False, checkpointing=False)
 
@@ -77,7 +81,7 @@ def test_dedupe_is_exact_on_synthetic_duplicates_in_eval_and_train_mode():
     a.square().sum().backward()
     b.square().sum().backward()
     for (name, p), q in zip(plain.named_parameters(), dedup.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
     sa, sb = plain.state_dict(), dedup.state_dict()
     for k in sa:
         torch.testing.assert_close(sb[k], sa[k], rtol=1e-10, atol=1e-12)
@@ -117,7 +121,7 @@ def test_dedupe_when_only_some_axes_repeat_slices_trains():
     assert dedup.encoder.last_dedupe[0] < dedup.encoder.last_dedupe[1]  # the sagittal call was deduplicated
     torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
     for (name, p), q in zip(plain.named_parameters(), dedup.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
     for k, v in plain.state_dict().items():
         torch.testing.assert_close(dedup.state_dict()[k], v, rtol=1e-10, atol=1e-12)
 
@@ -230,7 +234,7 @@ def test_folded_adapter_is_the_same_function(backbone, in_channels):
     torch.testing.assert_close(fold_out, plain_out, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(fold_grad, plain_grad, rtol=1e-8, atol=1e-12 * float(plain_grad.abs().max()))
     for (name, a), b in zip(plain.state_dict().items(), folded.state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_tiny_convs_in_the_3d_baseline():
@@ -314,7 +318,7 @@ def test_straightforward_config_and_resume_across_switches(tmp_path):
           quiet=True)
 
 
-# -- lib25d bench ----------------------------------------------------------------------------------
+# -- python -m study bench ----------------------------------------------------------------------------------
 def test_bench_table2_json_schema(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--table2", "--sizes", "16", "--methods", "attention", "--batch-size", "1",
@@ -335,7 +339,7 @@ def test_bench_table2_json_schema(tmp_path, capsys):
         assert row[key] > 0, key
     assert row["flops_per_step"] > 0 and row["epoch_volumes"] == 1188
     assert row["settings"]["channels_last"] and not row["settings"]["checkpointing"]
-    assert row["command"].startswith("lib25d bench --table2")
+    assert row["command"].startswith("python -m study bench --table2")
     frame = table2_frame(out)  # what the book shows: the paper's parameters beside ours (from the CSV)
     assert list(frame["method"]) == ["attention"] and frame["params (M) paper"][0] == "12.2"
     assert frame["s / epoch paper"][0] == "—"  # the paper's epoch is a 128x224x224 one
@@ -368,7 +372,7 @@ def test_bench_compare_json_schema(tmp_path, medmnist_root, capsys):
     assert frame["value"].dropna().gt(0).all()
     assert frame.loc["full-epoch training vs the authors' design, 28^3 (x)", "value"] == \
         pytest.approx(section["training"]["speedup"])
-    assert frame["command"].dropna().str.startswith("lib25d bench --compare").all()
+    assert frame["command"].dropna().str.startswith("python -m study bench --compare").all()
     # a part that was not measured is missing, not a number; a later run keeps the parts it did not measure
     del data["compare"]["inference"]
     assert compare_frame(data)["value"].isna().sum() == 3

@@ -11,9 +11,11 @@ import papermill
 import pytest
 import yaml
 
-from lib25d import tables as T
-from lib25d.config import RunConfig
-from lib25d.profiles import NOTEBOOKS, Profile, ProfileError, from_dict, list_profiles, load_profile, run_id
+from lib25d.run import RunConfig
+from study import published
+from study import results as R
+from study import tables as T
+from study.profiles import NOTEBOOKS, Profile, ProfileError, from_dict, list_profiles, load_profile, run_id
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"profile": "tiny", "defaults": {"epochs": 2, "weights": None},
@@ -26,7 +28,7 @@ def tiny(tmp_path: Path, **changes) -> Profile:
 
 
 def fake_result(profile, run, auc: float, acc: float = 0.7, predictions: dict | None = None) -> None:
-    """A result.json with the fields the study layer reads (what lib25d.train writes)."""
+    """A result.json with the fields the study layer reads (what lib25d.run.train writes)."""
     folder = profile.run_dir(run.run_id)
     folder.mkdir(parents=True, exist_ok=True)
     history = [{"epoch": 1, "phase": "warm-up", "seconds": 2.0}, {"epoch": 2, "phase": "full", "seconds": 4.0}]
@@ -42,8 +44,8 @@ def fake_result(profile, run, auc: float, acc: float = 0.7, predictions: dict | 
                               "versions": {"torch": "2.14.1"}},
               "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00",
               **({"predictions": predictions} if predictions else {})}
-    (folder / T.RESULT).write_text(json.dumps(result))
-    (folder / T.STATUS).write_text(json.dumps({"run_id": run.run_id, "status": "ok", "exit_code": 0}))
+    (folder / R.RESULT).write_text(json.dumps(result))
+    (folder / R.STATUS).write_text(json.dumps({"run_id": run.run_id, "status": "ok", "exit_code": 0}))
 
 
 # -- profiles ---------------------------------------------------------------------------------
@@ -132,7 +134,7 @@ def test_notebooks_have_typed_commented_parameters(name):
     assert len(tagged) == 1
     params = papermill.inspect_notebook(str(path))
     assert params, f"{name}: no parameters found by papermill"
-    lines = [x for x in tagged[0].source.splitlines() if x.strip()]
+    lines = [x for x in tagged[0].source.splitlines() if x.strip() and not x.startswith(("from ", "import "))]
     assert len(params) == len(lines), f"{name}: some parameter lines are not understood by papermill"
     for p in params.values():
         assert p["inferred_type_name"] != "None" and p["help"], f"{name}: {p['name']} needs a type and a comment"
@@ -149,12 +151,12 @@ def test_profile_notebook_settings_are_notebook_parameters(name):
         assert set(settings) <= set(params), f"{name}: {notebook} has no parameter(s) {set(settings) - set(params)}"
 
 
-def test_run_notebook_takes_a_runconfig():
-    """The run notebook's settings are one RunConfig dict (its fields are documented once, in lib25d.config)."""
+def test_run_notebook_takes_the_runconfig_fields_flat():
+    """The run notebook's parameters are RunConfig's fields (documented once, in lib25d.run.config), then where
+    the run writes and its threads: what the Snakefile passes."""
     params = papermill.inspect_notebook(str(REPO / "notebooks" / "run.ipynb"))
-    assert set(params) == {"config", "out", "threads", "run_id"}
-    default = eval(params["config"]["default"])  # a literal the workflow replaces whole
-    assert RunConfig.from_dict(default).dataset == "synthetic"
+    assert set(params) == set(RunConfig.__dataclass_fields__) | {"out", "threads", "run_id"}
+    assert RunConfig.from_dict({k: eval(params[k]["default"]) for k in RunConfig.__dataclass_fields__}) == RunConfig()
 
 
 # -- results: one row per expected run ------------------------------------------------------------
@@ -166,17 +168,17 @@ def test_collect_has_a_row_per_expected_run_with_status_and_reason(tmp_path):
     fake_result(p, runs["adrenal-3d-s0"], 0.70)
     failed = p.run_dir("organ-3d-s0")
     failed.mkdir(parents=True)
-    (failed / T.STATUS).write_text(json.dumps({"status": "failed", "error": "FileNotFoundError: organmnist3d.npz "
+    (failed / R.STATUS).write_text(json.dumps({"status": "failed", "error": "FileNotFoundError: organmnist3d.npz "
                                                "not found in /data: point LIB25D_DATA_ROOT at it",
                                                "reason": "organmnist3d.npz not found in /data"}))
-    frame = T.collect(p)
+    frame = R.collect(p)
     assert len(frame) == len(p.runs()) and list(frame.run_id) == [r.run_id for r in p.runs()]
     by_id = frame.set_index("run_id")
     assert by_id.loc["adrenal-attention-s0", "status"] == "ok" and by_id.loc["adrenal-attention-s0", "auc"] == 0.8
     assert by_id.loc["organ-3d-s0", "status"] == "failed"
     assert by_id.loc["organ-3d-s0", "reason"] == "organmnist3d.npz not found in /data"
     assert by_id.loc["organ-attention-s0", "status"] == "missing"
-    assert T.collect(p, which="best").set_index("run_id").loc["adrenal-attention-s0", "auc"] == pytest.approx(0.7)
+    assert R.collect(p, which="best").set_index("run_id").loc["adrenal-attention-s0", "auc"] == pytest.approx(0.7)
 
 
 def test_summary_and_comparison_show_missing_cells_and_paper_numbers(tmp_path):
@@ -187,8 +189,8 @@ def test_summary_and_comparison_show_missing_cells_and_paper_numbers(tmp_path):
     fake_result(p, runs["adrenal-3d-s0"], 0.70)
     folder = p.run_dir("organ-3d-s0")
     folder.mkdir(parents=True)
-    (folder / T.STATUS).write_text(json.dumps({"status": "failed", "error": "exit code 1", "reason": "exit code 1"}))
-    frame = T.collect(p, p.runs(methods=p.table1))
+    (folder / R.STATUS).write_text(json.dumps({"status": "failed", "error": "exit code 1", "reason": "exit code 1"}))
+    frame = R.collect(p, p.runs(methods=p.table1))
     summary = T.summarise(frame)
     table = T.compare(summary, "table1").reset_index()
     assert len(table) == 4 and set(zip(table.dataset, table.method)) == \
@@ -223,7 +225,7 @@ def test_cells_carry_an_interval_and_chance_is_marked_never_a_winner(tmp_path):
     inverted = [[1 - s[0]] for s in good]  # a ranking that learned the labels backwards
     fake_result(p, runs["organ-attention-s0"], 0.1, predictions={"labels": labels, "final": inverted,
                                                                    "best_val": inverted})
-    summary = T.summarise(T.collect(p, p.runs(methods=p.table1)))
+    summary = T.summarise(R.collect(p, p.runs(methods=p.table1)))
     row = summary.set_index(["dataset", "method"])
     assert row.loc[("adrenal", "attention"), "auc_lo"] > 0.5 and row.loc[("adrenal", "attention"), "result"]
     assert not row.loc[("adrenal", "3d"), "result"] and not row.loc[("organ", "attention"), "result"]
@@ -252,8 +254,8 @@ def test_gated_is_marked_beyond_the_paper_in_table3(tmp_path):
     p = tiny(tmp_path, table3=["attention", "gated"], seeds=[0])
     for run in p.runs(methods=p.table3, datasets=["adrenal"]):
         fake_result(p, run, 0.8)
-    table = T.compare(T.summarise(T.collect(p, p.runs(methods=p.table3))), "table3")
-    assert table.loc[("adrenal", "gated"), "AUROC paper"] == T.BEYOND == "beyond the paper"
+    table = T.compare(T.summarise(R.collect(p, p.runs(methods=p.table3))), "table3")
+    assert table.loc[("adrenal", "gated"), "AUROC paper"] == published.BEYOND == "beyond the paper"
     assert table.loc[("adrenal", "gated"), "ACC paper"] == "beyond the paper"
     assert table.loc[("adrenal", "attention"), "AUROC paper"] == "80.9"  # the paper's appendix number
     assert table.loc[("adrenal", "gated"), "AUROC v2 scratch"] == table.loc[("adrenal", "attention"), "AUROC v2 scratch"]
@@ -264,14 +266,14 @@ def test_setting_line_reports_what_the_runs_did(tmp_path):
     p = tiny(tmp_path)
     fake_result(p, p.run("adrenal-attention-s0"), 0.8)
     changed = tiny(tmp_path, defaults={"epochs": 3, "weights": None})
-    row = T.collect(changed).set_index("run_id").loc["adrenal-attention-s0"]
-    assert row.status == "ok" and row.epochs == 2 and set(T.collect(changed).epochs) == {2, 3}
+    row = R.collect(changed).set_index("run_id").loc["adrenal-attention-s0"]
+    assert row.status == "ok" and row.epochs == 2 and set(R.collect(changed).epochs) == {2, 3}
 
 
 def test_setting_line_names_profile_data_weights_device(tmp_path):
     p = tiny(tmp_path)
     fake_result(p, p.run("adrenal-attention-s0"), 0.8)
-    text = T.setting(p, T.collect(p))
+    text = T.setting(p, R.collect(p))
     for words in ("Profile tiny", "adrenalmnist3d 28, subset 8 (8/8/8)", "none (random init)", "cpu (x86_64",
                   "epochs: 2", "seeds: 0, 1", "runs finished: 1 of 12"):
         assert words in text, text
@@ -280,14 +282,14 @@ def test_setting_line_names_profile_data_weights_device(tmp_path):
 def test_compute_table_pools_full_epochs_and_keeps_missing_rows(tmp_path):
     p = tiny(tmp_path)
     fake_result(p, p.run("adrenal-attention-s0"), 0.8)
-    table = T.compute(T.collect(p, p.runs(methods=p.table1))).set_index(["dataset", "method"])
+    table = T.compute(R.collect(p, p.runs(methods=p.table1))).set_index(["dataset", "method"])
     assert table.loc[("adrenal", "attention"), "s / epoch"] == "4.0"
     assert table.loc[("adrenal", "attention"), "params (M)"] == "12.0"
     assert table.loc[("organ", "3d"), "s / epoch"].startswith("missing")
 
 
 def test_paper_numbers_cover_tables_1_2_3_and_medmnist_v2():
-    paper = T.paper_results()
+    paper = published.paper_results()
     assert set(paper.table) == {"table1", "table2", "table3", "medmnist_v2"}
     v2 = paper[paper.table == "medmnist_v2"]
     assert len(v2) == 3 * 6 * 2 and set(v2.method) == {"2.5d", "3d", "acs"} and v2.value.between(0, 1).all()
@@ -319,7 +321,7 @@ def test_environment_yml_follows_pyproject():
 def test_reference_numbers_ship_with_the_package():
     import tomllib
 
-    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lib25d"]
-    assert "reference/*.csv" in data and (REPO / "lib25d" / "reference" / "paper_results.csv").is_file()
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["study"]
+    assert "data/*.csv" in data and (REPO / "study" / "data" / "paper_results.csv").is_file()
 
 

@@ -1,6 +1,6 @@
 """Faults and misuse: divergence, refused starts, two processes on one folder, kill -9 anywhere.
 
-Kills are injected (``LIB25D_FAULT``, see :func:`lib25d.runinfo.fault_point`), not timed: the
+Kills are injected (``LIB25D_FAULT``, see :func:`lib25d.run.faults.fault_point`), not timed: the
 process dies with SIGKILL exactly while a file is half written or inside an epoch.
 """
 from __future__ import annotations
@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib25d.config import RunConfig
-from lib25d.runinfo import claim
-from lib25d.train import CHECKPOINT, RESULT, train
+from lib25d.run import RunConfig, train
+from lib25d.run.folder import CHECKPOINT, RESULT, claim
 
 TINY = dict(dataset="synthetic", size=16, weights=None, epochs=3, warmup_epochs=1, batch_size=8,
             lr=1e-3, device="cpu", dataset_options={"n_train": 16, "n_val": 8, "n_test": 8, "seed": 3})

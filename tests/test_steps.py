@@ -1,8 +1,7 @@
-"""The workflow's own steps (workflow/steps.py): status records, set-aside, fetch, stage, and the
+"""The workflow's own steps (study/steps.py): status records, set-aside, fetch, stage, and the
 helpers the Snakefile builds its graph with. No training: fake run folders and notebooks."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,13 +11,12 @@ import nbformat
 import pytest
 import yaml
 
-from lib25d.config import RunConfig
-from lib25d.profiles import ProfileError, from_dict, load_profile
+from lib25d.run import RunConfig
+from study import steps
+from study.__main__ import build_parser
+from study.profiles import ProfileError, from_dict, load_profile
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("steps", REPO / "workflow" / "steps.py")
-steps = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(steps)
 SMALL = {"profile": "tiny", "defaults": {"epochs": 2, "weights": None},
          "datasets": {"adrenal": {"dataset_options": {"subset": 8}}, "organ": {}},
          "seeds": [0, 1], "table1": ["3d", "attention"], "table3": ["attention", "mean"]}
@@ -106,8 +104,8 @@ def test_damaged_checkpoint_is_named_when_setting_runs_aside(tmp_path):
     out.mkdir()
     (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 killed while saving")
     config = json.dumps(RunConfig(dataset="synthetic", weights=None).to_dict())
-    one_error_line([str(REPO / "workflow" / "steps.py"), "set-aside", str(out), config], tmp_path,
-                   "workflow/steps.py set-aside: error: ", f"checkpoint {out / 'checkpoint.pt'} cannot be read",
+    one_error_line(["-m", "study.steps", "set-aside", str(out), config], tmp_path,
+                   "python -m study.steps set-aside: error: ", f"checkpoint {out / 'checkpoint.pt'} cannot be read",
                    "move it away")
 
 
@@ -129,8 +127,8 @@ def test_stage_copies_and_titles_run_notebooks(tmp_path):
 def test_stage_with_a_bad_profile_is_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(["not", "a", "mapping"]))
-    one_error_line([str(REPO / "workflow" / "steps.py"), "stage", str(path), str(tmp_path / "d"), "table1"], tmp_path,
-                   "workflow/steps.py stage: error: ", f"profile file {path}", "not a list")
+    one_error_line(["-m", "study.steps", "stage", str(path), str(tmp_path / "d"), "table1"], tmp_path,
+                   "python -m study.steps stage: error: ", f"profile file {path}", "not a list")
 
 
 # -- fetch --------------------------------------------------------------------------------------------
@@ -188,14 +186,12 @@ def test_fetch_items_name_what_a_run_downloads(tmp_path):
     assert steps.fetch_items(RunConfig(dataset="synthetic", backbone="timm:convnext_atto")) == []
 
 
-def test_bench_settings_become_lib25d_bench_arguments(tmp_path):
+def test_bench_settings_become_the_study_bench_arguments(tmp_path):
     p = tiny(tmp_path, bench={"sizes": [16, "8x16x16"], "repeats": 1, "in_process": True, "no_inference": True})
     assert steps.bench_args(p, "t.json") == ["bench", "--table2", "--methods", "3d", "attention", "--json", "t.json",
                                              "--sizes", "16", "8x16x16", "--repeats", "1", "--in-process",
                                              "--no-inference"]
     with pytest.raises(ProfileError, match="unknown bench setting.*size.*valid: sizes"):
         tiny(tmp_path, bench={"size": [16]})
-    from lib25d.cli import build_parser
-
     args = build_parser().parse_args(steps.bench_args(load_profile("smoke", start=REPO), "t.json"))
     assert args.table2 and args.sizes == ["16"] and args.in_process

@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import save_file
 
 from lib25d.cli import main
-from lib25d.config import RunConfig
-from lib25d.explain import Settings, run_benchmark
+from lib25d.explain import Settings, explain_runs
 from lib25d.models import build_model
 from lib25d.models.backbone import check_backbone
-from lib25d.models.speed import apply
+from lib25d.models.fast import apply
+from lib25d.run import RunConfig
 
 CONV, VIT = "timm:convnext_atto", "timm:test_vit"  # test_vit: timm's smallest ViT (patch 16, built for 160x160)
 OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe_slices=False, checkpointing=False)
@@ -158,11 +158,11 @@ def fake_run(folder, method: str):
 def test_gated_runs_are_explained_beside_attention(tmp_path):
     """Any reducer with slice weights is read like attention: its own pointing rows, one random map per seed."""
     runs = [fake_run(tmp_path / m, m) for m in ("attention", "gated")]
-    tables = run_benchmark(runs, settings=Settings(max_volumes=2, n_boot=20, device="cpu"))
+    tables = explain_runs(runs, settings=Settings(max_volumes=2, n_boot=20, device="cpu"))
     pointing = tables["pointing"].set_index("explanation")
     assert {"attention slice", "gated slice", "gated slice (axial)", "gated voxel sum"} <= set(pointing.index)
     per_volume = tables["pointing_per_volume"]
     assert (per_volume.explanation == "random map").sum() == 2 * 2  # 2 volumes x 2 tolerances, not twice over
     assert set(tables["sparsity"]["method"]) == {"attention", "gated"}
     with pytest.raises(ValueError, match="'mean' run where a run with slice weights \\(attention, gated\\)"):
-        run_benchmark([fake_run(tmp_path / "mean", "mean")], settings=Settings(max_volumes=1, device="cpu"))
+        explain_runs([fake_run(tmp_path / "mean", "mean")], settings=Settings(max_volumes=1, device="cpu"))

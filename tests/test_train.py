@@ -9,11 +9,11 @@ import torch
 
 import lib25d.train as train_mod
 from lib25d.cli import main
-from lib25d.config import RunConfig
 from lib25d.data import load_dataset
 from lib25d.metrics import evaluate_scores, scores_from_logits
 from lib25d.models import build_model
-from lib25d.train import CHECKPOINT, RESULT, train
+from lib25d.run import RunConfig, train
+from lib25d.run.folder import CHECKPOINT, RESULT
 
 TINY = dict(dataset="synthetic", size=16, weights=None, epochs=3, warmup_epochs=1, batch_size=8,
             lr=1e-3, device="cpu", dataset_options={"n_train": 16, "n_val": 8, "n_test": 8, "seed": 3})

@@ -7,8 +7,8 @@ Slow (a few minutes on 2 cores) but part of `make test`: it is the issue's defin
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lib25d.profiles import load_profile
+from study.profiles import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -144,6 +144,16 @@ def test_every_run_has_its_page_and_the_tutorial_ran(study):
         assert f"Run {run.run_id}" in page.read_text()
     tutorial = (html_dir(profile) / "book" / "_generated" / "notebooks" / "tutorial.html").read_text()
     assert "Exercises" in tutorial and "Traceback" not in tutorial
+
+
+def test_formulas_render_from_a_local_mathjax(study):
+    """The method page's and Table 3's formulas: MathJax is served with the book, not fetched from a CDN."""
+    _, _, profile = study
+    for page in ("method", "table3"):
+        html = (html_dir(profile) / "book" / f"{page}.html").read_text()
+        assert "_static/mathjax/tex-chtml.js" in html and "cdn.jsdelivr" not in html and "\\(" in html, page
+    assert (html_dir(profile) / "_static" / "mathjax" / "tex-chtml.js").stat().st_size > 500_000
+    assert (html_dir(profile) / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
 
 
 def test_rerun_skips_finished_work(study):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .base import SPLITS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, stratified_subset
+from .dataset import SPLITS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, stratified_subset
 from .medmnist3d import MEDMNIST, load_medmnist3d, medmnist3d_info
 from .scans import load_nifti, nifti_info
 from .synthetic import load_synthetic, make_synthetic, synthetic_info

@@ -15,7 +15,7 @@ import medmnist
 import medmnist.info
 import numpy as np
 
-from .base import READ_ERRORS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, first_nonfinite
+from .dataset import READ_ERRORS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, first_nonfinite
 
 # short name -> medmnist flag, from medmnist's own table: organ, nodule, adrenal, fracture, vessel, synapse
 MEDMNIST = {flag.removesuffix("mnist3d"): flag for flag in medmnist.INFO if flag.endswith("mnist3d")}

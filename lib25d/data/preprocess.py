@@ -85,7 +85,7 @@ class ScanOptions:
 
     @classmethod
     def make(cls, recipe: str | None = None, orientation=CANONICAL, spacing=None, window=None,
-             normalize: str | None = None, foreground: bool = False, crop=None, target_shape=None) -> "ScanOptions":
+             normalize: str | None = None, foreground: bool = False, crop=None, target_shape=None) -> ScanOptions:
         """Checked options; a recipe's values first, then those given (an intensity option replaces the
         recipe's intensity step: window and normalize are one choice)."""
         given = {k: v for k, v in dict(spacing=spacing, window=window, normalize=normalize, crop=crop,
@@ -118,7 +118,7 @@ class ScanOptions:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def without_orientation(self) -> "ScanOptions":
+    def without_orientation(self) -> ScanOptions:
         return replace(self, orientation=None)
 
 
@@ -199,7 +199,7 @@ def crop_around(vol: np.ndarray, centre: tuple[int, ...], size: tuple[int, int, 
 
 
 def _intensity(options: ScanOptions):
-    from monai.transforms import Identity, NormalizeIntensity, ScaleIntensity, ScaleIntensityRange
+    from monai.transforms import Identity, NormalizeIntensity, ScaleIntensity, ScaleIntensityRange  # MONAI, as above
 
     if options.window is not None:
         return ScaleIntensityRange(*options.window, b_min=0.0, b_max=1.0, clip=True)
@@ -210,7 +210,7 @@ def _intensity(options: ScanOptions):
 def preprocess(image, mask, options: ScanOptions) -> tuple[np.ndarray, np.ndarray | None]:
     """``image`` (C, X, Y, Z) and ``mask`` (1, X, Y, Z) MetaTensors (or None) -> float32 (C, D, H, W) and
     bool (D, H, W) or None, through the chain of the module docstring."""
-    from monai.transforms import CropForegroundd, Orientationd, Resize, Spacingd
+    from monai.transforms import CropForegroundd, Orientationd, Resize, Spacingd  # MONAI, as above
 
     keys = ["image"] + (["mask"] if mask is not None else [])
     data = {"image": image, **({"mask": mask} if mask is not None else {})}

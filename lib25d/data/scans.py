@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import READ_ERRORS, SPLITS, DatasetInfo, VolumeDataset, check_split, task_for
+from .dataset import READ_ERRORS, SPLITS, DatasetInfo, VolumeDataset, check_split, task_for
 from .preprocess import NEEDS_MASK, ScanOptions, ScanReadError, preprocess, read_scan, what
 
 REQUIRED_COLUMNS = ("image", "label", "split")

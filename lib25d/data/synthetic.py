@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import SPLITS, DatasetInfo, VolumeDataset, check_split, task_for
+from .dataset import SPLITS, DatasetInfo, VolumeDataset, check_split, task_for
 
 GENERATOR = "lib25d.synthetic/1"  # bump when the images a seed gives change
 DIFFICULTIES = {"easy": 0.2, "medium": 0.5, "hard": 0.8}

@@ -4,8 +4,8 @@ that attention is sparse and partly on empty background slices); voxel maps from
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd

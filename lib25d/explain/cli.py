@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..run import RunFolder, split_of
+from ..settings import add_options, settings_from_args
+from .figures import figure3_for
+from .report import Settings, explain_runs, volumes_to_draw
+
 TABLES = ("sparsity", "pointing", "deletion", "deletion_pooled")  # printed; per-volume tables are only saved
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``explain`` subcommand; its settings are :class:`~lib25d.explain.benchmark.Settings`."""
-    from ..cli import add_options
-    from .benchmark import Settings
-
+    """Add the ``explain`` subcommand; its settings are :class:`~lib25d.explain.report.Settings`."""
     p = subparsers.add_parser(
         "explain", help="Figure 3, per-head attention, pointing game and deletion tables from trained runs",
         description="Explain trained runs: the paper's Figure 3 and per-head attention for chosen volumes, "
@@ -43,18 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from ..cli import settings_from_args
-    from ..train import load_run, split_of
-    from .benchmark import Settings, run_benchmark, volumes_to_draw  # heavy imports only when the command runs
-    from .figures import figure3_for
-
     o = settings_from_args(Settings, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_figures:
-        run = load_run(args.attention_run[0], o.which, o.device, o.data_root)
+        run = RunFolder(args.attention_run[0]).load(o.which, o.device, o.data_root)
         data = split_of(run.config, o.split)
-        model_3d = load_run(args.run_3d[0], o.which, o.device, o.data_root).model if args.run_3d else None
+        model_3d = RunFolder(args.run_3d[0]).load(o.which, o.device, o.data_root).model if args.run_3d else None
         for i in volumes_to_draw(data, args.volume):
             volume, label = data[i]
             title = f"{data.info.name} {o.split} volume {i} (class {data.info.class_names[label]})"
@@ -63,7 +60,7 @@ def run_explain(args: argparse.Namespace) -> int:
             print(f"figures: {out / f'figure3_volume{i}.png'}, {out / f'heads_volume{i}.png'}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        tables = run_benchmark(args.attention_run, args.run_3d, args.run_acs, args.deletion_run, o)
+        tables = explain_runs(args.attention_run, args.run_3d, args.run_acs, args.deletion_run, o)
     for w in caught:
         print(f"note: {w.message}")
     for name, table in tables.items():  # CSV, and JSON as a list of records (NaN as null)

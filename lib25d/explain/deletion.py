@@ -5,7 +5,8 @@ class's probability and the AUROC more. Intervals: :mod:`.stats`.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, NamedTuple, Sequence
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd

@@ -3,8 +3,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -186,7 +186,9 @@ def pointing_figure(summary: pd.DataFrame, *, title: str | None = None, save: st
     rows = summary[summary["level"] == "slice"].reset_index(drop=True)
     if rows.empty:
         raise ValueError("no slice-level rows: pass summarize_pointing(attention_pointing(model, data))")
-    labels = [e.replace("attention slice", "").strip(" ()") or "all axes" for e in rows["explanation"]]
+    several = rows["method"].nunique() > 1
+    labels = [("all axes" if axis == "all" else axis) + (f"\n{method}" if several else "")
+              for method, axis in zip(rows["method"], rows["axis"])]
     x = np.arange(len(rows))
     fig = Figure(figsize=(1.4 * len(rows) + 2.2, 3.0), layout="constrained")
     ax = fig.subplots()

@@ -4,7 +4,7 @@ which training run made the model (the spread over seeds). Seeds share the resam
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

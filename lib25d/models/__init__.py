@@ -1,21 +1,22 @@
 """Models: the one registry of methods, and ``build_model``, the one entry point to them.
 
 A 2.5D method is a reducer over slice tokens (:mod:`.reducers`, :class:`.model25d.Model25D`); a volume
-method is the same 2D network converted to 3D or ACS convolutions (:mod:`.volume`). Both expose
+method is the same 2D network converted to 3D or ACS convolutions (:mod:`.baselines`). Both expose
 ``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from torch import nn
 
-from . import reducers, volume
+from . import baselines, reducers
 from .backbone import SliceEncoder, Weights
+from .baselines import VolumeClassifier
+from .fast import apply as apply_speed
 from .model25d import Model25D, Output25D
 from .slicing import AXIS_NAMES, SliceLayout
-from .speed import apply as apply_speed
-from .volume import VolumeClassifier
 
 
 class Method(NamedTuple):
@@ -23,17 +24,18 @@ class Method(NamedTuple):
     family: str      # "2.5d": a reducer over slice tokens; "volume": a converted 3D network
     build: Callable  # reducer class (feature width -> module), or converter (2D network -> 3D network)
     weighs: bool = False  # its reducer returns one weight per slice: the explanation lib25d.explain reads
+    eval_first_epoch: bool = True  # the authors' warm-up runs epoch 1 in eval mode (their LSTM: train mode)
 
 
 METHODS: dict[str, Method] = {
     "attention": Method("Attention", "2.5d", reducers.AttentionPool, True),
     "mean": Method("Mean", "2.5d", reducers.MeanPool),
     "max": Method("Max", "2.5d", reducers.MaxPool),
-    "lstm": Method("LSTM", "2.5d", reducers.LSTMReducer),
+    "lstm": Method("LSTM", "2.5d", reducers.LSTMReducer, eval_first_epoch=False),
     "transformer": Method("Transformer", "2.5d", reducers.TransformerReducer),
     "gated": Method("Gated attention-MIL (beyond the paper)", "2.5d", reducers.GatedAttentionMIL, True),
-    "3d": Method("3D", "volume", volume.convert_to_3d),
-    "acs": Method("ACS", "volume", volume.convert_to_acs),
+    "3d": Method("3D", "volume", baselines.convert_to_3d),
+    "acs": Method("ACS", "volume", baselines.convert_to_acs),
 }
 
 
@@ -49,7 +51,7 @@ def build_model(method: str, backbone: str = "resnet18", weights: Weights = None
                 speed=None) -> nn.Module:
     """A model by method name. ``backbone``: a torchvision name or ``timm:<name>``; ``weights``: "imagenet"
     (torchvision only), a state-dict file (timm: also .safetensors), or None (random);
-    ``speed``: a RunConfig whose speed switches to apply (:mod:`.speed`), or None."""
+    ``speed``: a RunConfig whose speed switches to apply (:mod:`.fast`), or None."""
     m = check_method(method)
     if in_channels < 1:
         raise ValueError(f"in_channels must be positive, got {in_channels}")
@@ -57,7 +59,7 @@ def build_model(method: str, backbone: str = "resnet18", weights: Weights = None
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     outputs = 1 if num_classes == 2 else num_classes  # binary: one logit (BCE); else one per class
     if m.family == "volume":
-        model = volume.build(m.build, backbone, weights, in_channels, outputs)
+        model = baselines.build(m.build, backbone, weights, in_channels, outputs)
     else:
         encoder = SliceEncoder(backbone, weights, in_channels, chunk_size)
         model = Model25D(encoder, m.build(encoder.out_features), outputs, axes)

@@ -13,11 +13,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-import os
-import pickle
-import warnings
-import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -25,25 +20,26 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-Weights = str | os.PathLike | None
+from .weights import (
+    Weights,
+    few,
+    fit_problems,
+    imagenet_weights,
+    is_imagenet,
+    load_file,
+    load_state_dict,
+    timm_no_imagenet,
+)
+
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
              "wide_resnet50_2", "densenet121", "efficientnet_b0", "mobilenet_v3_small",
              "mobilenet_v3_large", "convnext_tiny", "regnet_y_400mf")
 TIMM = "timm:"
-_CORRUPT_TORCH, _CORRUPT_PICKLE = "it is a corrupt PyTorch file", "it is a truncated or corrupt pickle"
 
 
 def _timm_name(backbone: str) -> str | None:
     """The timm model of ``timm:<name>``, else None."""
     return backbone[len(TIMM):] if isinstance(backbone, str) and backbone.startswith(TIMM) else None
-
-
-def _is_imagenet(weights: Weights) -> bool:
-    return isinstance(weights, str) and weights.lower() == "imagenet"
-
-
-def _few(keys: list[str]) -> str:
-    return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
 
 
 def check_backbone(name: str) -> None:
@@ -53,7 +49,7 @@ def check_backbone(name: str) -> None:
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(BACKBONES)} or timm:<any timm model>")
         return
-    import timm
+    import timm  # heavy optional import: only for timm:<name> backbones
 
     known = timm.list_models()
     if timm_name.split(".")[0] not in known:
@@ -63,121 +59,18 @@ def check_backbone(name: str) -> None:
                          "(all: python -c 'import timm; print(timm.list_models())')")
 
 
-def _file_kind(path: Path) -> str:
-    """What a file that torch.load refused looks like, from its first bytes."""
-    with open(path, "rb") as fh:
-        head = fh.read(4096)
-    if not head:
-        return "it is empty"
-    if head.startswith(b"PK\x03\x04"):  # torch.save writes a zip archive holding <name>/data.pkl
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError):
-            return "it is a truncated or corrupt PyTorch file"
-        if not any(n.endswith("/data.pkl") for n in names):
-            return f"it is a zip archive of {', '.join(names[:3]) or 'nothing'}, not a PyTorch file"
-        return _CORRUPT_TORCH
-    if head[:1] == b"\x80":
-        return _CORRUPT_PICKLE
-    try:
-        head.decode("utf-8")
-        text = b"\0" not in head
-    except UnicodeDecodeError as err:
-        text = err.start > len(head) - 4  # a multi-byte character cut by the 4096-byte window
-    return "it is a text file" if text else "it is a binary file of another kind"
-
-
-def _not_state_dict(path: Path, what: str) -> ValueError:
-    return ValueError(f"weights file {path} is not a PyTorch state dict ({what}): pass a file saved with "
-                      "torch.save(model.state_dict(), path), 'imagenet' or none")
-
-
-def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    """A torch state dict file's tensors, or one ValueError saying what the file is instead."""
-    try:
-        with warnings.catch_warnings():  # a plain pickle of protocol > 2 draws a multi-line note before failing
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises KeyError, IndexError, EOFError, RuntimeError, ... on junk
-        kind = _file_kind(path)
-        if kind in (_CORRUPT_TORCH, _CORRUPT_PICKLE) and isinstance(err, pickle.UnpicklingError) \
-                and "Weights only load failed" in str(err):  # a real pickle, of more than tensors
-            kind = "it holds Python objects besides tensors, e.g. a whole model saved with torch.save(model, path)"
-        raise _not_state_dict(path, kind) from None  # torch's own text runs over many lines
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):  # a training checkpoint
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise _not_state_dict(path, f"it holds a {type(state).__name__}, not a dict of parameter names to tensors")
-    odd = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
-    if odd is not None:
-        nested = next((k for k, v in state.items() if isinstance(v, Mapping) and v
-                       and all(isinstance(t, torch.Tensor) for t in v.values())), None)
-        if nested is not None:
-            raise _not_state_dict(path, f"it looks like a training checkpoint whose {nested!r} entry holds the "
-                                        f"state dict; save that alone: torch.save(checkpoint[{nested!r}], path)")
-        keys = ", ".join(map(str, list(state)[:4])) + (", ..." if len(state) > 4 else "")
-        raise _not_state_dict(path, f"it is a dict whose entry {odd!r} is not a tensor but "
-                                    f"{type(state[odd]).__name__}; keys: {keys}")
-    return dict(state)
-
-
-def _imagenet(name: str) -> tuple[torchvision.models.WeightsEnum, Path]:
-    """torchvision's ImageNet weights of ``name`` and the file its cache keeps them in."""
-    spec = torchvision.models.get_model_weights(name).DEFAULT
-    return spec, Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.url).name
-
-
 def imagenet_file(name: str, download: bool = True) -> Path:
     """The cached ImageNet weights of ``name``, downloaded once when allowed (the workflow's fetch)."""
     check_backbone(name)
     if _timm_name(name) is not None:
-        raise _timm_no_imagenet(_timm_name(name))
-    spec, cache = _imagenet(name)
+        raise timm_no_imagenet(_timm_name(name))
+    spec, cache = imagenet_weights(name)
     if not cache.is_file():
         if not download:
             raise FileNotFoundError(f"ImageNet weights {cache} not found and download is off: put {spec.url} "
                                     "there or set TORCH_HOME")
         load_state_dict(name, "imagenet")  # downloads it, or one error saying how to fetch it
     return cache
-
-
-def load_state_dict(name: str, weights: Weights) -> dict[str, torch.Tensor] | None:
-    """Resolve a weights spec to a state dict of torchvision's ``name`` classifier."""
-    if weights is None:
-        return None
-    if _is_imagenet(weights):
-        spec, cache = _imagenet(name)
-        try:
-            return spec.get_state_dict(progress=False)
-        except Exception as err:  # offline: URLError, OSError, ...; a damaged cached file: torch.load's errors
-            if cache.is_file():
-                raise RuntimeError(f"cached ImageNet weights {cache} cannot be read ({_file_kind(cache)}): delete "
-                                   f"the file and run again with internet, or fetch {spec.url} into "
-                                   f"{cache.parent}") from err
-            raise RuntimeError(
-                f"ImageNet weights for {name} are not in the cache ({cache}) and could not be downloaded "
-                f"({type(err).__name__}); fetch {spec.url} into that folder on a machine with internet, "
-                "or pass weights=<path to a state dict file>") from err
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist; pass 'imagenet', None or the path "
-                                "to a torchvision state dict (torch.save(model.state_dict(), path))")
-    return _load_file(path)
-
-
-def _fit_problems(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
-    """Which keys of ``state`` do not fit ``model``: missing, unexpected, other shapes (a few of each)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the network"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    parts = ([f"missing keys {_few(missing)}"] if missing else []) + \
-            ([f"unexpected keys {_few(unexpected)}"] if unexpected else []) + shapes[:2]
-    if len(shapes) > 2:
-        parts.append(f"... ({len(shapes)} shape mismatches in all)")
-    return "; ".join(parts)
 
 
 def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int]:
@@ -190,9 +83,9 @@ def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int
     model = torchvision.models.get_model(name, weights=None)
     state = load_state_dict(name, weights)
     if state is not None:
-        problems = _fit_problems(model, state)
+        problems = fit_problems(model, state)
         if problems:
-            source = "ImageNet weights" if _is_imagenet(weights) else f"weights in {Path(weights)}"
+            source = "ImageNet weights" if is_imagenet(weights) else f"weights in {Path(weights)}"
             raise ValueError(f"{source} do not fit torchvision's {name}: {problems} "
                              "(was the file saved from a different architecture?)")
         model.load_state_dict(state)
@@ -205,32 +98,25 @@ def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int
     return model, features
 
 
-def _timm_no_imagenet(name: str) -> ValueError:
-    return ValueError(f"timm backbones take weights from a local file, not 'imagenet' (torchvision's): where the "
-                      f"internet is reachable save them once, python -c \"import timm, torch; torch.save(timm."
-                      f"create_model('{name}', pretrained=True).state_dict(), '{name}.pt')\" (or the model.safetensors "
-                      f"of hf.co/timm/{name}), and pass weights=<that file>; or weights=None (random)")
-
-
 def _timm_model(name: str, weights: Weights, options: dict) -> nn.Module:
     """timm's ``name`` without classifier, random or from a local file checked first (one-line errors)."""
-    import timm
+    import timm  # heavy optional import: only for timm:<name> backbones
 
     if weights is None:
         return timm.create_model(name, pretrained=False, num_classes=0, **options)
-    if _is_imagenet(weights):
-        raise _timm_no_imagenet(name)
+    if is_imagenet(weights):
+        raise timm_no_imagenet(name)
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist; pass None or the path to a state dict "
                                 "(.pt or .safetensors) of the timm model")
     if path.suffix != ".safetensors":
-        state = _load_file(path)
+        state = load_file(path)
     else:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file as load_safetensors  # timm's dependency, only for this format
 
         try:
-            state = load_file(path)
+            state = load_safetensors(path)
         except Exception as err:  # SafetensorError, OSError, ...
             raise ValueError(f"weights file {path} is not a readable safetensors file ({' '.join(str(err).split())})"
                              ": pass a file saved with safetensors.torch.save_file(model.state_dict(), path)") from None
@@ -244,7 +130,7 @@ def _timm_model(name: str, weights: Weights, options: dict) -> nn.Module:
                          "(was the file saved from a different architecture?)") from None
     missing = [k for k in model.state_dict() if k not in state]  # timm loads with strict=False without a head
     if missing:
-        raise ValueError(f"weights in {path} do not fit timm's {name}: missing keys {_few(missing)} "
+        raise ValueError(f"weights in {path} do not fit timm's {name}: missing keys {few(missing)} "
                          "(was the file saved from a different architecture, or not in timm's naming?)")
     return model
 
@@ -254,7 +140,7 @@ class TimmNetwork(nn.Module):
 
     def __init__(self, name: str, weights: Weights = None):
         super().__init__()
-        import timm
+        import timm  # heavy optional import: only for timm:<name> backbones
 
         with torch.device("meta"):  # a probe of the class: does it take dynamic_img_size (and padding)?
             probe = timm.create_model(name, pretrained=False, num_classes=0)

@@ -25,7 +25,7 @@ class SliceLayout:
     lengths: tuple[int, ...]
 
     @classmethod
-    def for_shape(cls, spatial: tuple[int, int, int], axes: tuple[int, ...] = (0, 1, 2)) -> "SliceLayout":
+    def for_shape(cls, spatial: tuple[int, int, int], axes: tuple[int, ...] = (0, 1, 2)) -> SliceLayout:
         return cls(tuple(axes), tuple(spatial[a] for a in axes))
 
     @property

@@ -1,6 +1,6 @@
 """``RunConfig``: everything that defines one training run; defaults are the paper's protocol.
 
-``lib25d train``'s options are generated from its fields. Kinds: ``run`` settings define the
+``lib25d train``'s options and the run notebook's parameters are generated from its fields. Kinds: ``run`` settings define the
 experiment; ``runtime`` ones say where and how it runs; ``speed`` switches change speed and memory
 only (float summation order at most), so a run may resume or be compared under other values of both.
 """
@@ -9,14 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-WARMUP_BN = ("authors", "frozen")  # see lib25d.train
+from ..settings import setting
 
-
-def setting(default: Any, help: str, kind: str = "run") -> Any:
-    """A settings field with its help text and kind, from which :func:`lib25d.cli.add_options` makes an option."""
-    if isinstance(default, (dict, list)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, "kind": kind})
-    return dataclasses.field(default=default, metadata={"help": help, "kind": kind})
+WARMUP_BN = ("authors", "frozen")  # see lib25d.run.loop
 
 
 @dataclasses.dataclass
@@ -71,10 +66,10 @@ class RunConfig:
             self.weights = None
 
     def speed(self) -> dict[str, Any]:
-        """The speed switches, by field name (what ``lib25d.models.speed.apply`` takes)."""
+        """The speed switches, by field name (what ``lib25d.models.fast.apply`` takes)."""
         return {name: getattr(self, name) for name in SPEED_FIELDS}
 
-    def straightforward(self) -> "RunConfig":
+    def straightforward(self) -> RunConfig:
         """The same run with every optimisation off: fp32, default memory format, no reuse."""
         return self.replace(**dict.fromkeys(SPEED_FIELDS, False), amp=False)
 
@@ -82,14 +77,14 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(valid))
         if unknown:
             raise ValueError(f"unknown run setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "RunConfig":
+    def replace(self, **changes: Any) -> RunConfig:
         return self.from_dict({**self.to_dict(), **changes})
 
 

@@ -1,7 +1,7 @@
 """Study profiles: one YAML file per way of running the whole study (``config/<name>.yaml``).
 
 A profile describes the grid once: run settings shared by every run (``defaults``, any
-:class:`~lib25d.config.RunConfig` field), datasets with their overrides, seeds, the methods of
+:class:`~lib25d.run.RunConfig` field), datasets with their overrides, seeds, the methods of
 Tables 1 and 3, the aggregate notebooks' settings. The Snakefile, the notebooks and the tests
 all enumerate runs through :meth:`Profile.runs`. A dataset key is a label that names the run
 (``adrenal-attention-s0``) and the dataset unless the entry sets ``dataset``
@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
-from .config import RunConfig
+from lib25d.models import METHODS
+from lib25d.run import RunConfig
+
+from .bench.options import OPTIONS as BENCH_OPTIONS
 
 CONFIG_DIR = "config"
 NOTEBOOKS = ("table1", "fig2", "table3", "table2", "fig1", "fig3", "tutorial", "provenance")
@@ -156,8 +160,6 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 # -- validation: each check raises one ProfileError that names the problem and the fix --------------
 def _methods(values: Any, key: str) -> list[str]:
-    from .models import METHODS  # here, not at the top: the workflow's status records stay light
-
     if not isinstance(values, list) or not values:
         raise ProfileError(f"{key} must be a non-empty list of methods from {', '.join(METHODS)}")
     unknown = [m for m in values if m not in METHODS]
@@ -223,10 +225,8 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
     _known(notebooks, NOTEBOOKS, "unknown notebook(s) {} under notebooks")
     bench = values.get("bench")
     if bench is not None:
-        from .bench import OPTIONS  # the `lib25d bench` options a profile may set
-
         bench = _mapping(bench, "bench", "{sizes: [28], repeats: 2}")
-        _known(bench, OPTIONS, "unknown bench setting(s) {}")
+        _known(bench, BENCH_OPTIONS, "unknown bench setting(s) {}")
     results = Path(values.get("results") or f"results/{name}").expanduser()
     profile = Profile(
         name=name, results=(results if results.is_absolute() else Path(root or Path.cwd()) / results).resolve(),

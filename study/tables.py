@@ -1,131 +1,25 @@
-"""Result files of a profile as the book's tables: one row per EXPECTED run, never a silent gap.
-
-A run folder (``<results>/runs/<run_id>/``) holds what training wrote (``result.json``) and what
-the workflow recorded about the attempt (``status.json``: ok, or failed with a one-line reason).
-:func:`collect` joins them with the profile's grid: a run that failed, never ran or left a damaged
-record is a ``failed`` / ``missing`` row with its reason, which :func:`compare` carries into the
-cell ("missing (organmnist3d.npz not found)").
+"""The book's tables from the rows of :mod:`.results`: mean ± std over seeds with the AUROC's interval beside the
+published numbers, 'missing (reason)' where a run gave nothing, the compute table, the setting line above each
+table, and the HTML the book shows.
 """
 from __future__ import annotations
 
-import json
 import math
-from importlib import resources
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .metrics import mean_auroc_interval
-from .profiles import Profile, Run
+from lib25d.metrics import mean_auroc_interval
 
-RESULT, STATUS = "result.json", "status.json"
-KEYS = {"final": "final", "best": "best_val"}  # lib25d.train.WHICH -> the key result.json keeps it under
+from .profiles import Profile
+from .published import BEYOND, paper_results, v2_method
+
 METRIC_NAMES = {"auc": "AUROC", "acc": "ACC", "balanced_acc": "Bal. ACC"}
-BEYOND = "beyond the paper"  # the paper column of a method the paper does not have
 CHANCE = 0.5  # AUROC of a ranking that knows nothing; below it the ranking is inverted
 LEVEL = 0.95  # the tables' interval: a bootstrap over test volumes of the mean over seeds
-EMPTY = dict(auc=math.nan, acc=math.nan, balanced_acc=math.nan, recall=None, auc_note="", labels=None, scores=None, task="", epoch_seconds=math.nan,
-             full_epoch_seconds=math.nan, full_epochs=[], train_seconds=math.nan, peak_memory_mib=math.nan,
-             memory_kind="", parameters=math.nan, device="", data="", revision="", dirty=None, started="", finished="")
 
 
-# -- one row per expected run -----------------------------------------------------------------
-def read_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(object, problem) of a JSON record: (None, None) when absent, (None, why) when it cannot be used."""
-    path = Path(path)
-    if not path.is_file():
-        return None, None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        return None, f"{path.name} is truncated or corrupt (invalid JSON at line {err.lineno} column {err.colno})"
-    except (OSError, UnicodeDecodeError) as err:
-        return None, f"{path.name} cannot be read ({getattr(err, 'strerror', None) or type(err).__name__})"
-    if not isinstance(value, dict):
-        return None, f"{path.name} holds a JSON {type(value).__name__}, not an object"
-    return value, None
-
-
-def _state(run_dir: Path, which: str) -> tuple[str, str, dict[str, Any] | None]:
-    """(status, reason, row fields) of a run folder; the workflow reruns a run whose settings changed."""
-    status, status_problem = read_record(run_dir / STATUS)
-    result, result_problem = read_record(run_dir / RESULT)
-    status = status or {}
-    if status.get("status") == "failed":
-        return "failed", status.get("reason") or status.get("error", "failed"), None
-    if status_problem or result_problem:  # a damaged record is a failed attempt, with the file as its reason
-        return "failed", result_problem or status_problem, None
-    if result is None:
-        return "missing", "not run yet" if not status else f"no {RESULT}", None
-    try:  # valid JSON with the wrong content (a foreign or hand-edited file)
-        if not isinstance(result.get("config", {}), dict):
-            raise TypeError("its config is not an object")
-        fields = {key: _result_fields(result, key) for key in KEYS}
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
-        what = f"no {err}" if isinstance(err, KeyError) else " ".join(str(err).split()) or type(err).__name__
-        return "failed", f"{RESULT} is incomplete ({what})", None
-    return "ok", "", fields[which]
-
-
-def _result_fields(result: dict[str, Any], which: str) -> dict[str, Any]:
-    test = result["metrics"][KEYS[which]]["test"]
-    env, predictions = result.get("environment", {}), result.get("predictions") or {}
-    recorded = result.get("config", {})  # what the run really did (the setting line reports it)
-    return dict(auc=_num(test.get("auc")), acc=_num(test.get("acc")), balanced_acc=_num(test.get("balanced_acc")),
-                recall=test.get("recall"), auc_note=test.get("auc_note", ""),
-                weights=str(recorded.get("weights")), epochs=recorded.get("epochs"),
-                labels=predictions.get("labels"), scores=predictions.get(KEYS[which]),
-                task=result["data"].get("task", "binary-class"),
-                epoch_seconds=_num(result["timing"].get("mean_epoch_seconds")),
-                full_epoch_seconds=_num(result["timing"].get("mean_full_epoch_seconds")),
-                full_epochs=[h["seconds"] for h in result.get("history", []) if h.get("phase") == "full"],
-                train_seconds=_num(result["timing"].get("total_train_seconds")),
-                peak_memory_mib=result["memory"]["bytes"] / 2**20, memory_kind=result["memory"].get("kind", ""),
-                parameters=result["parameters"]["total"], device=env.get("device", ""), data=_data_text(result),
-                revision=(env.get("git") or {}).get("revision") or "", dirty=(env.get("git") or {}).get("dirty"),
-                started=result.get("started", ""), finished=result.get("finished", ""),
-                **{f"version_{k}": v for k, v in env.get("versions", {}).items()})
-
-
-def _data_text(result: dict[str, Any]) -> str:
-    ident, samples = result["data"]["identity"], result["data"]["samples"]
-    size = ident.get("size") or "x".join(map(str, ident.get("shape", []))) or "?"
-    if "preprocess" in ident:  # scans: the CSV, and how they were brought to one grid
-        p = ident["preprocess"]
-        steps = [f"recipe {p['recipe']}"] * bool(p.get("recipe")) + [f"orientation {p.get('orientation') or 'as stored'}"]
-        steps += [f"spacing {'x'.join(f'{v:g}' for v in p['spacing'])} mm"] * bool(p.get("spacing"))
-        size = f"{Path(ident.get('csv', '?')).name} [{', '.join(steps)}]"
-    subset = f", subset {ident['subset']}" if "subset" in ident else ""
-    counts = "/".join(str(samples.get(s)) for s in ("train", "val", "test"))
-    return f"{ident.get('dataset', '?')} {size}{subset} ({counts})"
-
-
-def _num(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
-    """Everything the tables need about one expected run; NaN where the run gave nothing."""
-    if which not in KEYS:
-        raise ValueError(f"unknown model choice {which!r}; valid: {', '.join(KEYS)}")
-    state, reason, fields = _state(profile.run_dir(run.run_id), which)
-    return {"run_id": run.run_id, "dataset": run.label, "method": run.method, "seed": run.seed, "status": state,
-            "reason": reason, "weights": str(run.config.weights), "epochs": run.config.epochs, **EMPTY,
-            **(fields or {})}
-
-
-def collect(profile: Profile, runs: Iterable[Run] | None = None, which: str = "final") -> pd.DataFrame:
-    """One row per expected run of the profile (or of ``runs``), in grid order."""
-    runs = profile.runs() if runs is None else list(runs)
-    frame = pd.DataFrame([run_row(profile, r, which) for r in runs])
-    if frame.empty:
-        return pd.DataFrame(columns=["run_id", "dataset", "method", "seed", "status", "reason", "auc", "acc"])
-    return frame
-
-
-# -- summaries --------------------------------------------------------------------------------
 def _cells(frame: pd.DataFrame):
     """Per (dataset, method): dataset, method, its rows, the finished ones, the reasons of the others."""
     for (dataset, method), group in frame.groupby(["dataset", "method"], sort=False):
@@ -138,7 +32,7 @@ def auc_interval(runs: pd.DataFrame, n_boot: int = 2000) -> tuple[float, float]:
     if not len(runs) or any(not isinstance(s, list) or not s for s in runs.scores):
         return math.nan, math.nan
     labels = np.asarray(runs.labels.iloc[0])
-    if any(np.asarray(l).shape != labels.shape or (np.asarray(l) != labels).any() for l in runs.labels):
+    if any(np.asarray(seen).shape != labels.shape or (np.asarray(seen) != labels).any() for seen in runs.labels):
         return math.nan, math.nan  # seeds tested on different volumes: no shared resample
     return mean_auroc_interval(labels, [np.asarray(s) for s in runs.scores], runs.task.iloc[0],
                                n_boot=n_boot, level=LEVEL)
@@ -184,21 +78,6 @@ def cell(mean: float, std: float, n_ok: int, n_expected: int, reasons: str | Non
     if lo <= CHANCE <= hi:
         return f"not distinguishable from chance ({text})"
     return f"below chance ({text})" if hi < CHANCE else text
-
-
-def paper_results(table: str | None = None) -> pd.DataFrame:
-    """Published numbers as rows (table, method, dataset, metric, value): the paper's Tables 1-3
-    and, as table ``medmnist_v2``, MedMNIST v2's from-scratch ResNet-18 (methods 2.5d, 3d, acs)."""
-    with resources.as_file(resources.files("lib25d") / "reference" / "paper_results.csv") as path:
-        frame = pd.read_csv(path, comment="#")
-    return frame if table is None else frame[frame.table == table].reset_index(drop=True)
-
-
-def v2_method(method: str) -> str:
-    """MedMNIST v2's row for one of our methods: 3d and acs their own, every 2.5D reducer '2.5d'."""
-    from .models import METHODS
-
-    return "2.5d" if method in METHODS and METHODS[method].family == "2.5d" else method
 
 
 def compare(summary: pd.DataFrame, table: str, metrics: Sequence[str] = ("auc", "acc")) -> pd.DataFrame:
@@ -295,24 +174,21 @@ def setting(profile: Profile, frame: pd.DataFrame) -> str:
             f" · seeds: {listed(sorted(set(frame.seed)))} · runs finished: {len(ok)} of {len(frame)}")
 
 
-def notebook_times(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Papermill's record of executed notebooks: name, status, start, end, seconds."""
-    rows = []
-    for path in map(Path, paths):
-        meta = ((read_record(path)[0] or {}).get("metadata") or {}).get("papermill") or {}
-        rows.append({"notebook": path.parent.name if path.name == "run.ipynb" else path.stem,
-                     "status": "failed" if meta.get("exception") else ("ok" if meta else "not executed"),
-                     "start": (meta.get("start_time") or "")[:19].replace("T", " "),
-                     "end": (meta.get("end_time") or "")[:19].replace("T", " "),
-                     "seconds": _num(meta.get("duration")), "input": meta.get("input_path", "")})
-    return pd.DataFrame(rows, columns=["notebook", "status", "start", "end", "seconds", "input"])
-
-
 def provenance(frame: pd.DataFrame) -> pd.DataFrame:
     """Per run: status, device, git revision, torch version, training seconds, finish time."""
     out = frame.reindex(columns=["run_id", "status", "device", "revision", "dirty", "version_torch", "train_seconds",
                                  "finished", "reason"])
     return out.assign(revision=out.revision.fillna("").str[:10])
+
+
+def _estimate_text(row: pd.Series, base: str, std: str | None, lo: str, hi: str, digits: int) -> str:
+    """'x ± std [lo, hi]' of one row (without the parts it lacks)."""
+    value = f"{row[base]:.{digits}f}"
+    if std and not pd.isna(row[std]):
+        value += f" ± {row[std]:.{digits}f}"
+    if lo in row and not pd.isna(row[lo]):
+        value += f" [{row[lo]:.{digits}f}, {row[hi]:.{digits}f}]"
+    return value
 
 
 def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -326,15 +202,7 @@ def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         std = next((c for c in (f"{base}_std", f"{base}_seed_std", "std" if mean else "") if c in table), None)
         if lo not in table and std is None:
             continue
-
-        def text(row: pd.Series) -> str:
-            value = f"{row[base]:.{digits}f}"
-            if std and not pd.isna(row[std]):
-                value += f" ± {row[std]:.{digits}f}"
-            if lo in row and not pd.isna(row[lo]):
-                value += f" [{row[lo]:.{digits}f}, {row[hi]:.{digits}f}]"
-            return value
-        out[base] = out.apply(text, axis=1)
+        out[base] = out.apply(_estimate_text, axis=1, args=(base, std, lo, hi, digits))
         out = out.drop(columns=[c for c in (std, lo, hi) if c and c in out])
     if {"n_seeds", "n_volumes"} <= set(out.columns):
         out.insert(list(out.columns).index("n_seeds"), "seeds × volumes",

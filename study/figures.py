@@ -1,19 +1,22 @@
 """The book's figures from plain data (histories, tidy frames, volumes): learning curves, Figure 1 (the method
-on a volume), Figure 2 (AUROC boxes). The explanation figures, Figure 3 among them, are :mod:`lib25d.explain`'s.
+on a volume), Figure 2 (AUROC boxes). The explanation figures, Figure 3 among them, are the library's
+(:mod:`lib25d.explain.figures`).
 """
 from __future__ import annotations
 
 import io
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .models import AXIS_NAMES, METHODS
-from .tables import v2_method
+from lib25d.models import AXIS_NAMES, METHODS
+
+from .published import v2_method
 
 
 def learning_curves(history: Sequence[Mapping[str, Any]], title: str = "") -> Figure:
@@ -126,7 +129,7 @@ def method_figure(volume: np.ndarray, attention: Mapping[str, np.ndarray], poole
 def png(fig: Figure, dpi: int = 110):
     """A figure as an IPython PNG image for ``myst_nb.glue``, which glues ``Figure()`` figures (lib25d.explain)
     as their text repr."""
-    from IPython.display import Image
+    from IPython.display import Image  # the notebooks' kernel has it; the study's scripts need not
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")

@@ -5,21 +5,18 @@ ones-initialised conv + ResNet without ``fc`` runs once per axis, tokens in axis
 mean token queries the reducer. Epoch 0 runs in eval mode, later ones in train mode (BatchNorm
 statistics move while the backbone is frozen; their LSTM trains in train mode from epoch 0); after
 three head-only epochs everything is unfrozen; NAdam; BCE on one logit or cross-entropy.
-``tests/test_parity.py`` and ``lib25d bench --compare`` use it; no performance switch, on purpose.
+``tests/test_parity.py`` and ``python -m study bench --compare`` use it; no performance switch, on purpose.
 """
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from .models import METHODS
-from .models.backbone import backbone_network
-
-# their configs' ``unfreeze.train_mode``: model.train() from the epoch after it (0-based)
-TRAIN_MODE_AFTER = {"lstm": -1}  # every other method: 0
+from lib25d.models import METHODS
+from lib25d.models.backbone import backbone_network
 
 
 class AuthorsModel(nn.Module):
@@ -102,7 +99,8 @@ def train_step(model: AuthorsModel, x: torch.Tensor, y: torch.Tensor, opt: torch
 def train_epoch(model: AuthorsModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                 opt: torch.optim.Optimizer, epoch: int, head_only_epochs: int) -> list[float]:
     """Epoch ``epoch`` (0-based) of their loop; ``head_only_epochs`` 0 = all trainable, train mode."""
-    if epoch > TRAIN_MODE_AFTER.get(model.method, 0) or head_only_epochs == 0:
+    train_mode_after = 0 if METHODS[model.method].eval_first_epoch else -1  # their configs' unfreeze.train_mode
+    if epoch > train_mode_after or head_only_epochs == 0:
         model.train()
     losses = [train_step(model, x, y, opt) for x, y in batches]
     model.eval()

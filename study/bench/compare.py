@@ -1,23 +1,29 @@
-"""``lib25d bench --compare``: lib25d against the authors' design (:mod:`lib25d.authors`) on
+"""``--compare``: lib25d against the authors' design (:mod:`study.reference`) on
 AdrenalMNIST3D from the same weights and batches, interleaved in one process (alternating which
-goes first, so order effects cancel), medians reported; the parts: :mod:`lib25d.bench`."""
+goes first, so order effects cancel), medians reported; the parts: :mod:`study.bench`."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from . import authors
-from .bench import isolated, median, model_of, parse_size, ratio, size_name, step_fn, timed
-from .config import RunConfig
-from .data import load_dataset
-from .models import set_encoder_trainable
-from .runinfo import resolve_device
-from .train import _index_loader, _train_epoch, autocast_for, feature_cache, loss_function
+from lib25d.data import load_dataset
+from lib25d.models import set_encoder_trainable
+from lib25d.run import RunConfig, loss_function, resolve_device
+from lib25d.run.loop import train_epoch
+from lib25d.run.protocol import autocast_for, feature_cache, index_loader
+
+from .. import reference
+from .table2 import isolated
+from .timing import median, model_of, parse_size, ratio, size_name, step_fn, timed
 
 
 def interleaved(fns: dict[str, Callable], inputs: Sequence[tuple], device: torch.device) -> dict[str, list]:
@@ -25,7 +31,7 @@ def interleaved(fns: dict[str, Callable], inputs: Sequence[tuple], device: torch
     out: dict[str, list] = {n: [] for n in fns}
     for i, args in enumerate(inputs):
         for n in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
-            out[n].append(timed(lambda: fns[n](*args), device))
+            out[n].append(timed(partial(fns[n], *args), device))
     return out
 
 
@@ -45,11 +51,11 @@ def against_authors(config: RunConfig, batches: list, device: torch.device, epoc
     """lib25d's training steps raced against the authors' from the same weights; ``head_only``: the
     warm-up in the authors' BatchNorm mode (their starting point, the encoders frozen)."""
     model = model_of("attention", config)
-    ref = authors.from_lib25d(model).to(device)
+    ref = reference.from_lib25d(model).to(device)
     if head_only:
-        authors.prepare(ref, 3)
+        reference.prepare(ref, 3)
         set_encoder_trainable(model, False)
-    theirs = partial(authors.train_step, ref.train(), opt=torch.optim.NAdam(ref.parameters(), lr=config.lr))
+    theirs = partial(reference.train_step, ref.train(), opt=torch.optim.NAdam(ref.parameters(), lr=config.lr))
     return race({"authors": theirs, "lib25d": step_fn(model.train(), config, device)}, batches, device, epoch_volumes)
 
 
@@ -90,7 +96,7 @@ def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str,
         test = load_dataset("adrenal", "test", root=args.data_root, **subset)
         test = torch.as_tensor(np.asarray(test.volumes, dtype=np.float32)).split(bs)
         model = model_of("attention", ours)
-        ref = authors.from_lib25d(model).to(device).eval()
+        ref = reference.from_lib25d(model).to(device).eval()
         model.eval()
         bf16 = ours.amp if device.type == "cuda" else ours.bf16_cpu
 
@@ -122,7 +128,7 @@ def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str,
         opt = torch.optim.NAdam(model.parameters(), lr=ours.lr)
 
         def cached_epoch(e: int):
-            return _train_epoch(model, _index_loader(train, frozen, e), loss_function(2), opt, device, frozen,
+            return train_epoch(model, index_loader(train, frozen, e), loss_function(2), opt, device, frozen,
                                 "warm-up", True, lambda i: model.classify(cache[i.to(cache.device)]))
         cached = median([timed(partial(cached_epoch, e), device)[0] for e in range(1, args.repeats + 1)])
         out["warmup"] = {"authors_bn": authors_bn, "frozen_bn": {
@@ -153,3 +159,34 @@ def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str,
                          "time_factor_setting": "batch 1, axial slices only"}
         save(out)
     return out
+
+
+FIGURES = [  # the --compare figures: what it is, where the compare section holds it, the target
+    ("full-epoch training vs the authors' design, 28^3 (x)", "training.speedup", (">=", 3.0)),
+    ("the same with bf16 autocast on CPU (x)", "bf16.speedup", None),
+    ("bf16 vs fp32 over one epoch: max |loss diff|", "bf16_epoch.loss_max_abs_diff", None),
+    ("inference over the Adrenal test split vs the authors' (x)", "inference.speedup", (">=", 2.0)),
+    ("warm-up epoch, authors' BatchNorm mode, vs the authors' (x)", "warmup.authors_bn.speedup", None),
+    ("warm-up epoch 2..N, frozen BatchNorm (cached), vs the authors' (x)", "warmup.frozen_bn.speedup", None),
+    ("--large-shape at --large-batch-size, chunks + checkpointing: peak GiB", "memory.peak_gib", ("<", 8.0)),
+    ("time factor that checkpointing costs (x)", "memory.time_factor", None),
+]
+
+
+def compare_frame(source: str | Path | dict[str, Any]) -> pd.DataFrame:
+    """One row per ``--compare`` figure: value (None where its part was not measured), target, met."""
+    data = source if isinstance(source, dict) else json.loads(Path(source).read_text())
+    section, rows = data.get("compare", {}), []
+    for name, where, goal in FIGURES:
+        part, *path = where.split(".")
+        value = section.get(part)
+        for k in path:
+            value = value.get(k) if isinstance(value, dict) else None
+        value = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        op, target = goal or (None, None)
+        rows.append({"figure": name, "value": value, "target": f"{op} {target}" if op else None,
+                     "met": None if value is None or not op else (value >= target if op == ">=" else value < target),
+                     "device": section.get("environment", {}).get("device"),
+                     "measured": (section.get(part, {}).get("measured") or "")[:10] or None,
+                     "command": section.get(part, {}).get("command")})
+    return pd.DataFrame(rows)

@@ -1,10 +1,10 @@
 """The workflow's own steps, around the notebooks it executes (the package never sees them).
 
-    python workflow/steps.py fetch ITEM [--download] [--root DIR] --out FETCH_JSON
-    python workflow/steps.py set-aside RUN_DIR CONFIG_JSON
-    python workflow/steps.py status RUN_DIR --exit-code N [--notebook NB] [--log LOG] [--fetched F ...] [--strict]
-    python workflow/steps.py bench-failed JSON LOG
-    python workflow/steps.py stage PROFILE_YAML DEST NOTEBOOK ...
+    python -m study.steps fetch ITEM [--download] [--root DIR] --out FETCH_JSON
+    python -m study.steps set-aside RUN_DIR CONFIG_JSON
+    python -m study.steps status RUN_DIR --exit-code N [--notebook NB] [--log LOG] [--fetched F ...] [--strict]
+    python -m study.steps bench-failed JSON LOG
+    python -m study.steps stage PROFILE_YAML DEST NOTEBOOK ...
 
 A failed run still completes its job: ``status.json`` says ``failed`` with a one-line error,
 and the tables show ``missing (reason)``; retry failed runs with
@@ -18,6 +18,13 @@ import re
 import shutil
 import sys
 from pathlib import Path
+
+from lib25d.data import MEDMNIST, medmnist3d
+from lib25d.models.backbone import imagenet_file
+from lib25d.run import RUNTIME_FIELDS
+from lib25d.run.folder import BEST, CHECKPOINT, RESULT, RunFolder
+
+from .profiles import load_profile
 
 REASON_CHARS = 70
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -60,8 +67,6 @@ def typed(value):
 
 def fetch_items(config) -> list[str]:
     """Downloadable inputs of a run: ``medmnist-<name>-<size>`` and ``imagenet-<backbone>``."""
-    from lib25d.data import MEDMNIST
-
     return ([f"medmnist-{config.dataset}-{config.size}"] if config.dataset in MEDMNIST else []) + \
         ([f"imagenet-{config.backbone}"] if config.weights == "imagenet" and ":" not in config.backbone else [])
 
@@ -81,9 +86,6 @@ def bench_args(profile, json_path: str) -> list[str]:
 def fetch(item: str, download: bool, root: str | None = None) -> dict[str, str]:
     """One input (``medmnist-<name>-<size>`` or ``imagenet-<backbone>``) fetched once, never raising:
     a run whose input is missing is recorded as failed, with this error, without starting."""
-    from lib25d.data import medmnist3d
-    from lib25d.models.backbone import imagenet_file
-
     kind, _, rest = item.partition("-")
     try:
         if kind == "medmnist":
@@ -100,12 +102,8 @@ def fetch(item: str, download: bool, root: str | None = None) -> dict[str, str]:
 def set_aside(out: Path, config: dict) -> Path | None:
     """Move an earlier run with other settings to ``out/previous/``, so a changed profile retrains
     instead of failing to resume (the trainer rightly refuses); more epochs extend the run."""
-    from lib25d.config import RUNTIME_FIELDS
-    from lib25d.runinfo import read_torch
-    from lib25d.train import BEST, CHECKPOINT, RESULT
-
     if (out / CHECKPOINT).is_file():
-        state = read_torch(out / CHECKPOINT, "checkpoint", keys=("config", "history"))
+        state = RunFolder(out).checkpoint(keys=("config", "history"))
     elif (out / RESULT).is_file():
         state = _json(out / RESULT)
     else:
@@ -169,8 +167,6 @@ def record_status(run_dir: Path, exit_code: int, notebook: Path | None = None, l
 def stage(profile_yaml: Path, dest: Path, notebooks: list[str]) -> list[Path]:
     """The executed notebooks where ``_toc.yml`` expects them, run pages titled by run id; the
     folder is replaced whole, so it never mixes two profiles."""
-    from lib25d.profiles import load_profile
-
     profile = load_profile(profile_yaml)
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "notebooks").mkdir(parents=True)
@@ -190,7 +186,7 @@ def stage(profile_yaml: Path, dest: Path, notebooks: list[str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workflow/steps.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m study.steps", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="step", required=True)
     p = sub.add_parser("fetch")
     p.add_argument("item")
@@ -216,11 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest", type=Path)
     p.add_argument("notebooks", nargs="+")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's lib25d
     try:
         return _step(args)
     except (ValueError, FileNotFoundError) as err:  # a damaged checkpoint, a bad profile: one line naming it
-        print(f"workflow/steps.py {args.step}: error: {one_line(err)}", file=sys.stderr)
+        print(f"python -m study.steps {args.step}: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

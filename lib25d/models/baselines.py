@@ -17,8 +17,9 @@ from torch import nn
 with contextlib.redirect_stdout(io.StringIO()):  # acsconv prints a banner on import
     from acsconv.converters import ACSConverter, Conv3dConverter
 
-from .backbone import Weights, backbone_network, channel_adapter
+from .backbone import backbone_network, channel_adapter
 from .slicing import check_volume
+from .weights import Weights
 
 CONVERTIBLE = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d", "wide_resnet50_2")
 

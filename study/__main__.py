@@ -1,0 +1,45 @@
+"""The study's command line: ``python -m study profile check|runs NAME`` (what a profile runs) and
+``python -m study bench`` (Table 2 and the race against the authors' design: ``--help``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .bench.cli import register as register_bench
+from .profiles import ProfileError, load_profile, summary
+
+
+def _profile(args: argparse.Namespace) -> int:
+    profile = load_profile(args.name)
+    if args.action == "runs":
+        print("\n".join(r.run_id for r in profile.runs()))
+        return 0
+    print(f"{profile.name}: {len(profile.runs())} runs, results in {profile.results}")
+    for key, value in summary(profile).items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m study", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("profile", help="what a study profile (config/<name>.yaml) runs")
+    p.add_argument("action", choices=["check", "runs"], help="check: validate and summarise; runs: list run ids")
+    p.add_argument("name", help="profile name (smoke, cpu, paper) or file")
+    p.set_defaults(func=_profile)
+    register_bench(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a results file records as its command
+    try:
+        return args.func(args)
+    except (ProfileError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"python -m study {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
