@@ -253,7 +253,8 @@ def test_lesion_figure_marks_the_lesion_slices_and_the_most_attended_one(tmp_pat
 
 
 def test_pointing_figure_puts_hit_rate_beside_chance():
-    summary = pd.DataFrame({"explanation": ["attention slice", "attention slice (axial)", "random map"],
+    summary = pd.DataFrame({"method": ["attention", "attention", "random"],
+                            "explanation": ["slice", "slice", "random map"], "axis": ["all", "axial", "all"],
                             "level": ["slice", "slice", "voxel"], "hit_rate": [0.9, 0.6, 0.1],
                             "hit_rate_ci_low": [0.8, 0.4, 0.0], "hit_rate_ci_high": [1.0, 0.8, 0.2],
                             "hit_chance": [0.25, 0.25, 0.01]})
@@ -320,12 +321,13 @@ def test_peaks_resolve_plateaus_to_their_centre_and_blank_maps_point_nowhere():
 
 
 def test_summary_pools_seeds_with_bootstrap_over_volumes():
-    rows = [{"explanation": e, "level": "voxel", "tolerance": 0, "seed": s, "volume": v, "label": 1,
+    rows = [{"method": e, "explanation": "voxel sum", "axis": "all", "level": "voxel", "tolerance": 0, "seed": s,
+             "volume": v, "label": 1,
              "hit": float(hit), "mass": 0.1 * s, "hit_chance": 0.2, "mass_chance": 0.05}
             for e, hits in (("good", [1, 1, 1, 1]), ("mixed", [1, 0, 1, 0])) for s in (0, 1)
             for v, hit in enumerate(hits)]
     table = summarize_pointing(pd.DataFrame(rows), n_boot=200)
-    good, mixed = table.set_index("explanation").loc["good"], table.set_index("explanation").loc["mixed"]
+    good, mixed = table.set_index("method").loc["good"], table.set_index("method").loc["mixed"]
     assert good["hit_rate"] == 1.0 and good["hit_rate_ci_low"] == 1.0
     assert good["n_seeds"] == 2 and good["n_volumes"] == 4
     assert mixed["hit_rate"] == 0.5 and mixed["hit_rate_ci_low"] < 0.5 < mixed["hit_rate_ci_high"]
@@ -451,15 +453,16 @@ def test_cli_explain_writes_figures_and_tables(tmp_path, capsys):
         "--ks", "1", "2", "--repeats", "1", "--n-boot", "50", "--device", "cpu"])
     assert args.func(args) == 0
     printed = capsys.readouterr().out
-    assert "pointing" in printed and "deletion" in printed and "hirescam acs" in printed
+    assert "pointing" in printed and "deletion" in printed and "hirescam" in printed
     volume = int(np.flatnonzero(load_dataset("synthetic", "test", size=TINY_SIZE, **TINY).masks.any(axis=(1, 2, 3)))[0])
     for name in (f"figure3_volume{volume}.png", f"heads_volume{volume}.png", "pointing.csv", "pointing.json",
                  "deletion.csv", "deletion.json", "sparsity.csv", "pointing_per_volume.csv"):
         assert (out / name).stat().st_size > 0, name
     pointing = pd.read_csv(out / "pointing.csv")
-    assert set(pointing["explanation"]) == {
-        "attention slice", "attention slice (axial)", "attention slice (coronal)", "attention slice (sagittal)",
-        "attention voxel sum", "attention voxel product", "hirescam 3d", "hirescam acs", "random map"}
+    assert set(zip(pointing["method"], pointing["explanation"], pointing["axis"])) == {
+        ("attention", "slice", "all"), ("attention", "slice", "axial"), ("attention", "slice", "coronal"),
+        ("attention", "slice", "sagittal"), ("attention", "voxel sum", "all"), ("attention", "voxel product", "all"),
+        ("3d", "hirescam", "all"), ("acs", "hirescam", "all"), ("random", "random map", "all")}
     assert (pointing["n_volumes"] == 2).all()
     assert len(json.loads((out / "deletion.json").read_text())) == 1 + 2 * 2
     with pytest.raises(ValueError, match="holds a '3d' run where a 'acs' run is expected"):

@@ -159,10 +159,12 @@ def test_gated_runs_are_explained_beside_attention(tmp_path):
     """Any reducer with slice weights is read like attention: its own pointing rows, one random map per seed."""
     runs = [fake_run(tmp_path / m, m) for m in ("attention", "gated")]
     tables = explain_runs(runs, settings=Settings(max_volumes=2, n_boot=20, device="cpu"))
-    pointing = tables["pointing"].set_index("explanation")
-    assert {"attention slice", "gated slice", "gated slice (axial)", "gated voxel sum"} <= set(pointing.index)
+    pointing = tables["pointing"]
+    rows = set(zip(pointing.method, pointing.explanation, pointing.axis))
+    assert {("attention", "slice", "all"), ("gated", "slice", "all"), ("gated", "slice", "axial"),
+            ("gated", "voxel sum", "all")} <= rows
     per_volume = tables["pointing_per_volume"]
-    assert (per_volume.explanation == "random map").sum() == 2 * 2  # 2 volumes x 2 tolerances, not twice over
+    assert (per_volume.method == "random").sum() == 2 * 2  # 2 volumes x 2 tolerances, not twice over
     assert set(tables["sparsity"]["method"]) == {"attention", "gated"}
     with pytest.raises(ValueError, match="'mean' run where a run with slice weights \\(attention, gated\\)"):
         explain_runs([fake_run(tmp_path / "mean", "mean")], settings=Settings(max_volumes=1, device="cpu"))

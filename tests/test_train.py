@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import lib25d.train as train_mod
+import lib25d.run.loop as train_mod
 from lib25d.cli import main
 from lib25d.data import load_dataset
 from lib25d.metrics import evaluate_scores, scores_from_logits
@@ -195,7 +195,7 @@ def test_train_help_documents_every_setting(capsys):
 
 
 def test_loader_workers_auto_by_device():
-    from lib25d.train import loader_workers
+    from lib25d.run.protocol import loader_workers
     auto = RunConfig()
     assert auto.num_workers == -1
     assert loader_workers(auto, torch.device("cpu")) == 0          # CPU: workers would share the model's cores
