@@ -16,10 +16,13 @@ norm, because train-mode BatchNorm over a few dozen values amplifies rounding by
 (see test_parity.py): tensors that are near zero by construction (some gradients, some running
 means) are all rounding there, while a wrong kernel, layout or count moves the whole tensor.
 ``close_all`` compares a group of tensors (every gradient of a model, its whole state) as one
-vector in float32/bf16, tensor by tensor in float64. The floors are about 10x the worst norm-wise
-error measured on the CPU (float32, bf16 autocast) over these tests, for other kernels' rounding. A
-bitwise check stays bitwise on the CPU; on CUDA, whose kernels may pick another algorithm for another
-batch shape, it becomes the floor's check (float64: 1e-12).
+vector in float32/bf16, tensor by tensor in float64. Floors, measured on the CPU (2026-12-06) with a
+margin for other kernels: float32 1e-2, the worst error over these tests being 1.3e-3 (train mode,
+a batch of one 28^3 volume); bf16 1e-1, for forward values and single layers. Training-step
+gradients are not compared in bf16: with an 8-bit mantissa through train-mode BatchNorm they were
+30% apart (norm-wise) between two equally valid summation orders. A bitwise check stays bitwise on the
+CPU; on CUDA, whose kernels may pick another algorithm for another batch shape, it becomes the
+floor's check (float64: 1e-12).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 PRECISIONS = ("float64", "float32", "bf16")
-FLOORS = {"float64": 1e-12, "float32": 1e-3, "bf16": 1e-1}  # norm-wise relative error, see above
+FLOORS = {"float64": 1e-12, "float32": 1e-2, "bf16": 1e-1}  # norm-wise relative error, see above
 
 
 def _flat(tensors: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -119,10 +119,15 @@ def test_the_device_switch_defaults_to_cpu_float64():
     numerics = from_environment({})
     assert numerics == Numerics(torch.device("cpu"), "float64") and numerics.default
     assert numerics.run_settings() == {"device": "cpu"} and numerics.dtype == torch.float64
-    assert numerics.tolerance(torch.tensor([1000.0]), 1e-9, 1e-12) == (1e-9, 1e-12)  # the written tolerances
+    truth = torch.tensor([1.0, -2.0, 0.0, 3.0], dtype=torch.float64)
+    off = truth + torch.tensor([0.0, 0.0, 1e-3, 0.0], dtype=torch.float64)  # 0.03% of the norm, elementwise far
+    with pytest.raises(AssertionError, match="b: "):  # float64: the written tolerance, tensor by tensor
+        numerics.close_all([("a", truth, truth), ("b", off, truth)], rtol=1e-9, atol=1e-12)
     bf16 = from_environment({"LIB25D_TEST_PRECISION": "bf16"})
     assert bf16.run_settings() == {"device": "cpu", "bf16_cpu": True} and bf16.dtype == torch.float32
-    assert bf16.tolerance(torch.tensor([-1000.0]), 1e-9, 1e-12) == pytest.approx((5e-2, 100.0))  # the floors
+    bf16.close_all([("a", truth, truth), ("b", off, truth)], rtol=1e-9, atol=1e-12)  # within the norm-wise floor
+    with pytest.raises(AssertionError, match="norm-wise relative error 0.2"):
+        bf16.close(truth * 1.2, truth, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="not one of float64, float32, bf16"):
         from_environment({"LIB25D_TEST_PRECISION": "fp16"})
     with pytest.raises(ValueError, match="not a device"):

@@ -80,7 +80,8 @@ def test_reference_copy_is_exact():
 def test_training_steps_match_the_authors_design(method, switches, adrenal_batches):
     """Same initial weights, same batches: same logits, losses, gradients, BatchNorm statistics.
     In float32/bf16 the first step only: NAdam's first update is about lr * sign(gradient), so it
-    turns rounding-level differences of near-zero gradients into lr-sized ones."""
+    turns rounding-level differences of near-zero gradients into lr-sized ones; in bf16 without the
+    gradients (tests/numerics.py says why)."""
     torch.manual_seed(0)
     ours = apply(build_model(method).to(N.device, N.dtype), **{**OFF, **SWITCHES[switches]}).train()
     ref = authors.from_lib25d(ours).train()
@@ -100,8 +101,9 @@ def test_training_steps_match_the_authors_design(method, switches, adrenal_batch
         N.close(logits, ref_logits, rtol=1e-9, atol=1e-10)
         N.close(loss, ref_loss, rtol=1e-9, atol=1e-12)
         ref_params = dict(ref.named_parameters())
-        N.close_all(((f"step {step}, gradient of {name}", p.grad, ref_params[reference_name(name)].grad)
-                     for name, p in ours.named_parameters()), rtol=1e-7, atol=1e-10)
+        if N.precision != "bf16":
+            N.close_all(((f"step {step}, gradient of {name}", p.grad, ref_params[reference_name(name)].grad)
+                         for name, p in ours.named_parameters()), rtol=1e-7, atol=1e-10)
         for opt in opts:
             opt.step()
             opt.zero_grad()
