@@ -201,10 +201,12 @@ def train_figures(out: Path) -> Callable[[int], tuple[str | None, dict]]:
         result = _json(out / "result.json")
         if rc != 0 or not result:
             return f"no result.json (exit code {rc})", {}
-        epoch = result["history"][-1]
-        return None, {"s_per_epoch": round(epoch["seconds"], 2), "train_vol_per_s": round(epoch["volumes_per_second"], 1),
-                      "val_auc": round(epoch["val_auc"], 3), "test_auc": round(result["metrics"]["final"]["test"]["auc"], 3),
-                      "peak_gib": round(result["memory"]["bytes"] / 2**30, 2), "memory": result["memory"]["kind"]}
+        epoch, memory = result["history"][-1], result["memory"]
+        return None, {"s_per_epoch": round(epoch["seconds"], 2),
+                      "train_vol_per_s": round(epoch["volumes_per_second"], 1),
+                      "val_auc": round(epoch["val_auc"], 3),
+                      "test_auc": round(result["metrics"]["final"]["test"]["auc"], 3),
+                      "peak_gib": round(memory["bytes"] / 2**30, 2), "memory": memory["kind"]}
     return read
 
 
@@ -277,18 +279,19 @@ def plan(args: argparse.Namespace, work: Path) -> list[Step]:
              timeout=150, exclusive=True, figures=compare_figures(bench)),
     ]
     results = work / "rehearsal"
-    overrides = {"results": str(results), **size.rehearsal}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in {"results": str(results), **size.rehearsal}.items()]
+    targets = [str(results / "notebooks" / f"{t}.ipynb") for t in size.rehearsal_targets]
     steps.append(Step(
         "rehearsal-paper", [py, "-m", "snakemake", "-s", "workflow/Snakefile", "--configfile", "config/paper.yaml",
-                            "--config", *(f"{k}={json.dumps(v)}" for k, v in overrides.items()),
-                            "--cores", str(max(2, (os.cpu_count() or 2) // 2)), "--resources", "gpu=1",
-                            "--keep-going", *(str(results / "notebooks" / f"{t}.ipynb") for t in size.rehearsal_targets)],
+                            "--config", *overrides, "--cores", str(max(2, (os.cpu_count() or 2) // 2)),
+                            "--resources", "gpu=1", "--keep-going", *targets],
         timeout=400, env={"TORCH_HOME": str(work / "torch_home")},
         figures=rehearsal_figures(results, size.rehearsal_targets)))
     for precision in ("float32", "bf16"):
         xml = work / "logs" / f"tests-{precision}.xml"
-        steps.append(Step(f"tests-{precision}", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
-                                                 "tests/test_parity.py", "tests/test_perf.py", *size.tests],
+        steps.append(Step(f"tests-{precision}", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                                 f"--junitxml={xml}", "tests/test_parity.py", "tests/test_perf.py",
+                                                 *size.tests],
                           timeout=360, env={"LIB25D_TEST_DEVICE": dev, "LIB25D_TEST_PRECISION": precision},
                           figures=test_figures(xml)))
     from lib25d.models import METHODS
@@ -399,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu-check.json and gpu-check.md")
     parser.add_argument("--data", type=Path, required=True, help="folder with adrenalmnist3d.npz and _64.npz")
     parser.add_argument("--work", type=Path, help="scratch folder: runs, logs, bench JSON (default OUT/work)")
-    parser.add_argument("--wheels", type=Path, default=REPO / "wheels", help="folder of `make wheels` (default wheels/)")
+    parser.add_argument("--wheels", type=Path, default=REPO / "wheels",
+                        help="folder of `make wheels` (default wheels/)")
     parser.add_argument("--target", type=Path, default=REPO / ".gpu-site",
                         help="where the wheels are installed, first on PYTHONPATH (default .gpu-site/)")
     parser.add_argument("--no-install", action="store_true", help="use this Python's packages as they are")

@@ -8,9 +8,11 @@ own PyTorch, with no package registry and without replacing anything it has.
 without the book builder and the SLURM plugin, pytest) for CPython 3.12 on manylinux x86_64, against
 the versions the machine is known to have, and keeps only the distributions that the machine lacks:
 ``workflow/gpu_box.txt`` lists what it has; NO_DEPS, LEFT_OUT and PROVIDED_BY below say what else is
-spared and why. Packages published as source only (acsconv, grad-cam) are built into wheels here. ``install`` puts the wheels into a folder of their own (``pip install
---target``; put it first on PYTHONPATH), never into the machine's environment, then checks that
-every requirement of every installed wheel is met by the two together.
+spared and why. Packages published as source only (acsconv, grad-cam) are built into wheels here.
+``install`` puts the wheels into a folder of their own (``pip install --target``; put it first on
+PYTHONPATH), never into the machine's environment: a ``venv --system-site-packages`` made from the
+machine's python3 would not see its PyTorch, which lives in a venv itself (/opt/torch/.venv). Then
+it checks that every requirement of every installed wheel is met by the two together.
 """
 from __future__ import annotations
 
