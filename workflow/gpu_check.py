@@ -45,6 +45,7 @@ SCHEMA = "lib25d.gpu-check/v1"
 ADRENAL_FILES = ("adrenalmnist3d.npz", "adrenalmnist3d_64.npz")
 MARKER = ".gpu-check"  # a work folder this script made (and may empty again)
 TAIL_LINES = 30
+RUNNING: set[subprocess.Popen] = set()  # steps' processes now running: stopped on Ctrl-C
 
 
 @dataclass
@@ -321,13 +322,19 @@ def run_step(step: Step, env: dict[str, str], logs: Path, deadline: float) -> di
     tic = time.monotonic()
     with open(log, "w") as handle:
         proc = subprocess.Popen(step.argv, cwd=REPO, env={**env, **step.env}, stdout=handle, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True)  # its own group: a timeout stops its children too
+        RUNNING.add(proc)
         try:
             rc = proc.wait(timeout=limit)
             reason = None
         except subprocess.TimeoutExpired:
             _stop(proc)
             rc, reason = -9, why
+        except KeyboardInterrupt:
+            _stop(proc)
+            raise
+        finally:
+            RUNNING.discard(proc)
     seconds = round(time.monotonic() - tic, 1)
     try:
         failure, figures = step.figures(rc)
@@ -361,8 +368,14 @@ def run_all(steps: list[Step], env: dict[str, str], logs: Path, jobs: int, budge
     done = {s.name: run_step(s, env, logs, deadline) for s in steps if s.exclusive}
     shared = [s for s in steps if not s.exclusive]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for step, outcome in zip(shared, pool.map(lambda s: run_step(s, env, logs, deadline), shared)):
-            done[step.name] = outcome
+        try:
+            for step, outcome in zip(shared, pool.map(lambda s: run_step(s, env, logs, deadline), shared)):
+                done[step.name] = outcome
+        except KeyboardInterrupt:  # the steps run in sessions of their own: Ctrl-C does not reach them
+            pool.shutdown(cancel_futures=True, wait=False)
+            for proc in list(RUNNING):
+                _stop(proc)
+            raise
     return [done[s.name] for s in steps]
 
 
