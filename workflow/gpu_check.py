@@ -90,7 +90,7 @@ def sizes(reduced: bool, device: str) -> Sizes:
                          "--in-process"],
                  compare=["--subset", "4", "--batch-size", "2", "--steps", "1", "--repeats", "1", "--large-shape",
                           "10x12x12", "--compare-chunk-size", "8", "--in-process"],
-                 tests=["-k", "attention-all or attention_map or tiny_conv_is_the_same or checkpointing"],
+                 tests=["-k", "attention-all or attention_map or tiny_conv_is_the_same or checkpointing_gives"],
                  rehearsal={**rehearsal, "table1": ["attention"], "table3": ["attention"], "threads": 1},
                  rehearsal_targets=["table1"])
 
