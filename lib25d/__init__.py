@@ -8,6 +8,7 @@ prediction names the slices that drove it. The public face:
 - ``RunConfig`` + ``train(config, out)``: the paper's protocol, resumable, one run folder per run;
   ``load_run(folder)`` reads it back
 """
+
 from .data import available_datasets, load_dataset
 from .models import METHODS, build_model
 from .run import RunConfig, load_run, train

@@ -1,6 +1,7 @@
 """Test metrics: MedMNIST's own AUROC and ACC (``getAUC`` / ``getACC``, the headline numbers as published), and
 for imbalanced cohorts (VesselMNIST3D is 11 % positive: ACC near the majority rate says little) sklearn's
 balanced accuracy and per-class recall of the same predictions (binary: P(class 1) > 0.5, as MedMNIST's ACC)."""
+
 from __future__ import annotations
 
 import warnings
@@ -44,31 +45,48 @@ def evaluate_scores(labels: np.ndarray, scores: np.ndarray, task: str, split: st
     predicted = predicted_classes(scores)
     with warnings.catch_warnings():  # a split lacking a class: sklearn warns, the NaN recall says it
         warnings.simplefilter("ignore", UserWarning)
-        out = {"auc": float("nan") if note else float(getAUC(labels, scores, task)),
-               "acc": float(getACC(labels, scores, task)),
-               "balanced_acc": float(balanced_accuracy_score(labels, predicted)),
-               "recall": [float(r) for r in recall_score(labels, predicted, labels=classes, average=None,
-                                                         zero_division=np.nan)]}
+        out = {
+            "auc": float("nan") if note else float(getAUC(labels, scores, task)),
+            "acc": float(getACC(labels, scores, task)),
+            "balanced_acc": float(balanced_accuracy_score(labels, predicted)),
+            "recall": [
+                float(r) for r in recall_score(labels, predicted, labels=classes, average=None, zero_division=np.nan)
+            ],
+        }
     return {**out, "auc_note": note} if note else out
 
 
-def auroc_interval(labels: np.ndarray, scores: np.ndarray, task: str = "binary-class", n_boot: int = 2000,
-                   level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def auroc_interval(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    task: str = "binary-class",
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Seeded percentile bootstrap interval of the test AUROC over volumes: how much it could move
     with another draw of test volumes (one holding 0.5 is not distinguishable from chance)."""
     return mean_auroc_interval(labels, [scores], task, n_boot, level, seed)
 
 
-def mean_auroc_interval(labels: np.ndarray, runs: Sequence[np.ndarray], task: str = "binary-class",
-                        n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def mean_auroc_interval(
+    labels: np.ndarray,
+    runs: Sequence[np.ndarray],
+    task: str = "binary-class",
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """:func:`auroc_interval` of the mean AUROC of several runs (seeds) on the same test volumes:
     all share each resample, so it is the interval of the mean a table shows. Single-class
     resamples (AUROC undefined) are skipped; ``(nan, nan)`` when none is usable."""
     labels = np.asarray(labels).reshape(-1)
     runs = [np.asarray(s) for s in runs]
     if not runs or any(len(labels) != len(s) for s in runs):
-        raise ValueError(f"{len(labels)} labels but {', '.join(str(len(s)) for s in runs) or 'no'} scores: "
-                         "pass one score row per volume")
+        raise ValueError(
+            f"{len(labels)} labels but {', '.join(str(len(s)) for s in runs) or 'no'} scores: "
+            "pass one score row per volume"
+        )
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
@@ -79,4 +97,3 @@ def mean_auroc_interval(labels: np.ndarray, runs: Sequence[np.ndarray], task: st
         return float("nan"), float("nan")
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
-

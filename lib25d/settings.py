@@ -4,6 +4,7 @@ Each field is declared once with :func:`setting`: its default, its help text and
 and ``lib25d explain``'s options are generated from those fields (:func:`add_options`), so a new setting reaches
 the command line, its ``--help`` and the run notebook's parameters without being written twice.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,12 @@ def add_options(parser: argparse.ArgumentParser, settings: type, groups: dict[st
 
 def settings_from_args(settings: type, args: argparse.Namespace):
     """The settings an ``add_options`` parser read (a dict field from its --option KEY=VALUE pairs)."""
-    return settings(**{f.name: _dataset_options(args.option) if f.type.startswith("dict") else getattr(args, f.name)
-                        for f in dataclasses.fields(settings)})
+    return settings(
+        **{
+            f.name: _dataset_options(args.option) if f.type.startswith("dict") else getattr(args, f.name)
+            for f in dataclasses.fields(settings)
+        }
+    )
 
 
 def _dataset_options(pairs: list[str]) -> dict:

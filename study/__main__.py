@@ -1,5 +1,6 @@
 """The study's command line: ``python -m study profile check|runs NAME`` (what a profile runs) and
 ``python -m study bench`` (Table 2 and the race against the authors' design: ``--help``)."""
+
 from __future__ import annotations
 
 import argparse

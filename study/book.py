@@ -4,6 +4,7 @@
 
     python -m study.book mathjax _static/mathjax
 """
+
 from __future__ import annotations
 
 import shutil
@@ -24,8 +25,10 @@ def copy_mathjax(dest: Path) -> Path:
     """Copy the bundle and the parts it loads into ``dest`` (replaced whole); the speech engine stays out (18 MB)."""
     source = mathjax_source()
     if not (source / BUNDLE).is_file():
-        raise FileNotFoundError(f"MathJax not found at {source}: install the study's dependencies "
-                                "(pip install -e '.[study]', which brings django-static-mathjax)")
+        raise FileNotFoundError(
+            f"MathJax not found at {source}: install the study's dependencies "
+            "(pip install -e '.[study]', which brings django-static-mathjax)"
+        )
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     shutil.copy2(source / BUNDLE, dest / BUNDLE)

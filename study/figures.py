@@ -2,6 +2,7 @@
 on a volume), Figure 2 (AUROC boxes). The explanation figures, Figure 3 among them, are the library's
 (:mod:`lib25d.explain.figures`).
 """
+
 from __future__ import annotations
 
 import io
@@ -42,16 +43,23 @@ def learning_curves(history: Sequence[Mapping[str, Any]], title: str = "") -> Fi
     return fig
 
 
-def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame | None = None,
-                metric: str = "auc", scratch: pd.DataFrame | None = None) -> Figure:
+def auroc_boxes(
+    frame: pd.DataFrame,
+    methods: Sequence[str],
+    paper: pd.DataFrame | None = None,
+    metric: str = "auc",
+    scratch: pd.DataFrame | None = None,
+) -> Figure:
     """Figure 2: per dataset, a box of per-seed test AUROC per method; a missing run is written in ("missing"),
     the paper's mean is a red diamond, MedMNIST v2's from-scratch ResNet-18 (``scratch``) a grey cross."""
     datasets = list(dict.fromkeys(frame.dataset))
     cols = min(3, max(1, len(datasets)))
     rows = math.ceil(len(datasets) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, constrained_layout=True)
-    published, v2 = ({} if t is None else t[t.metric == metric].set_index(["dataset", "method"])["value"].to_dict()
-                     for t in (paper, scratch))
+    published, v2 = (
+        {} if t is None else t[t.metric == metric].set_index(["dataset", "method"])["value"].to_dict()
+        for t in (paper, scratch)
+    )
     for ax, dataset in zip(axes.flat, datasets):
         sub = frame[frame.dataset == dataset]
         ax.axhline(50, color="0.6", lw=0.8, ls="--", zorder=0)  # chance: the tables mark cells whose interval holds it
@@ -63,12 +71,25 @@ def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame
             else:
                 ax.text(i, 50, "missing", rotation=90, ha="center", va="center", color="0.4", fontsize=8)
             if (dataset, method) in published:
-                ax.plot([i], [published[(dataset, method)] * 100], "D", color="C3", ms=6,
-                        label="paper (mean of 5)" if i == 1 else None)
+                ax.plot(
+                    [i],
+                    [published[(dataset, method)] * 100],
+                    "D",
+                    color="C3",
+                    ms=6,
+                    label="paper (mean of 5)" if i == 1 else None,
+                )
             reference = (dataset, v2_method(method))
             if reference in v2:
-                ax.plot([i], [v2[reference] * 100], "x", color="0.3", ms=7, mew=1.5,
-                        label="MedMNIST v2, from scratch" if i == 1 else None)
+                ax.plot(
+                    [i],
+                    [v2[reference] * 100],
+                    "x",
+                    color="0.3",
+                    ms=7,
+                    mew=1.5,
+                    label="MedMNIST v2, from scratch" if i == 1 else None,
+                )
         ax.set_xticks(range(1, len(methods) + 1), [METHODS[m].label if m in METHODS else m for m in methods])
         ax.set_xlim(0.4, len(methods) + 0.6)
         ax.set_ylim(0, 100)
@@ -76,13 +97,18 @@ def auroc_boxes(frame: pd.DataFrame, methods: Sequence[str], paper: pd.DataFrame
         ax.set_ylabel("test AUROC (%)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(datasets):]:
+    for ax in list(axes.flat)[len(datasets) :]:
         ax.set_visible(False)
     return fig
 
 
-def method_figure(volume: np.ndarray, attention: Mapping[str, np.ndarray], pooled: np.ndarray | None = None,
-                  title: str = "", n_slices: int = 5) -> Figure:
+def method_figure(
+    volume: np.ndarray,
+    attention: Mapping[str, np.ndarray],
+    pooled: np.ndarray | None = None,
+    title: str = "",
+    n_slices: int = 5,
+) -> Figure:
     """Figure 1: (A) slices of a (D, H, W) volume along the three axes, (B) their attention (per-axis weights,
     together summing to 1), (C) the weighted sum, (D) the attention-pooled feature vector ``pooled``."""
     volume = np.asarray(volume, dtype=np.float32)
@@ -93,13 +119,16 @@ def method_figure(volume: np.ndarray, attention: Mapping[str, np.ndarray], poole
     for k, name in enumerate(AXIS_NAMES):
         w = np.asarray(attention[name])
         best = int(np.argmax(w))
-        picks = sorted(set(np.linspace(len(w) // 6, len(w) - 1 - len(w) // 6, n_slices).round().astype(int).tolist())
-                       | {best})
+        picks = sorted(
+            set(np.linspace(len(w) // 6, len(w) - 1 - len(w) // 6, n_slices).round().astype(int).tolist()) | {best}
+        )
         # the picked slices three to a row, a one-pixel NaN gap below and right of each
-        cells = [np.pad(np.take(volume, i, axis=k).astype(np.float64), ((0, 1), (0, 1)), constant_values=np.nan)
-                 for i in picks]
+        cells = [
+            np.pad(np.take(volume, i, axis=k).astype(np.float64), ((0, 1), (0, 1)), constant_values=np.nan)
+            for i in picks
+        ]
         cells += [np.full_like(cells[0], np.nan)] * (-len(cells) % 3)
-        montage = np.concatenate([np.concatenate(cells[r:r + 3], axis=1) for r in range(0, len(cells), 3)])
+        montage = np.concatenate([np.concatenate(cells[r : r + 3], axis=1) for r in range(0, len(cells), 3)])
         ax = fig.add_subplot(grid[0, k])
         ax.imshow(montage[:-1, :-1], cmap="gray", vmin=0, vmax=max(1e-6, float(volume.max())))
         ax.set_title(f"(A) {name} slices {', '.join(map(str, picks))}", fontsize=9)

@@ -6,6 +6,7 @@ every notebook calls ``check_parameters(globals())`` after its parameters cell. 
 typed defaults (``method: str = "attention"``, in ``__annotations__``); papermill injects plain,
 unannotated assignments.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,12 +30,19 @@ def check_parameters(namespace: dict, also: Iterable[str] = ()) -> None:
     """Raise ValueError naming each undeclared parameter (an unannotated global holding a literal; imports,
     modules and functions are none) of a notebook's ``globals()``; ``also`` are accepted undeclared."""
     valid = list(dict.fromkeys([*namespace.get("__annotations__", {}), *also]))
-    unknown = [name for name, value in namespace.items()
-               if name not in valid and not name.startswith(IGNORED_PREFIXES) and name not in IPYTHON_NAMES
-               and isinstance(value, LITERALS)]
+    unknown = [
+        name
+        for name, value in namespace.items()
+        if name not in valid
+        and not name.startswith(IGNORED_PREFIXES)
+        and name not in IPYTHON_NAMES
+        and isinstance(value, LITERALS)
+    ]
     if unknown:
-        named = [name + "".join(f" (did you mean {close}?)" for close in difflib.get_close_matches(name, valid, n=1))
-                 for name in unknown]
+        named = [
+            name + "".join(f" (did you mean {close}?)" for close in difflib.get_close_matches(name, valid, n=1))
+            for name in unknown
+        ]
         raise ValueError(f"unknown notebook parameter(s) {', '.join(named)}; valid: {', '.join(valid)}")
 
 
@@ -59,8 +67,12 @@ def run_parameters_cell() -> str:
 
     def annotation(kind: str) -> str:
         return "dict" if kind.startswith("dict") else re.sub(r"^(\w+) \| None$", r"Optional[\1]", kind)
-    lines = [f"{f.name}: {annotation(f.type)} = {literal(getattr(defaults, f.name))}"
-             f"  # {f.metadata['help'].replace('=', ': ')}" for f in dataclasses.fields(RunConfig)]
+
+    lines = [
+        f"{f.name}: {annotation(f.type)} = {literal(getattr(defaults, f.name))}"
+        f"  # {f.metadata['help'].replace('=', ': ')}"
+        for f in dataclasses.fields(RunConfig)
+    ]
     return "\n".join([OPTIONAL, "", *lines, *RUN_EXTRAS])
 
 

@@ -7,6 +7,7 @@ any spacing; :func:`save_nifti` then stores it in any axis order (``axcodes``: `
 coordinates, int16 with a rescale, as CT scanners write them. Reading either back with its affine gives the same
 anatomy: that is what lib25d's orientation step must recover.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,8 +43,15 @@ def affine(spacing: Sequence[float]) -> np.ndarray:
     return np.diag([*map(float, spacing), 1.0])
 
 
-def save_nifti(path: Path, ras: np.ndarray, spacing: Sequence[float], axcodes: str = "RAS",
-               dtype=np.float32, slope: float = 1.0, inter: float = 0.0) -> Path:
+def save_nifti(
+    path: Path,
+    ras: np.ndarray,
+    spacing: Sequence[float],
+    axcodes: str = "RAS",
+    dtype=np.float32,
+    slope: float = 1.0,
+    inter: float = 0.0,
+) -> Path:
     """Store an (X, Y, Z) RAS array with its voxels in ``axcodes`` order; ``dtype`` int16 with ``slope`` and
     ``inter`` stores ``(value - inter) / slope`` as CT files store Hounsfield units."""
     image = nibabel.Nifti1Image(np.asarray(ras, dtype=np.float32), affine(spacing))
@@ -103,9 +111,14 @@ def write_table(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def glioma_like_cohort(folder: Path, n: Sequence[int] = (96, 32, 64), seed: int = 0,
-                       extent_mm: Sequence[float] = (40.0, 48.0, 44.0), spacing_mm: tuple[float, float] = (0.9, 1.2),
-                       orientations: Sequence[str] = ORIENTATIONS) -> Path:
+def glioma_like_cohort(
+    folder: Path,
+    n: Sequence[int] = (96, 32, 64),
+    seed: int = 0,
+    extent_mm: Sequence[float] = (40.0, 48.0, 44.0),
+    spacing_mm: tuple[float, float] = (0.9, 1.2),
+    orientations: Sequence[str] = ORIENTATIONS,
+) -> Path:
     """A cohort like the paper's glioma MRI, for trying the scan path: three co-registered channels (T1-, T1c- and
     FLAIR-like contrasts) of a head with, in class 1, a lesion of known position (its mask beside it, class 0 an
     empty mask); every scan with its own storage order (one of ``orientations``) and voxel size (uniform in
@@ -126,19 +139,37 @@ def glioma_like_cohort(folder: Path, n: Sequence[int] = (96, 32, 64), seed: int 
                 where = centre + rng.uniform(-0.5, 0.5, size=3) * radii  # inside the head
                 lesion = ellipsoid(points, where, [rng.uniform(3.0, 5.0)] * 3) & head
             noise = rng.normal(0, 0.05, (3, *head.shape))
-            channels = (0.8 * head - 0.3 * lesion + noise[0], 0.6 * head + 0.6 * lesion + noise[1],
-                        0.5 * head + 0.5 * lesion + noise[2])
+            channels = (
+                0.8 * head - 0.3 * lesion + noise[0],
+                0.6 * head + 0.6 * lesion + noise[1],
+                0.5 * head + 0.5 * lesion + noise[2],
+            )
             stem = f"{split}{i:03d}"
-            files = [save_nifti(folder / f"{stem}_{name}.nii.gz", c, spacing, axcodes).name
-                     for name, c in zip(("t1", "t1c", "flair"), channels)]
+            files = [
+                save_nifti(folder / f"{stem}_{name}.nii.gz", c, spacing, axcodes).name
+                for name, c in zip(("t1", "t1c", "flair"), channels)
+            ]
             mask = save_nifti(folder / f"{stem}_mask.nii.gz", lesion, spacing, axcodes, dtype=np.uint8).name
-            rows.append({"image": ";".join(files), "label": label, "split": split, "mask": mask,
-                         "orientation": axcodes, "spacing": " x ".join(f"{s:.2f}" for s in spacing)})
+            rows.append(
+                {
+                    "image": ";".join(files),
+                    "label": label,
+                    "split": split,
+                    "mask": mask,
+                    "orientation": axcodes,
+                    "spacing": " x ".join(f"{s:.2f}" for s in spacing),
+                }
+            )
     return write_table(folder / "scans.csv", rows)
 
 
-def ct_like_cohort(folder: Path, n: Sequence[int] = (8, 4, 4), seed: int = 0,
-                   extent_mm: Sequence[float] = (64.0, 48.0, 40.0), spacing: Sequence[float] = (1.0, 1.0, 2.0)) -> Path:
+def ct_like_cohort(
+    folder: Path,
+    n: Sequence[int] = (8, 4, 4),
+    seed: int = 0,
+    extent_mm: Sequence[float] = (64.0, 48.0, 40.0),
+    spacing: Sequence[float] = (1.0, 1.0, 2.0),
+) -> Path:
     """A cohort like the paper's PDAC CT, for trying the ``pdac-ct`` recipe: an abdomen in Hounsfield units (air,
     fat, soft tissue, a vertebra) with, in class 1, a hypodense lesion; scans alternately stored as DICOM series
     (LPS, int16 with a rescale intercept) and as int16 NIfTI files. Returns the CSV (``image``, ``label``,
@@ -154,8 +185,11 @@ def ct_like_cohort(folder: Path, n: Sequence[int] = (8, 4, 4), seed: int = 0,
     for split, count in zip(("train", "val", "test"), n):
         for i in range(count):
             label, stem = i % 2, f"{split}{i:03d}"
-            lesion = ellipsoid(points, centre + [4.0, 4.0, 0.0] + rng.uniform(-4, 4, 3), [3.0] * 3) if label \
+            lesion = (
+                ellipsoid(points, centre + [4.0, 4.0, 0.0] + rng.uniform(-4, 4, 3), [3.0] * 3)
+                if label
                 else np.zeros_like(body)
+            )
             hu = np.select([spine, lesion, organ, body], [700.0, -20.0, 60.0, -80.0], -1000.0)
             hu = hu + rng.normal(0, 10, hu.shape)
             if (i // 2) % 2 == 0:  # the storage format independent of the class

@@ -7,10 +7,10 @@ all enumerate runs through :meth:`Profile.runs`. A dataset key is a label that n
 (``adrenal-attention-s0``) and the dataset unless the entry sets ``dataset``
 (``myct: {dataset: "nifti:scans.csv"}``). See ``config/smoke.yaml`` for a commented example.
 """
+
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,18 +18,13 @@ from typing import Any
 
 import yaml
 
-from lib25d.models import METHODS
 from lib25d.run import RunConfig
 
 from .bench.options import OPTIONS as BENCH_OPTIONS
+from .profile_checks import ProfileError, datasets, known, mapping, methods, scalar
 
 CONFIG_DIR = "config"
 NOTEBOOKS = ("table1", "fig2", "table3", "table2", "fig1", "fig3", "tutorial", "provenance")
-LABEL = re.compile(r"^[A-Za-z0-9_]+$")
-
-
-class ProfileError(ValueError):
-    """A profile file that cannot describe a study; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -77,25 +72,34 @@ class Profile:
         values.setdefault("dataset", label)
         return RunConfig.from_dict({**values, "method": method, "seed": int(seed)})
 
-    def runs(self, methods: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
-             seeds: Iterable[int] | None = None) -> list[Run]:
+    def runs(
+        self,
+        methods: Iterable[str] | None = None,
+        datasets: Iterable[str] | None = None,
+        seeds: Iterable[int] | None = None,
+    ) -> list[Run]:
         """Expected runs (dataset-major, then method, then seed), optionally filtered; Table 1's
         methods (attention among them) run every seed, Table 3's others ``table3_seeds``."""
         methods = self.methods if methods is None else [m for m in self.methods if m in set(methods)]
         labels = list(self.datasets) if datasets is None else [d for d in self.datasets if d in set(datasets)]
         keep = set(self.seeds if seeds is None else seeds)
-        return [Run(run_id(label, method, seed), label, method, seed, self.config_for(label, method, seed))
-                for label in labels for method in methods
-                for seed in (self.seeds if method in self.table1 else self.table3_seeds)
-                if seed in keep]
+        return [
+            Run(run_id(label, method, seed), label, method, seed, self.config_for(label, method, seed))
+            for label in labels
+            for method in methods
+            for seed in (self.seeds if method in self.table1 else self.table3_seeds)
+            if seed in keep
+        ]
 
     def run(self, rid: str) -> Run:
         """The expected run named ``rid``."""
         for r in self.runs():
             if r.run_id == rid:
                 return r
-        raise ProfileError(f"run {rid!r} is not in profile {self.name!r}; ids look like "
-                           f"{run_id(next(iter(self.datasets)), self.methods[0], self.seeds[0])}")
+        raise ProfileError(
+            f"run {rid!r} is not in profile {self.name!r}; ids look like "
+            f"{run_id(next(iter(self.datasets)), self.methods[0], self.seeds[0])}"
+        )
 
     def run_dir(self, rid: str) -> Path:
         return self.results / "runs" / rid
@@ -129,17 +133,28 @@ def summary(profile: Profile) -> dict[str, str]:
         c = profile.config_for(label, profile.methods[0], profile.seeds[0])
         options = c.dataset_options or {}
         sizes = "/".join(str(options[k]) for k in ("n_train", "n_val", "n_test") if k in options)
-        what = (f"{options['subset']}-volume subsets" if options.get("subset")
-                else f"{sizes} volumes" if sizes else "full splits")
+        what = (
+            f"{options['subset']}-volume subsets"
+            if options.get("subset")
+            else f"{sizes} volumes"
+            if sizes
+            else "full splits"
+        )
         groups.setdefault(f"{c.size}³, {what}", []).append(label)
     d = RunConfig.from_dict({**profile.defaults, "dataset": "synthetic"})
-    seeds = ", ".join(map(str, profile.seeds)) + (f" (Table 3: {', '.join(map(str, profile.table3_seeds))})"
-                                                  if profile.table3_seeds != profile.seeds else "")
+    seeds = ", ".join(map(str, profile.seeds)) + (
+        f" (Table 3: {', '.join(map(str, profile.table3_seeds))})" if profile.table3_seeds != profile.seeds else ""
+    )
     data = "; ".join(f"{', '.join(labels)} ({what})" for what, labels in groups.items())
-    return {"profile": profile.name, "data": data,
-            "training": f"{d.epochs} epochs ({d.warmup_epochs} head-only), batch {d.batch_size}, "
-                        f"lr {d.lr:g}, weights: {d.weights or 'random init'}",
-            "seeds": seeds, "runs": str(len(profile.runs())), "meant for": profile.description}
+    return {
+        "profile": profile.name,
+        "data": data,
+        "training": f"{d.epochs} epochs ({d.warmup_epochs} head-only), batch {d.batch_size}, "
+        f"lr {d.lr:g}, weights: {d.weights or 'random init'}",
+        "seeds": seeds,
+        "runs": str(len(profile.runs())),
+        "meant for": profile.description,
+    }
 
 
 def run_id(label: str, method: str, seed: int) -> str:
@@ -158,60 +173,10 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-# -- validation: each check raises one ProfileError that names the problem and the fix --------------
-def _methods(values: Any, key: str) -> list[str]:
-    if not isinstance(values, list) or not values:
-        raise ProfileError(f"{key} must be a non-empty list of methods from {', '.join(METHODS)}")
-    unknown = [m for m in values if m not in METHODS]
-    if unknown:
-        raise ProfileError(f"{key} names unknown method(s) {', '.join(map(str, unknown))}; valid: {', '.join(METHODS)}")
-    return [str(m) for m in values]
-
-
-def _mapping(value: Any, what: str, example: str) -> dict[str, Any]:
-    """A profile section that must be a mapping (empty when absent)."""
-    if value is not None and not isinstance(value, Mapping):
-        raise ProfileError(f"{what} must be a mapping of settings, e.g. {example}; "
-                           f"got {type(value).__name__} {value!r}")
-    return dict(value or {})
-
-
-def _known(names: Iterable[str], valid: Iterable[str], what: str) -> None:
-    unknown = sorted(set(names) - set(valid))
-    if unknown:
-        raise ProfileError(what.format(", ".join(unknown)) + f"; valid: {', '.join(valid)}")
-
-
-_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-
-
-def _scalar(values: Mapping[str, Any], key: str, kind: type, default: Any) -> Any:
-    """An int or bool setting; strings and 0/1 as command-line overrides give them are accepted."""
-    value = values.get(key, default)
-    text = str(value).strip().lower()
-    if kind is bool and text in _BOOLS:
-        return _BOOLS[text]
-    if kind is int and not isinstance(value, (bool, float)) and text.isdigit():
-        return int(text)
-    raise ProfileError(f"{key} must be {'a whole number' if kind is int else 'true or false'}, got {value!r}")
-
-
-def _datasets(values: Any) -> dict[str, dict[str, Any]]:
-    if not isinstance(values, Mapping) or not values:
-        raise ProfileError("datasets must map dataset labels to settings, e.g. {adrenal: {}, synthetic: {size: 16}}")
-    out = {}
-    for label, settings in values.items():
-        if not LABEL.match(str(label)):
-            raise ProfileError(f"dataset label {label!r} may hold only letters, digits and _; "
-                               "set the real name with `dataset:` (e.g. myct: {dataset: 'nifti:scans.csv'})")
-        out[str(label)] = _mapping(settings, f"datasets.{label}", "{size: 16, epochs: 2}")
-    return out
-
-
 def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source: Path | None = None) -> Profile:
     """Validate a profile mapping; relative ``results`` are resolved against ``root`` (the project)."""
     keys = ["profile", *(f.name for f in fields(Profile) if f.name not in ("name", "source"))]
-    _known(values, keys, "unknown profile key(s) {}")
+    known(values, keys, "unknown profile key(s) {}")
     if not values.get("profile"):
         raise ProfileError("a profile needs `profile: <name>` (its file is config/<name>.yaml)")
     name = str(values["profile"])
@@ -221,24 +186,31 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
     table3_seeds = values.get("table3_seeds") or seeds
     if not isinstance(table3_seeds, list) or not set(table3_seeds) <= set(seeds):
         raise ProfileError(f"table3_seeds must be a list of seeds taken from seeds {seeds}, got {table3_seeds!r}")
-    notebooks = _mapping(values.get("notebooks"), "notebooks", "{fig1: {dataset: adrenal}}")
-    _known(notebooks, NOTEBOOKS, "unknown notebook(s) {} under notebooks")
+    notebooks = mapping(values.get("notebooks"), "notebooks", "{fig1: {dataset: adrenal}}")
+    known(notebooks, NOTEBOOKS, "unknown notebook(s) {} under notebooks")
     bench = values.get("bench")
     if bench is not None:
-        bench = _mapping(bench, "bench", "{sizes: [28], repeats: 2}")
-        _known(bench, BENCH_OPTIONS, "unknown bench setting(s) {}")
+        bench = mapping(bench, "bench", "{sizes: [28], repeats: 2}")
+        known(bench, BENCH_OPTIONS, "unknown bench setting(s) {}")
     results = Path(values.get("results") or f"results/{name}").expanduser()
     profile = Profile(
-        name=name, results=(results if results.is_absolute() else Path(root or Path.cwd()) / results).resolve(),
-        defaults=_mapping(values.get("defaults"), "defaults", "{epochs: 2, weights: null}"),
-        datasets=_datasets(values.get("datasets")),
-        seeds=[int(s) for s in seeds], table1=_methods(values.get("table1", ["3d", "acs", "attention"]), "table1"),
-        table3=_methods(values.get("table3", ["attention", "mean", "max", "lstm", "transformer"]), "table3"),
+        name=name,
+        results=(results if results.is_absolute() else Path(root or Path.cwd()) / results).resolve(),
+        defaults=mapping(values.get("defaults"), "defaults", "{epochs: 2, weights: null}"),
+        datasets=datasets(values.get("datasets")),
+        seeds=[int(s) for s in seeds],
+        table1=methods(values.get("table1", ["3d", "acs", "attention"]), "table1"),
+        table3=methods(values.get("table3", ["attention", "mean", "max", "lstm", "transformer"]), "table3"),
         table3_seeds=[int(s) for s in table3_seeds],
-        notebooks={k: _mapping(v, f"notebooks.{k}", "{dataset: adrenal}") for k, v in notebooks.items()},
+        notebooks={k: mapping(v, f"notebooks.{k}", "{dataset: adrenal}") for k, v in notebooks.items()},
         description=str(values.get("description", "")),
-        strict=_scalar(values, "strict", bool, False), download=_scalar(values, "download", bool, True),
-        threads=_scalar(values, "threads", int, 1), gpus=_scalar(values, "gpus", int, 0), bench=bench, source=source)
+        strict=scalar(values, "strict", bool, False),
+        download=scalar(values, "download", bool, True),
+        threads=scalar(values, "threads", int, 1),
+        gpus=scalar(values, "gpus", int, 0),
+        bench=bench,
+        source=source,
+    )
     try:
         profile.runs()  # every cell must make a valid RunConfig
     except (ValueError, TypeError) as err:
@@ -253,8 +225,9 @@ def project_root(start: str | Path | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / CONFIG_DIR).is_dir():
             return folder
-    raise ProfileError(f"no {CONFIG_DIR}/ folder in {here} or above: run from the lib25d checkout, "
-                       "or pass the path of a profile file")
+    raise ProfileError(
+        f"no {CONFIG_DIR}/ folder in {here} or above: run from the lib25d checkout, or pass the path of a profile file"
+    )
 
 
 def list_profiles(folder: str | Path | None = None) -> list[str]:
@@ -263,8 +236,9 @@ def list_profiles(folder: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def load_profile(name: str | Path, overrides: Mapping[str, Any] | None = None,
-                 start: str | Path | None = None) -> Profile:
+def load_profile(
+    name: str | Path, overrides: Mapping[str, Any] | None = None, start: str | Path | None = None
+) -> Profile:
     """Load and validate ``config/<name>.yaml`` or a file path, optionally deep-merging overrides;
     any problem with the file is one ProfileError naming it."""
     path = Path(name)
@@ -276,8 +250,7 @@ def load_profile(name: str | Path, overrides: Mapping[str, Any] | None = None,
         folder = project_root(start) / CONFIG_DIR
         path = folder / f"{name}.yaml"
         if not path.is_file():
-            raise ProfileError(f"no profile {str(name)!r} in {folder}; "
-                               f"valid: {', '.join(list_profiles(folder))}")
+            raise ProfileError(f"no profile {str(name)!r} in {folder}; valid: {', '.join(list_profiles(folder))}")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
@@ -287,11 +260,15 @@ def load_profile(name: str | Path, overrides: Mapping[str, Any] | None = None,
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or " ".join(str(err).split())
-        raise ProfileError(f"profile file {path} is not valid YAML ({problem}{where}): fix the syntax there "
-                           "(often an indentation, a missing ':' or an unclosed bracket)") from None
+        raise ProfileError(
+            f"profile file {path} is not valid YAML ({problem}{where}): fix the syntax there "
+            "(often an indentation, a missing ':' or an unclosed bracket)"
+        ) from None
     if values is not None and not isinstance(values, Mapping):
-        raise ProfileError(f"profile file {path} must hold a YAML mapping (profile:, defaults:, datasets:, ...), "
-                           f"not a {type(values).__name__}")
+        raise ProfileError(
+            f"profile file {path} must hold a YAML mapping (profile:, defaults:, datasets:, ...), "
+            f"not a {type(values).__name__}"
+        )
     root = path.parent.parent if path.parent.name == CONFIG_DIR else Path.cwd()
     try:
         return from_dict(merge(dict(values or {}), overrides or {}), root=root, source=path)

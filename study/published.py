@@ -1,5 +1,6 @@
 """Published numbers to put ours beside: the paper's Tables 1-3 and MedMNIST v2's from-scratch ResNet-18
 (``data/paper_results.csv``, each row with its source)."""
+
 from __future__ import annotations
 
 from importlib import resources

@@ -7,6 +7,7 @@ statistics move while the backbone is frozen; their LSTM trains in train mode fr
 three head-only epochs everything is unfrozen; NAdam; BCE on one logit or cross-entropy.
 ``tests/test_parity.py`` and ``python -m study bench --compare`` use it; no performance switch, on purpose.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,9 @@ from lib25d.models.backbone import backbone_network
 class AuthorsModel(nn.Module):
     """Their ``TwoAndAHalfD*`` forward with plain torchvision / torch modules."""
 
-    def __init__(self, feature_extractor: nn.Module, reduce_3d_module: nn.Module | None,
-                 classifier: nn.Linear, method: str):
+    def __init__(
+        self, feature_extractor: nn.Module, reduce_3d_module: nn.Module | None, classifier: nn.Linear, method: str
+    ):
         super().__init__()
         self.feature_extractor = feature_extractor
         self.reduce_3d_module = reduce_3d_module
@@ -33,9 +35,14 @@ class AuthorsModel(nn.Module):
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         n, c, nz, nx, ny = x.shape
         fe = self.feature_extractor
-        return torch.cat([fe(x.permute(0, 2, 1, 3, 4).reshape(n * nz, c, nx, ny)).reshape(n, nz, -1),
-                          fe(x.permute(0, 3, 1, 2, 4).reshape(n * nx, c, nz, ny)).reshape(n, nx, -1),
-                          fe(x.permute(0, 4, 1, 2, 3).reshape(n * ny, c, nz, nx)).reshape(n, ny, -1)], dim=1)
+        return torch.cat(
+            [
+                fe(x.permute(0, 2, 1, 3, 4).reshape(n * nz, c, nx, ny)).reshape(n, nz, -1),
+                fe(x.permute(0, 3, 1, 2, 4).reshape(n * nx, c, nz, ny)).reshape(n, nx, -1),
+                fe(x.permute(0, 4, 1, 2, 3).reshape(n * ny, c, nz, nx)).reshape(n, ny, -1),
+            ],
+            dim=1,
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and the head-averaged attention map (attention only), as their models return."""
@@ -96,8 +103,13 @@ def train_step(model: AuthorsModel, x: torch.Tensor, y: torch.Tensor, opt: torch
     return loss.item()
 
 
-def train_epoch(model: AuthorsModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                opt: torch.optim.Optimizer, epoch: int, head_only_epochs: int) -> list[float]:
+def train_epoch(
+    model: AuthorsModel,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    opt: torch.optim.Optimizer,
+    epoch: int,
+    head_only_epochs: int,
+) -> list[float]:
     """Epoch ``epoch`` (0-based) of their loop; ``head_only_epochs`` 0 = all trainable, train mode."""
     train_mode_after = 0 if METHODS[model.method].eval_first_epoch else -1  # their configs' unfreeze.train_mode
     if epoch > train_mode_after or head_only_epochs == 0:

@@ -6,6 +6,7 @@ the workflow recorded about the attempt (``status.json``: ok, or failed with a o
 record is a ``failed`` / ``missing`` row with its reason, which :func:`compare` carries into the
 cell ("missing (organmnist3d.npz not found)").
 """
+
 from __future__ import annotations
 
 import math
@@ -21,10 +22,29 @@ from .profiles import Profile, Run
 
 STATUS = "status.json"  # what the workflow recorded about the attempt (study.steps)
 KEYS = {"final": "final", "best": "best_val"}  # lib25d.run.WHICH -> the key result.json keeps it under
-EMPTY = dict(auc=math.nan, acc=math.nan, balanced_acc=math.nan, recall=None, auc_note="", labels=None, scores=None, task="", epoch_seconds=math.nan,
-             full_epoch_seconds=math.nan, full_epochs=[], train_seconds=math.nan, peak_memory_mib=math.nan,
-             memory_kind="", parameters=math.nan, device="", data="", revision="", dirty=None, started="", finished="")
-
+EMPTY = dict(
+    auc=math.nan,
+    acc=math.nan,
+    balanced_acc=math.nan,
+    recall=None,
+    auc_note="",
+    labels=None,
+    scores=None,
+    task="",
+    epoch_seconds=math.nan,
+    full_epoch_seconds=math.nan,
+    full_epochs=[],
+    train_seconds=math.nan,
+    peak_memory_mib=math.nan,
+    memory_kind="",
+    parameters=math.nan,
+    device="",
+    data="",
+    revision="",
+    dirty=None,
+    started="",
+    finished="",
+)
 
 
 def _state(run_dir: Path, which: str) -> tuple[str, str, dict[str, Any] | None]:
@@ -52,20 +72,32 @@ def _result_fields(result: dict[str, Any], which: str) -> dict[str, Any]:
     test = result["metrics"][KEYS[which]]["test"]
     env, predictions = result.get("environment", {}), result.get("predictions") or {}
     recorded = result.get("config", {})  # what the run really did (the setting line reports it)
-    return dict(auc=_num(test.get("auc")), acc=_num(test.get("acc")), balanced_acc=_num(test.get("balanced_acc")),
-                recall=test.get("recall"), auc_note=test.get("auc_note", ""),
-                weights=str(recorded.get("weights")), epochs=recorded.get("epochs"),
-                labels=predictions.get("labels"), scores=predictions.get(KEYS[which]),
-                task=result["data"].get("task", "binary-class"),
-                epoch_seconds=_num(result["timing"].get("mean_epoch_seconds")),
-                full_epoch_seconds=_num(result["timing"].get("mean_full_epoch_seconds")),
-                full_epochs=[h["seconds"] for h in result.get("history", []) if h.get("phase") == "full"],
-                train_seconds=_num(result["timing"].get("total_train_seconds")),
-                peak_memory_mib=result["memory"]["bytes"] / 2**20, memory_kind=result["memory"].get("kind", ""),
-                parameters=result["parameters"]["total"], device=env.get("device", ""), data=_data_text(result),
-                revision=(env.get("git") or {}).get("revision") or "", dirty=(env.get("git") or {}).get("dirty"),
-                started=result.get("started", ""), finished=result.get("finished", ""),
-                **{f"version_{k}": v for k, v in env.get("versions", {}).items()})
+    return dict(
+        auc=_num(test.get("auc")),
+        acc=_num(test.get("acc")),
+        balanced_acc=_num(test.get("balanced_acc")),
+        recall=test.get("recall"),
+        auc_note=test.get("auc_note", ""),
+        weights=str(recorded.get("weights")),
+        epochs=recorded.get("epochs"),
+        labels=predictions.get("labels"),
+        scores=predictions.get(KEYS[which]),
+        task=result["data"].get("task", "binary-class"),
+        epoch_seconds=_num(result["timing"].get("mean_epoch_seconds")),
+        full_epoch_seconds=_num(result["timing"].get("mean_full_epoch_seconds")),
+        full_epochs=[h["seconds"] for h in result.get("history", []) if h.get("phase") == "full"],
+        train_seconds=_num(result["timing"].get("total_train_seconds")),
+        peak_memory_mib=result["memory"]["bytes"] / 2**20,
+        memory_kind=result["memory"].get("kind", ""),
+        parameters=result["parameters"]["total"],
+        device=env.get("device", ""),
+        data=_data_text(result),
+        revision=(env.get("git") or {}).get("revision") or "",
+        dirty=(env.get("git") or {}).get("dirty"),
+        started=result.get("started", ""),
+        finished=result.get("finished", ""),
+        **{f"version_{k}": v for k, v in env.get("versions", {}).items()},
+    )
 
 
 def _data_text(result: dict[str, Any]) -> str:
@@ -73,7 +105,9 @@ def _data_text(result: dict[str, Any]) -> str:
     size = ident.get("size") or "x".join(map(str, ident.get("shape", []))) or "?"
     if "preprocess" in ident:  # scans: the CSV, and how they were brought to one grid
         p = ident["preprocess"]
-        steps = [f"recipe {p['recipe']}"] * bool(p.get("recipe")) + [f"orientation {p.get('orientation') or 'as stored'}"]
+        steps = [f"recipe {p['recipe']}"] * bool(p.get("recipe")) + [
+            f"orientation {p.get('orientation') or 'as stored'}"
+        ]
         steps += [f"spacing {'x'.join(f'{v:g}' for v in p['spacing'])} mm"] * bool(p.get("spacing"))
         size = f"{Path(ident.get('csv', '?')).name} [{', '.join(steps)}]"
     subset = f", subset {ident['subset']}" if "subset" in ident else ""
@@ -90,9 +124,18 @@ def run_row(profile: Profile, run: Run, which: str = "final") -> dict[str, Any]:
     if which not in KEYS:
         raise ValueError(f"unknown model choice {which!r}; valid: {', '.join(KEYS)}")
     state, reason, fields = _state(profile.run_dir(run.run_id), which)
-    return {"run_id": run.run_id, "dataset": run.label, "method": run.method, "seed": run.seed, "status": state,
-            "reason": reason, "weights": str(run.config.weights), "epochs": run.config.epochs, **EMPTY,
-            **(fields or {})}
+    return {
+        "run_id": run.run_id,
+        "dataset": run.label,
+        "method": run.method,
+        "seed": run.seed,
+        "status": state,
+        "reason": reason,
+        "weights": str(run.config.weights),
+        "epochs": run.config.epochs,
+        **EMPTY,
+        **(fields or {}),
+    }
 
 
 def collect(profile: Profile, runs: Iterable[Run] | None = None, which: str = "final") -> pd.DataFrame:
@@ -112,9 +155,14 @@ def notebook_times(paths: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for path in map(Path, paths):
         meta = ((read_record(path)[0] or {}).get("metadata") or {}).get("papermill") or {}
-        rows.append({"notebook": path.parent.name if path.name == "run.ipynb" else path.stem,
-                     "status": "failed" if meta.get("exception") else ("ok" if meta else "not executed"),
-                     "start": (meta.get("start_time") or "")[:19].replace("T", " "),
-                     "end": (meta.get("end_time") or "")[:19].replace("T", " "),
-                     "seconds": _num(meta.get("duration")), "input": meta.get("input_path", "")})
+        rows.append(
+            {
+                "notebook": path.parent.name if path.name == "run.ipynb" else path.stem,
+                "status": "failed" if meta.get("exception") else ("ok" if meta else "not executed"),
+                "start": (meta.get("start_time") or "")[:19].replace("T", " "),
+                "end": (meta.get("end_time") or "")[:19].replace("T", " "),
+                "seconds": _num(meta.get("duration")),
+                "input": meta.get("input_path", ""),
+            }
+        )
     return pd.DataFrame(rows, columns=["notebook", "status", "start", "end", "seconds", "input"])

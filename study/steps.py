@@ -10,6 +10,7 @@ A failed run still completes its job: ``status.json`` says ``failed`` with a one
 and the tables show ``missing (reason)``; retry failed runs with
 ``snakemake ... --forcerun $(grep -l '"failed"' results/<profile>/runs/*/status.json)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ def typed(value):
 
 def fetch_items(config) -> list[str]:
     """Downloadable inputs of a run: ``medmnist-<name>-<size>`` and ``imagenet-<backbone>``."""
-    return ([f"medmnist-{config.dataset}-{config.size}"] if config.dataset in MEDMNIST else []) + \
-        ([f"imagenet-{config.backbone}"] if config.weights == "imagenet" and ":" not in config.backbone else [])
+    return ([f"medmnist-{config.dataset}-{config.size}"] if config.dataset in MEDMNIST else []) + (
+        [f"imagenet-{config.backbone}"] if config.weights == "imagenet" and ":" not in config.backbone else []
+    )
 
 
 def bench_args(profile, json_path: str) -> list[str]:
@@ -90,8 +92,11 @@ def fetch(item: str, download: bool, root: str | None = None) -> dict[str, str]:
     try:
         if kind == "medmnist":
             name, _, size = rest.rpartition("-")
-            return {"item": item, "status": "ok", "where": str(medmnist3d.locate(name, size=int(size), root=root,
-                                                                                 download=download))}
+            return {
+                "item": item,
+                "status": "ok",
+                "where": str(medmnist3d.locate(name, size=int(size), root=root, download=download)),
+            }
         if kind == "imagenet":
             return {"item": item, "status": "ok", "where": str(imagenet_file(rest, download))}
     except (FileNotFoundError, ValueError, RuntimeError) as err:
@@ -113,8 +118,9 @@ def set_aside(out: Path, config: dict) -> Path | None:
     def dumped(value) -> str:  # settings compare as JSON (a tuple equals its list)
         return json.dumps(value, sort_keys=True, default=list)
 
-    changed = [k for k in config
-               if k not in (*RUNTIME_FIELDS, "epochs") and dumped(recorded.get(k)) != dumped(config[k])]
+    changed = [
+        k for k in config if k not in (*RUNTIME_FIELDS, "epochs") and dumped(recorded.get(k)) != dumped(config[k])
+    ]
     if not changed and done <= config["epochs"]:
         return None
     aside = out / "previous"
@@ -141,24 +147,46 @@ def first_error(notebook: Path | None, log: Path | None, fetched: list[str]) -> 
     return None
 
 
-def record_status(run_dir: Path, exit_code: int, notebook: Path | None = None, log: Path | None = None,
-                  fetched: list[str] = (), seconds: float | None = None) -> dict:
+def record_status(
+    run_dir: Path,
+    exit_code: int,
+    notebook: Path | None = None,
+    log: Path | None = None,
+    fetched: list[str] = (),
+    seconds: float | None = None,
+) -> dict:
     """``status.json`` of one attempt: ok when it exited 0 and left a result; a failed run without
     a notebook gets a one-cell stub saying why (the job's outputs stay complete)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ok = exit_code == 0 and (run_dir / "result.json").is_file()
     status = {"run_id": run_dir.name, "status": "ok" if ok else "failed", "exit_code": int(exit_code)}
     if not ok:
-        error = first_error(notebook, log, list(fetched)) or \
-            (f"exit code {exit_code}" if exit_code else "no result.json written")
+        error = first_error(notebook, log, list(fetched)) or (
+            f"exit code {exit_code}" if exit_code else "no result.json written"
+        )
         status.update(error=error, reason=short_reason(error))
         if notebook is not None and not notebook.is_file():
             notebook.parent.mkdir(parents=True, exist_ok=True)
-            notebook.write_text(json.dumps({"cells": [{"id": "failed", "cell_type": "markdown", "metadata": {},
-                                                       "source": f"# Run failed\n\n{error}\n"}],
-                                            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                                        "language": "python"}},
-                                            "nbformat": 4, "nbformat_minor": 5}, indent=1))
+            notebook.write_text(
+                json.dumps(
+                    {
+                        "cells": [
+                            {
+                                "id": "failed",
+                                "cell_type": "markdown",
+                                "metadata": {},
+                                "source": f"# Run failed\n\n{error}\n",
+                            }
+                        ],
+                        "metadata": {
+                            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+                        },
+                        "nbformat": 4,
+                        "nbformat_minor": 5,
+                    },
+                    indent=1,
+                )
+            )
     status["seconds"] = seconds
     (run_dir / "status.json").write_text(json.dumps(status, indent=1) + "\n")
     return status
@@ -171,8 +199,9 @@ def stage(profile_yaml: Path, dest: Path, notebooks: list[str]) -> list[Path]:
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "notebooks").mkdir(parents=True)
     (dest / "runs").mkdir()
-    written = [Path(shutil.copyfile(profile.notebook_dir / f"{n}.ipynb", dest / "notebooks" / f"{n}.ipynb"))
-               for n in notebooks]
+    written = [
+        Path(shutil.copyfile(profile.notebook_dir / f"{n}.ipynb", dest / "notebooks" / f"{n}.ipynb")) for n in notebooks
+    ]
     for run in profile.runs():
         nb = _json(profile.run_dir(run.run_id) / "run.ipynb")
         if not nb:

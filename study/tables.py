@@ -2,6 +2,7 @@
 published numbers, 'missing (reason)' where a run gave nothing, the compute table, the setting line above each
 table, and the HTML the book shows.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,9 @@ def auc_interval(runs: pd.DataFrame, n_boot: int = 2000) -> tuple[float, float]:
     labels = np.asarray(runs.labels.iloc[0])
     if any(np.asarray(seen).shape != labels.shape or (np.asarray(seen) != labels).any() for seen in runs.labels):
         return math.nan, math.nan  # seeds tested on different volumes: no shared resample
-    return mean_auroc_interval(labels, [np.asarray(s) for s in runs.scores], runs.task.iloc[0],
-                               n_boot=n_boot, level=LEVEL)
+    return mean_auroc_interval(
+        labels, [np.asarray(s) for s in runs.scores], runs.task.iloc[0], n_boot=n_boot, level=LEVEL
+    )
 
 
 def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc", "balanced_acc")) -> pd.DataFrame:
@@ -57,8 +59,16 @@ def summarise(frame: pd.DataFrame, metrics: Sequence[str] = ("auc", "acc", "bala
     return pd.DataFrame(rows)
 
 
-def cell(mean: float, std: float, n_ok: int, n_expected: int, reasons: str | None = "", percent: bool = True,
-         interval: tuple[float, float] = (math.nan, math.nan), undefined: str = "") -> str:
+def cell(
+    mean: float,
+    std: float,
+    n_ok: int,
+    n_expected: int,
+    reasons: str | None = "",
+    percent: bool = True,
+    interval: tuple[float, float] = (math.nan, math.nan),
+    undefined: str = "",
+) -> str:
     """'80.9 ± 1.2 [76.0, 85.3]', '... (4/5 runs)', 'missing (reason)' ('missing': reasons is None,
     said in another column), 'not distinguishable from chance (...)', 'below chance (...)', or where
     the metric has no value ``undefined`` as it is ("undefined: split 'test' holds one class (1)")."""
@@ -93,15 +103,22 @@ def compare(summary: pd.DataFrame, table: str, metrics: Sequence[str] = ("auc", 
             return BEYOND
         found = reference.get((table, dataset, v2_method(method) if table == "medmnist_v2" else method, metric))
         return "—" if found is None or math.isnan(found) else f"{found * 100:.1f}"
+
     rows = []
     for s in summary.itertuples(index=False):
         row = {"dataset": s.dataset, "method": s.method}
         for m in metrics:
             interval = (s.auc_lo, s.auc_hi) if m == "auc" else (math.nan, math.nan)
             reasons = s.reasons if m == metrics[0] else None  # said once, in the first column
-            row[f"{METRIC_NAMES[m]} ours"] = cell(getattr(s, f"{m}_mean"), getattr(s, f"{m}_std"), s.n_ok,
-                                                  s.n_expected, reasons, interval=interval,
-                                                  undefined=s.auc_note if m == "auc" else "")
+            row[f"{METRIC_NAMES[m]} ours"] = cell(
+                getattr(s, f"{m}_mean"),
+                getattr(s, f"{m}_std"),
+                s.n_ok,
+                s.n_expected,
+                reasons,
+                interval=interval,
+                undefined=s.auc_note if m == "auc" else "",
+            )
             row[f"{METRIC_NAMES[m]} paper"] = published(table, s.dataset, s.method, m)
             row[f"{METRIC_NAMES[m]} v2 scratch"] = published("medmnist_v2", s.dataset, s.method, m)
         row["Bal. ACC ours"] = cell(s.balanced_acc_mean, s.balanced_acc_std, s.n_ok, s.n_expected, None)
@@ -127,12 +144,18 @@ def compute(frame: pd.DataFrame) -> pd.DataFrame:
         spread = f" ± {np.std(epochs, ddof=1):.1f}" if len(epochs) > 1 else ""
         kind = ok.memory_kind.iloc[0] if len(ok) else ""
         missing = f"missing ({reasons or 'no run'})"
-        rows.append({"dataset": dataset, "method": method,
-                     "params (M)": f"{ok.parameters.max() / 1e6:.1f}" if len(ok) else missing,
-                     "peak memory (MiB)": f"{ok.peak_memory_mib.max():.0f} ({kinds.get(kind, kind)})" if len(ok)
-                     else "missing",  # the reason is said once, in the first column
-                     "s / epoch": f"{np.mean(epochs):.1f}{spread}" if epochs else "missing",
-                     "runs": f"{len(ok)}/{len(group)}"})
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "params (M)": f"{ok.parameters.max() / 1e6:.1f}" if len(ok) else missing,
+                "peak memory (MiB)": f"{ok.peak_memory_mib.max():.0f} ({kinds.get(kind, kind)})"
+                if len(ok)
+                else "missing",  # the reason is said once, in the first column
+                "s / epoch": f"{np.mean(epochs):.1f}{spread}" if epochs else "missing",
+                "runs": f"{len(ok)}/{len(group)}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -168,16 +191,30 @@ def setting(profile: Profile, frame: pd.DataFrame) -> str:
 
     def listed(values: Sequence, sep: str = ", ", empty: str = "none") -> str:
         return sep.join(map(str, dict.fromkeys(values))) if len(values) else empty
+
     weights = listed(frame.weights).replace("None", "none (random init)")
-    return (f"Profile {profile.name} · data: {listed(ok.data, '; ', 'no finished run')} · weights: {weights}"
-            f" · device: {listed(ok.device)} · epochs: {listed(frame.epochs)}"
-            f" · seeds: {listed(sorted(set(frame.seed)))} · runs finished: {len(ok)} of {len(frame)}")
+    return (
+        f"Profile {profile.name} · data: {listed(ok.data, '; ', 'no finished run')} · weights: {weights}"
+        f" · device: {listed(ok.device)} · epochs: {listed(frame.epochs)}"
+        f" · seeds: {listed(sorted(set(frame.seed)))} · runs finished: {len(ok)} of {len(frame)}"
+    )
 
 
 def provenance(frame: pd.DataFrame) -> pd.DataFrame:
     """Per run: status, device, git revision, torch version, training seconds, finish time."""
-    out = frame.reindex(columns=["run_id", "status", "device", "revision", "dirty", "version_torch", "train_seconds",
-                                 "finished", "reason"])
+    out = frame.reindex(
+        columns=[
+            "run_id",
+            "status",
+            "device",
+            "revision",
+            "dirty",
+            "version_torch",
+            "train_seconds",
+            "finished",
+            "reason",
+        ]
+    )
     return out.assign(revision=out.revision.fillna("").str[:10])
 
 
@@ -205,8 +242,11 @@ def readable(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
         out[base] = out.apply(_estimate_text, axis=1, args=(base, std, lo, hi, digits))
         out = out.drop(columns=[c for c in (std, lo, hi) if c and c in out])
     if {"n_seeds", "n_volumes"} <= set(out.columns):
-        out.insert(list(out.columns).index("n_seeds"), "seeds × volumes",
-                   [f"{a} × {b}" for a, b in zip(out.n_seeds, out.n_volumes)])
+        out.insert(
+            list(out.columns).index("n_seeds"),
+            "seeds × volumes",
+            [f"{a} × {b}" for a, b in zip(out.n_seeds, out.n_volumes)],
+        )
         out = out.drop(columns=["n_seeds", "n_volumes"])
     return out.rename(columns=lambda c: c.replace("_", " "))
 

@@ -1,4 +1,5 @@
 """Shared fixtures: the real AdrenalMNIST3D files and small local weight files."""
+
 from __future__ import annotations
 
 import os
@@ -43,9 +44,11 @@ def find_adrenal(env: str | None, shared: Path, download: Callable[[], Path | No
     downloaded = download()
     if downloaded is not None:
         return downloaded
-    return (f"the tests need the real AdrenalMNIST3D files {' and '.join(ADRENAL_FILES)}: not in "
-            f"$LIB25D_DATA_ROOT ({env or 'unset'}), not in {shared}, and medmnist could not download "
-            "them (no internet?); put them in one of these places")
+    return (
+        f"the tests need the real AdrenalMNIST3D files {' and '.join(ADRENAL_FILES)}: not in "
+        f"$LIB25D_DATA_ROOT ({env or 'unset'}), not in {shared}, and medmnist could not download "
+        "them (no internet?); put them in one of these places"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,14 @@ gradients are not compared in bf16: with an 8-bit mantissa through train-mode Ba
 CPU; on CUDA, whose kernels may pick another algorithm for another batch shape, it becomes the
 floor's check (float64: 1e-12).
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -79,8 +81,14 @@ class Numerics:
             detail = f"norm-wise relative error {error / scale if scale else error:.3g} > {floor:g} ({self.precision})"
             raise AssertionError(msg(detail) if callable(msg) else f"{msg}: {detail}" if msg else detail)
 
-    def close(self, actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float,
-              msg: str | Callable[[str], str] | None = None) -> None:
+    def close(
+        self,
+        actual: torch.Tensor,
+        expected: torch.Tensor,
+        rtol: float,
+        atol: float,
+        msg: str | Callable[[str], str] | None = None,
+    ) -> None:
         """The written tolerance (``torch.testing.assert_close``); in float32/bf16 the norm-wise floor
         where that fails. Compared in float64 on the CPU (bf16 outputs too)."""
         a, e = actual.detach().cpu().double(), expected.detach().cpu().double()
@@ -96,11 +104,17 @@ class Numerics:
             for name, a, e in pairs:
                 self.close(a, e, rtol, atol, msg=lambda m, name=name: f"{name}: {m}")
         else:
-            self.close(_flat(a for _, a, _ in pairs), _flat(e for _, _, e in pairs), rtol, atol,
-                       msg=f"{len(pairs)} tensors as one vector")
+            self.close(
+                _flat(a for _, a, _ in pairs),
+                _flat(e for _, _, e in pairs),
+                rtol,
+                atol,
+                msg=f"{len(pairs)} tensors as one vector",
+            )
 
-    def same(self, actual: torch.Tensor, expected: torch.Tensor, msg: str = "",
-             computed: torch.dtype | None = None) -> None:
+    def same(
+        self, actual: torch.Tensor, expected: torch.Tensor, msg: str = "", computed: torch.dtype | None = None
+    ) -> None:
         """Bitwise equal where the device promises it (CPU). Elsewhere the norm-wise floor of the
         precision the values were ``computed`` in (default: their dtype; bf16 under autocast)."""
         if self.device.type == "cpu":

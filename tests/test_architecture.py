@@ -1,6 +1,7 @@
 """The layout is checked by tools, not by memory: import-linter's contracts (pyproject.toml), ruff (lint and
 format), no lib25d or study import hidden inside a function, no file over 300 lines, and a package that imports
 and trains where POSIX-only modules do not exist (Windows, the OS of many course laptops)."""
+
 from __future__ import annotations
 
 import ast
@@ -80,8 +81,9 @@ print("trained", result["metrics"]["final"]["epoch"], result["memory"]["kind"])
 
 
 def test_the_package_imports_and_trains_without_posix_only_modules(tmp_path):
-    done = subprocess.run([sys.executable, "-c", HIDDEN, str(tmp_path / "run")], capture_output=True, text=True,
-                          timeout=600, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-c", HIDDEN, str(tmp_path / "run")], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
     assert done.returncode == 0 and "trained 1 process_peak_rss" in done.stdout, done.stderr[-3000:]
 
 

@@ -4,6 +4,7 @@ Each test builds its bad file in tmp_path: non-finite voxels (NIfTI, MedMNIST-st
 arrays), damaged NIfTI scans and cache entries, unreadable CSVs, weights files that are not
 state dicts (or do not fit), profile YAML files and result records.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -137,8 +138,9 @@ def test_medmnist_file_with_float_nan_images_names_file_split_and_volume(tmp_pat
 
 
 def test_medmnist_file_without_the_split_names_file_and_array(tmp_path, monkeypatch):
-    path = _fake_medmnist(tmp_path, monkeypatch, {"train_images": np.zeros((4, 28, 28, 28), np.uint8),
-                                                  "train_labels": np.zeros((4, 1))})
+    path = _fake_medmnist(
+        tmp_path, monkeypatch, {"train_images": np.zeros((4, 28, 28, 28), np.uint8), "train_labels": np.zeros((4, 1))}
+    )
     with pytest.raises(ValueError) as err:
         load_dataset("adrenal", "val", root=tmp_path)
     one_line_message(err, str(path), "no val_images or val_labels array", "download")
@@ -186,10 +188,13 @@ def test_damaged_cache_file_is_redone(tmp_path):
     np.testing.assert_array_equal(again.volumes, first.volumes)
 
 
-@pytest.mark.parametrize("content, problem", [
-    (gzip.compress(b"\x00\xff" * 500), "not UTF-8 text: a binary file"),
-    ("image,label,split\ncafé.nii,0,train\n".encode("latin-1"), "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (gzip.compress(b"\x00\xff" * 500), "not UTF-8 text: a binary file"),
+        ("image,label,split\ncafé.nii,0,train\n".encode("latin-1"), "not UTF-8 text"),
+    ],
+)
 def test_unreadable_csv_names_file(tmp_path, content, problem):
     csv = tmp_path / "scans.csv"
     csv.write_bytes(content)
@@ -240,12 +245,16 @@ WEIGHTS_CASES = {
     "list": (lambda p: torch.save([1, 2, 3], p), "(it holds a list, not a dict"),
     "tensor": (lambda p: torch.save(torch.zeros(3), p), "(it holds a Tensor, not a dict"),
     "pickle": (lambda p: p.write_bytes(pickle.dumps({"a": {1, 2}})), "holds Python objects besides tensors"),
-    "checkpoint": (lambda p: torch.save({"model": torchvision.models.resnet18().state_dict(), "epoch": 3}, p),
-                   "training checkpoint whose 'model' entry holds the state dict"),
+    "checkpoint": (
+        lambda p: torch.save({"model": torchvision.models.resnet18().state_dict(), "epoch": 3}, p),
+        "training checkpoint whose 'model' entry holds the state dict",
+    ),
     "not tensors": (lambda p: torch.save({"lr": 0.1, "epoch": 3}, p), "entry 'lr' is not a tensor but float"),
     "keys": (_keys_off, "do not fit torchvision's resnet18: missing keys fc.bias; unexpected keys head.weight"),
-    "shapes": (lambda p: torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), p),
-               "fc.weight is [2, 512] in the file, [1000, 512] in the network"),
+    "shapes": (
+        lambda p: torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), p),
+        "fc.weight is [2, 512] in the file, [1000, 512] in the network",
+    ),
 }
 
 
@@ -282,11 +291,37 @@ def test_damaged_cached_imagenet_weights_are_named(tmp_path, monkeypatch):
 def test_cli_train_with_text_weights_file_is_one_error_line(tmp_path):
     bad = tmp_path / "w.pt"
     bad.write_text("not a state dict\n")
-    proc = run_cli("lib25d.cli", "train", "--dataset", "synthetic", "--size", "16", "--weights", str(bad),
-                   "--epochs", "1", "--out", str(tmp_path / "run"), "--device", "cpu", "--option", "n_train=8",
-                   "--option", "n_val=4", "--option", "n_test=4", "--quiet", cwd=tmp_path)
-    assert_one_error_line(proc, "lib25d train: error: ", f"weights file {bad} is not a PyTorch state dict",
-                          "it is a text file", "torch.save(model.state_dict(), path)")
+    proc = run_cli(
+        "lib25d.cli",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--size",
+        "16",
+        "--weights",
+        str(bad),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--option",
+        "n_train=8",
+        "--option",
+        "n_val=4",
+        "--option",
+        "n_test=4",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert_one_error_line(
+        proc,
+        "lib25d train: error: ",
+        f"weights file {bad} is not a PyTorch state dict",
+        "it is a text file",
+        "torch.save(model.state_dict(), path)",
+    )
 
 
 def test_cli_train_on_nan_nifti_scan_is_one_error_line(tmp_path):
@@ -295,12 +330,30 @@ def test_cli_train_on_nan_nifti_scan_is_one_error_line(tmp_path):
     write_nii(tmp_path / "good.nii.gz", ramp((16, 16, 16)))
     write_nii(tmp_path / "bad.nii.gz", bad)
     csv = tmp_path / "scans.csv"
-    csv.write_text("image,label,split\n" + "".join(f"good.nii.gz,{i % 2},{s}\n" for s in ("train", "val", "test")
-                                                    for i in range(2)) + "bad.nii.gz,1,train\n")
-    proc = run_cli("lib25d.cli", "train", "--dataset", f"nifti:{csv}", "--weights", "none", "--epochs", "1",
-                   "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet", cwd=tmp_path)
-    assert_one_error_line(proc, "lib25d train: error: ", str(tmp_path / "bad.nii.gz"), "NaN or inf",
-                          f"CSV {csv} line 8")
+    csv.write_text(
+        "image,label,split\n"
+        + "".join(f"good.nii.gz,{i % 2},{s}\n" for s in ("train", "val", "test") for i in range(2))
+        + "bad.nii.gz,1,train\n"
+    )
+    proc = run_cli(
+        "lib25d.cli",
+        "train",
+        "--dataset",
+        f"nifti:{csv}",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+        "--quiet",
+        cwd=tmp_path,
+    )
+    assert_one_error_line(
+        proc, "lib25d train: error: ", str(tmp_path / "bad.nii.gz"), "NaN or inf", f"CSV {csv} line 8"
+    )
 
 
 # -- profile YAML files -------------------------------------------------------------------------------------
@@ -308,7 +361,10 @@ PROFILE_CASES = {
     "invalid yaml": ("profile: x\ndefaults: {epochs: 2\n", "is not valid YAML"),
     "not a mapping": ("- profile\n- x\n", "must hold a YAML mapping (profile:, defaults:, datasets:, ...), not a list"),
     "unknown key": ("profile: x\ndatasets: {synthetic: {}}\nepoch: 2\n", "unknown profile key(s) epoch"),
-    "dataset not a mapping": ("profile: x\ndatasets: {synthetic: [size, 16]}\n", "datasets.synthetic must be a mapping"),
+    "dataset not a mapping": (
+        "profile: x\ndatasets: {synthetic: [size, 16]}\n",
+        "datasets.synthetic must be a mapping",
+    ),
     "threads": ("profile: x\ndatasets: {synthetic: {}}\nthreads: many\n", "threads must be a whole number"),
     "unknown run setting": ("profile: x\ndatasets: {synthetic: {epoch: 2}}\n", "unknown run setting(s) epoch"),
 }
@@ -341,9 +397,17 @@ def test_profiles_cli_on_invalid_yaml_is_one_line(tmp_path):
 
 # -- result records ---------------------------------------------------------------------------------------------
 def _profile(tmp_path: Path):
-    return from_dict({"profile": "tiny", "results": str(tmp_path / "results"), "defaults": {"weights": None},
-                      "datasets": {"synthetic": {}}, "table1": ["attention"], "table3": ["attention"]},
-                     root=tmp_path)
+    return from_dict(
+        {
+            "profile": "tiny",
+            "results": str(tmp_path / "results"),
+            "defaults": {"weights": None},
+            "datasets": {"synthetic": {}},
+            "table1": ["attention"],
+            "table3": ["attention"],
+        },
+        root=tmp_path,
+    )
 
 
 RECORD_CASES = {
@@ -377,12 +441,35 @@ def test_damaged_checkpoint_on_resume_and_evaluate_is_one_line(tmp_path, content
     out = tmp_path / "run"
     out.mkdir()
     (out / CHECKPOINT).write_bytes(content)
-    args = ["lib25d.cli", "train", "--dataset", "synthetic", "--size", "8", "--weights", "none", "--epochs", "1",
-            "--device", "cpu", "--out", str(out), "--resume"]
-    assert_one_error_line(run_cli(*args, cwd=tmp_path), "lib25d train: error: ",
-                          f"checkpoint {out / CHECKPOINT} cannot be read", "move it away")
-    assert_one_error_line(run_cli("lib25d.cli", "evaluate", str(out), "--device", "cpu", cwd=tmp_path),
-                          "lib25d evaluate: error: ", f"checkpoint {out / CHECKPOINT} cannot be read", "move it away")
+    args = [
+        "lib25d.cli",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--size",
+        "8",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--resume",
+    ]
+    assert_one_error_line(
+        run_cli(*args, cwd=tmp_path),
+        "lib25d train: error: ",
+        f"checkpoint {out / CHECKPOINT} cannot be read",
+        "move it away",
+    )
+    assert_one_error_line(
+        run_cli("lib25d.cli", "evaluate", str(out), "--device", "cpu", cwd=tmp_path),
+        "lib25d evaluate: error: ",
+        f"checkpoint {out / CHECKPOINT} cannot be read",
+        "move it away",
+    )
     assert (out / CHECKPOINT).read_bytes() == content  # nothing half written, nothing removed
 
 
@@ -393,5 +480,9 @@ def test_checkpoint_of_another_program_names_what_it_lacks(tmp_path):
     out.mkdir()
     torch.save({"model": {}}, out / CHECKPOINT)
     proc = run_cli("lib25d.cli", "evaluate", str(out), "--device", "cpu", cwd=tmp_path)
-    assert_one_error_line(proc, "lib25d evaluate: error: ", f"checkpoint {out / CHECKPOINT} lacks config",
-                          "not written by this version of lib25d")
+    assert_one_error_line(
+        proc,
+        "lib25d evaluate: error: ",
+        f"checkpoint {out / CHECKPOINT} lacks config",
+        "not written by this version of lib25d",
+    )

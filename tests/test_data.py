@@ -1,4 +1,5 @@
 """Dataset registry, VolumeDataset checks and MedMNIST 3D loading from the real shared Adrenal files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -111,7 +112,9 @@ def test_medmnist_default_root_is_the_fallback(shared_root, monkeypatch):
     assert len(load_dataset("adrenal", "test")) == 298
 
 
-@pytest.mark.parametrize("size, file, url", [(28, "adrenalmnist3d.npz", "url"), (64, "adrenalmnist3d_64.npz", "url_64")])
+@pytest.mark.parametrize(
+    "size, file, url", [(28, "adrenalmnist3d.npz", "url"), (64, "adrenalmnist3d_64.npz", "url_64")]
+)
 def test_missing_file_message(tmp_path, size, file, url):
     with pytest.raises(FileNotFoundError) as err:
         load_dataset("adrenal", "train", size=size, root=tmp_path)
@@ -250,8 +253,13 @@ def test_volume_dataset_rejects_wrong_shapes():
     with pytest.raises(ValueError, match="expected"):
         VolumeDataset(np.zeros((3, 4, 5, 6), np.float32), np.zeros(3, np.int64), _info(), "train")
     with pytest.raises(ValueError, match="masks"):
-        VolumeDataset(np.zeros((3, 1, 4, 5, 6), np.float32), np.zeros(3, np.int64), _info(), "train",
-                      masks=np.zeros((3, 4, 5, 5), bool))
+        VolumeDataset(
+            np.zeros((3, 1, 4, 5, 6), np.float32),
+            np.zeros(3, np.int64),
+            _info(),
+            "train",
+            masks=np.zeros((3, 4, 5, 5), bool),
+        )
 
 
 def test_dataset_info_validates():

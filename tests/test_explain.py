@@ -1,4 +1,5 @@
 """Explanations: attention read-out, sparsity, voxel maps, HiResCAM, pointing game, deletion, CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -70,11 +71,13 @@ def tiny_data():
 
 def hand_made(weights: np.ndarray, spatial=(4, 3, 2)) -> SliceAttention:
     weights = np.asarray(weights, dtype=np.float64)[None]
-    return SliceAttention(weights, np.repeat(weights[:, None], 2, axis=1), SliceLayout.for_shape(spatial),
-                          np.zeros((1, 1)))
+    return SliceAttention(
+        weights, np.repeat(weights[:, None], 2, axis=1), SliceLayout.for_shape(spatial), np.zeros((1, 1))
+    )
 
 
 # ----------------------------------------------------------------------------- attention
+
 
 def test_attention_arrays_shapes_sums_and_axis_split(attention_model):
     d, h, w = 10, 12, 9
@@ -86,8 +89,11 @@ def test_attention_arrays_shapes_sums_and_axis_split(attention_model):
     axes = att.by_axis()
     assert {k: v.shape for k, v in axes.items()} == {"axial": (2, d), "coronal": (2, h), "sagittal": (2, w)}
     assert {k: v.shape for k, v in att.by_axis(per_head=True).items()} == {
-        "axial": (2, 8, d), "coronal": (2, 8, h), "sagittal": (2, 8, w)}
-    np.testing.assert_array_equal(axes["coronal"], att.weights[:, d:d + h])
+        "axial": (2, 8, d),
+        "coronal": (2, 8, h),
+        "sagittal": (2, 8, w),
+    }
+    np.testing.assert_array_equal(axes["coronal"], att.weights[:, d : d + h])
     assert att.logits.shape == (2, 1) and attention_model.training  # eval for the read-out, then restored
 
 
@@ -121,7 +127,7 @@ def test_entropy_and_effective_slices_on_hand_made_weights():
 
 def test_background_share_on_hand_made_volume():
     x = np.zeros((1, 1, 4, 3, 2), dtype=np.float32)
-    x[0, 0, 1, 2, 0] = 0.8    # one bright voxel: axial 1, coronal 2, sagittal 0 are not empty
+    x[0, 0, 1, 2, 0] = 0.8  # one bright voxel: axial 1, coronal 2, sagittal 0 are not empty
     x[0, 0, 3, 0, 1] = 0.005  # faint: background at the default threshold, tissue at threshold 0.001
     layout = SliceLayout.for_shape((4, 3, 2))
     empty = empty_slices(x, layout)
@@ -152,6 +158,7 @@ def test_attention_refused_for_models_without_it_and_bad_volumes(attention_model
 
 # ----------------------------------------------------------------------------- voxel maps
 
+
 def test_voxel_maps_shape_sum_and_peak():
     rng = np.random.default_rng(0)
     a, b, c = rng.random((2, 5)), rng.random((2, 6)), rng.random((2, 7))
@@ -172,6 +179,7 @@ def test_voxel_maps_shape_sum_and_peak():
 
 # ----------------------------------------------------------------------------- HiResCAM
 
+
 @pytest.mark.parametrize("method", ["3d", "acs"])
 @pytest.mark.parametrize("size,layer", [(28, "layer3"), (64, "layer4")])
 def test_hirescam_is_not_blank(baselines, method, size, layer):
@@ -186,8 +194,15 @@ def test_hirescam_is_not_blank(baselines, method, size, layer):
 
 
 def test_cam_layer_rule_and_blank_layer_refused(attention_model, baselines):
-    assert [cam_layer_name((s, s, s)) for s in (8, 16, 28, 32, 63, 64, 128)] == \
-        ["layer1", "layer2", "layer3", "layer3", "layer3", "layer4", "layer4"]
+    assert [cam_layer_name((s, s, s)) for s in (8, 16, 28, 32, 63, 64, 128)] == [
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer3",
+        "layer3",
+        "layer4",
+        "layer4",
+    ]
     assert cam_layer_name((1, 1, 64, 28, 64)) == "layer3"  # the shortest side decides
     with pytest.raises(ValueError, match="1x1x1.*blank.*layer3"):
         hirescam(baselines["3d"], torch.rand(1, 1, 28, 28, 28), layer="layer4")
@@ -221,6 +236,7 @@ def test_class_target_explains_the_chosen_or_predicted_class():
 
 # ----------------------------------------------------------------------------- figures
 
+
 def test_figure3_panels_name_the_peak_slice_and_cam_peak(tmp_path):
     volume = np.random.default_rng(0).random((1, 10, 12, 14)).astype(np.float32)
     profiles = {"axial": np.full(10, 0.01), "coronal": np.full(12, 0.01), "sagittal": np.full(14, 0.01)}
@@ -253,11 +269,18 @@ def test_lesion_figure_marks_the_lesion_slices_and_the_most_attended_one(tmp_pat
 
 
 def test_pointing_figure_puts_hit_rate_beside_chance():
-    summary = pd.DataFrame({"method": ["attention", "attention", "random"],
-                            "explanation": ["slice", "slice", "random map"], "axis": ["all", "axial", "all"],
-                            "level": ["slice", "slice", "voxel"], "hit_rate": [0.9, 0.6, 0.1],
-                            "hit_rate_ci_low": [0.8, 0.4, 0.0], "hit_rate_ci_high": [1.0, 0.8, 0.2],
-                            "hit_chance": [0.25, 0.25, 0.01]})
+    summary = pd.DataFrame(
+        {
+            "method": ["attention", "attention", "random"],
+            "explanation": ["slice", "slice", "random map"],
+            "axis": ["all", "axial", "all"],
+            "level": ["slice", "slice", "voxel"],
+            "hit_rate": [0.9, 0.6, 0.1],
+            "hit_rate_ci_low": [0.8, 0.4, 0.0],
+            "hit_rate_ci_high": [1.0, 0.8, 0.2],
+            "hit_chance": [0.25, 0.25, 0.01],
+        }
+    )
     ax = pointing_figure(summary).axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["all axes", "axial"]
     assert [round(b.get_height(), 2) for b in ax.patches] == [0.9, 0.6, 0.25, 0.25]
@@ -266,6 +289,7 @@ def test_pointing_figure_puts_hit_rate_beside_chance():
 
 
 # ----------------------------------------------------------------------------- pointing game
+
 
 def lesion_case() -> tuple[np.ndarray, SliceLayout]:
     masks = np.zeros((2, 6, 6, 6), dtype=bool)
@@ -276,9 +300,9 @@ def lesion_case() -> tuple[np.ndarray, SliceLayout]:
 def test_slice_pointing_hits_when_attention_peaks_on_the_lesion():
     masks, layout = lesion_case()
     on = np.full((2, 18), 0.5 / 17)
-    on[:, 2] = 0.5                       # axial slice 2: through the lesion
+    on[:, 2] = 0.5  # axial slice 2: through the lesion
     off = np.full((2, 18), 0.5 / 17)
-    off[:, 6 + 5] = 0.5                  # coronal slice 5: beside it
+    off[:, 6 + 5] = 0.5  # coronal slice 5: beside it
     assert slice_pointing(on, layout, masks)["hit"].tolist() == [1.0, 1.0]
     assert slice_pointing(off, layout, masks)["hit"].tolist() == [0.0, 0.0]
     assert slice_pointing(off, layout, masks, axis="axial")["hit"].tolist() == [0.0, 0.0]  # uniform: first slice
@@ -321,11 +345,25 @@ def test_peaks_resolve_plateaus_to_their_centre_and_blank_maps_point_nowhere():
 
 
 def test_summary_pools_seeds_with_bootstrap_over_volumes():
-    rows = [{"method": e, "explanation": "voxel sum", "axis": "all", "level": "voxel", "tolerance": 0, "seed": s,
-             "volume": v, "label": 1,
-             "hit": float(hit), "mass": 0.1 * s, "hit_chance": 0.2, "mass_chance": 0.05}
-            for e, hits in (("good", [1, 1, 1, 1]), ("mixed", [1, 0, 1, 0])) for s in (0, 1)
-            for v, hit in enumerate(hits)]
+    rows = [
+        {
+            "method": e,
+            "explanation": "voxel sum",
+            "axis": "all",
+            "level": "voxel",
+            "tolerance": 0,
+            "seed": s,
+            "volume": v,
+            "label": 1,
+            "hit": float(hit),
+            "mass": 0.1 * s,
+            "hit_chance": 0.2,
+            "mass_chance": 0.05,
+        }
+        for e, hits in (("good", [1, 1, 1, 1]), ("mixed", [1, 0, 1, 0]))
+        for s in (0, 1)
+        for v, hit in enumerate(hits)
+    ]
     table = summarize_pointing(pd.DataFrame(rows), n_boot=200)
     good, mixed = table.set_index("method").loc["good"], table.set_index("method").loc["mixed"]
     assert good["hit_rate"] == 1.0 and good["hit_rate_ci_low"] == 1.0
@@ -339,6 +377,7 @@ def test_summary_pools_seeds_with_bootstrap_over_volumes():
 
 
 # ----------------------------------------------------------------------------- deletion
+
 
 def test_blanking_changes_exactly_the_chosen_slices():
     x = torch.rand(2, 1, 5, 6, 7) + 0.5
@@ -395,7 +434,12 @@ def test_deletion_table_shape_and_values(stats_model, tiny_data):
     per_repeat, summary = deletion_test(stats_model, tiny_data, ks=(1, 2), repeats=2, batch_size=3, n_boot=50)
     assert len(per_repeat) == 1 + 2 * (1 + 2)
     assert list(summary[["selection", "k"]].itertuples(index=False, name=None)) == [
-        ("none", 0), ("attention", 1), ("random", 1), ("attention", 2), ("random", 2)]
+        ("none", 0),
+        ("attention", 1),
+        ("random", 1),
+        ("attention", 2),
+        ("random", 2),
+    ]
     assert summary.set_index(["selection", "k"]).loc[("random", 2), "repeats"] == 2
     assert {"prob_drop", "prob_drop_std", "prob_drop_ci_low", "auc", "acc"} <= set(summary.columns)
     assert (summary["n"] == 4).all() and summary.loc[0, "prob_drop"] == 0.0
@@ -404,8 +448,10 @@ def test_deletion_table_shape_and_values(stats_model, tiny_data):
     att = slice_attention(stats_model, x)
     p0 = torch.sigmoid(torch.as_tensor(att.logits[:, 0]))
     predicted = p0 > 0.5
-    for selection, repeat, tokens in (("attention", 0, np.argsort(-att.weights, axis=1)[:, :2]),
-                                      ("random", 1, random_tokens(att.layout.num_tokens, 2, range(4), 1, 0))):
+    for selection, repeat, tokens in (
+        ("attention", 0, np.argsort(-att.weights, axis=1)[:, :2]),
+        ("random", 1, random_tokens(att.layout.num_tokens, 2, range(4), 1, 0)),
+    ):
         with torch.no_grad():
             p = torch.sigmoid(stats_model(blank_slices(x, tokens, att.layout))[:, 0])
         drop = torch.where(predicted, p0 - p, (1 - p0) - (1 - p)).mean().item()
@@ -428,10 +474,12 @@ def test_deletion_on_real_adrenal_volumes(stats_model, medmnist_root):
 
 # ----------------------------------------------------------------------------- runs and CLI
 
+
 def fake_run(folder, method: str):
     """A run folder as 'lib25d train' writes it, with random weights: no training in tests."""
-    config = RunConfig(dataset="synthetic", size=TINY_SIZE, method=method, weights=None, epochs=1,
-                       dataset_options=dict(TINY))
+    config = RunConfig(
+        dataset="synthetic", size=TINY_SIZE, method=method, weights=None, epochs=1, dataset_options=dict(TINY)
+    )
     torch.manual_seed(0)
     model = build_model(method)
     folder.mkdir()
@@ -447,27 +495,78 @@ def test_cli_explain_writes_figures_and_tables(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="lib25d")
     register(parser.add_subparsers(dest="command"))
     out = tmp_path / "explain"
-    args = parser.parse_args([
-        "explain", "--attention-run", str(runs["attention"]), "--run-3d", str(runs["3d"]), "--run-acs",
-        str(runs["acs"]), "--deletion-run", str(runs["attention"]), "--out", str(out), "--max-volumes", "2",
-        "--ks", "1", "2", "--repeats", "1", "--n-boot", "50", "--device", "cpu"])
+    args = parser.parse_args(
+        [
+            "explain",
+            "--attention-run",
+            str(runs["attention"]),
+            "--run-3d",
+            str(runs["3d"]),
+            "--run-acs",
+            str(runs["acs"]),
+            "--deletion-run",
+            str(runs["attention"]),
+            "--out",
+            str(out),
+            "--max-volumes",
+            "2",
+            "--ks",
+            "1",
+            "2",
+            "--repeats",
+            "1",
+            "--n-boot",
+            "50",
+            "--device",
+            "cpu",
+        ]
+    )
     assert args.func(args) == 0
     printed = capsys.readouterr().out
     assert "pointing" in printed and "deletion" in printed and "hirescam" in printed
     volume = int(np.flatnonzero(load_dataset("synthetic", "test", size=TINY_SIZE, **TINY).masks.any(axis=(1, 2, 3)))[0])
-    for name in (f"figure3_volume{volume}.png", f"heads_volume{volume}.png", "pointing.csv", "pointing.json",
-                 "deletion.csv", "deletion.json", "sparsity.csv", "pointing_per_volume.csv"):
+    for name in (
+        f"figure3_volume{volume}.png",
+        f"heads_volume{volume}.png",
+        "pointing.csv",
+        "pointing.json",
+        "deletion.csv",
+        "deletion.json",
+        "sparsity.csv",
+        "pointing_per_volume.csv",
+    ):
         assert (out / name).stat().st_size > 0, name
     pointing = pd.read_csv(out / "pointing.csv")
     assert set(zip(pointing["method"], pointing["explanation"], pointing["axis"])) == {
-        ("attention", "slice", "all"), ("attention", "slice", "axial"), ("attention", "slice", "coronal"),
-        ("attention", "slice", "sagittal"), ("attention", "voxel sum", "all"), ("attention", "voxel product", "all"),
-        ("3d", "hirescam", "all"), ("acs", "hirescam", "all"), ("random", "random map", "all")}
+        ("attention", "slice", "all"),
+        ("attention", "slice", "axial"),
+        ("attention", "slice", "coronal"),
+        ("attention", "slice", "sagittal"),
+        ("attention", "voxel sum", "all"),
+        ("attention", "voxel product", "all"),
+        ("3d", "hirescam", "all"),
+        ("acs", "hirescam", "all"),
+        ("random", "random map", "all"),
+    }
     assert (pointing["n_volumes"] == 2).all()
     assert len(json.loads((out / "deletion.json").read_text())) == 1 + 2 * 2
     with pytest.raises(ValueError, match="holds a '3d' run where a 'acs' run is expected"):
-        args.func(parser.parse_args(["explain", "--attention-run", str(runs["attention"]), "--run-acs",
-                                     str(runs["3d"]), "--out", str(out), "--no-figures", "--max-volumes", "1"]))
+        args.func(
+            parser.parse_args(
+                [
+                    "explain",
+                    "--attention-run",
+                    str(runs["attention"]),
+                    "--run-acs",
+                    str(runs["3d"]),
+                    "--out",
+                    str(out),
+                    "--no-figures",
+                    "--max-volumes",
+                    "1",
+                ]
+            )
+        )
     with pytest.raises(FileNotFoundError, match="no checkpoint.pt"):
         args.func(parser.parse_args(["explain", "--attention-run", str(tmp_path), "--out", str(out)]))
 

@@ -2,6 +2,7 @@
 reduced check runs here on the CPU through the same steps as on a GPU and writes both reports;
 each refusal is one line; the runner reports every step, a failing or hanging one included; the
 wheel set is what the GPU machine lacks; the tests' device switch defaults to CPU float64."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ from lib25d.models import METHODS  # noqa: E402
 def copy_files(dest: Path) -> Path:
     """The checkout's tracked and untracked-but-not-ignored files, as a clone would hold them (no wheels,
     no .venv): what the check sees on a GPU machine. Without .git, which it does not need."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -66,10 +72,13 @@ def fake_wheel(folder: Path, name: str, requires: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-0.1-py3-none-any.whl"
     info = f"{name}-0.1.dist-info"
-    files = {f"{name}/__init__.py": "",
-             f"{info}/METADATA": "Metadata-Version: 2.1\nName: {}\nVersion: 0.1\n{}".format(
-                 name, "".join(f"Requires-Dist: {r}\n" for r in requires)),
-             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files = {
+        f"{name}/__init__.py": "",
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: {}\nVersion: 0.1\n{}".format(
+            name, "".join(f"Requires-Dist: {r}\n" for r in requires)
+        ),
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
     files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{info}/RECORD"])
     with zipfile.ZipFile(path, "w") as z:
         for arcname, text in files.items():
@@ -79,10 +88,26 @@ def fake_wheel(folder: Path, name: str, requires: list[str]) -> Path:
 
 def test_wheels_lacking_a_requirement_are_refused_in_one_line(tmp_path, capsys, medmnist_root):
     wheels = tmp_path / "wheels"
-    fake_wheel(wheels, "lib25d_probe", ["numpy>=1", "not-a-package-lib25d>=1", "pulp>=2",
-                                         "opencv-python", "colorama; sys_platform == 'win32'"])
-    err = refusal(capsys, ["--out", str(tmp_path / "out"), "--device", "cpu", "--data", str(medmnist_root),
-                           "--wheels", str(wheels), "--target", str(tmp_path / "site")])
+    fake_wheel(
+        wheels,
+        "lib25d_probe",
+        ["numpy>=1", "not-a-package-lib25d>=1", "pulp>=2", "opencv-python", "colorama; sys_platform == 'win32'"],
+    )
+    err = refusal(
+        capsys,
+        [
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+            "--data",
+            str(medmnist_root),
+            "--wheels",
+            str(wheels),
+            "--target",
+            str(tmp_path / "site"),
+        ],
+    )
     assert "lacks a package: lib25d_probe needs not-a-package-lib25d>=1, which is missing" in err
     assert "(and" not in err  # numpy is here, pulp is left out on purpose, the rest does not apply here
     assert (tmp_path / "site" / "lib25d_probe" / "__init__.py").is_file()  # installed into the target only
@@ -101,10 +126,19 @@ def test_the_wheel_set_is_what_the_machine_lacks():
     assert not names & {"lib25d", "jupyter-book", "snakemake-executor-plugin-slurm"}
     with_deps, alone = gpu_wheels.split_no_deps(reqs)
     assert [r.startswith("myst-nb") for r in alone] == [True] and not any(r.startswith("myst-nb") for r in with_deps)
-    resolved = [{"metadata": {"name": n, "version": v, "requires_dist": d}} for n, v, d in [
-        ("snakemake", "9.0", ["packaging<26,>=24", "pulp<3.4", "jinja2>=3", "pyyaml; python_version < '3.8'"]),
-        ("packaging", "25.0", []), ("jinja2", "3.1", []), ("pulp", "3.3", []), ("numpy", "2.5.2", []),
-        ("grad_cam", "1.5.7", ["opencv-python", "numpy<3"]), ("opencv-python", "5.0", []), ("pyyaml", "6.0", [])]]
+    resolved = [
+        {"metadata": {"name": n, "version": v, "requires_dist": d}}
+        for n, v, d in [
+            ("snakemake", "9.0", ["packaging<26,>=24", "pulp<3.4", "jinja2>=3", "pyyaml; python_version < '3.8'"]),
+            ("packaging", "25.0", []),
+            ("jinja2", "3.1", []),
+            ("pulp", "3.3", []),
+            ("numpy", "2.5.2", []),
+            ("grad_cam", "1.5.7", ["opencv-python", "numpy<3"]),
+            ("opencv-python", "5.0", []),
+            ("pyyaml", "6.0", []),
+        ]
+    ]
     box = {"packaging": None, "jinja2": None, "numpy": "2.5.2", "opencv-python-headless": None, "pyyaml": None}
     # packaging: capped by a carried package, version there unknown; numpy: capped but its version is known
     assert gpu_wheels.lacking(resolved, box) == [("grad_cam", "1.5.7"), ("packaging", "25.0"), ("snakemake", "9.0")]
@@ -113,10 +147,11 @@ def test_the_wheel_set_is_what_the_machine_lacks():
 def test_the_runner_reports_every_step(tmp_path):
     """A failing step, a hanging one and one past the budget are reported; the others still run."""
     py = sys.executable
-    steps = [gpu_check.Step("fails", [py, "-c", "print('boom'); raise SystemExit(3)"], timeout=30),
-             gpu_check.Step("hangs", [py, "-c", "import time; time.sleep(60)"], timeout=1),
-             gpu_check.Step("passes", [py, "-c", "print('fine')"], timeout=30,
-                            figures=lambda rc: (None, {"answer": 42}))]
+    steps = [
+        gpu_check.Step("fails", [py, "-c", "print('boom'); raise SystemExit(3)"], timeout=30),
+        gpu_check.Step("hangs", [py, "-c", "import time; time.sleep(60)"], timeout=1),
+        gpu_check.Step("passes", [py, "-c", "print('fine')"], timeout=30, figures=lambda rc: (None, {"answer": 42})),
+    ]
     out = gpu_check.run_all(steps, {"PATH": ""}, tmp_path, jobs=2, budget=60)
     assert [o["name"] for o in out] == ["fails", "hangs", "passes"]
     assert [o["status"] for o in out] == ["failed", "failed", "ok"]
@@ -152,17 +187,43 @@ def test_reduced_check_on_cpu_writes_both_reports(tmp_path_factory, medmnist_roo
     """The whole check, reduced, in a copy of the checkout: every step passes and both reports say so."""
     repo = copy_files(tmp_path_factory.mktemp("clone"))
     out = tmp_path_factory.mktemp("report")
-    done = subprocess.run([sys.executable, "workflow/gpu_check.py", "--out", str(out), "--data", str(medmnist_root),
-                           "--device", "cpu", "--reduced", "--no-install", "--jobs", "2", "--budget", "1000"],
-                          cwd=repo, capture_output=True, text=True, timeout=1150)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "workflow/gpu_check.py",
+            "--out",
+            str(out),
+            "--data",
+            str(medmnist_root),
+            "--device",
+            "cpu",
+            "--reduced",
+            "--no-install",
+            "--jobs",
+            "2",
+            "--budget",
+            "1000",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=1150,
+    )
     report = json.loads((out / "gpu-check.json").read_text())
     failed = {s["name"]: (s["reason"], s.get("log_tail", [])[-8:]) for s in report["steps"] if s["status"] != "ok"}
     assert done.returncode == 0 and report["passed"] and not failed, (failed, done.stdout[-2000:], done.stderr[-2000:])
     assert report["schema"] == gpu_check.SCHEMA and report["mode"] == "reduced"
     assert report["environment"]["device"] == "cpu" and report["environment"]["torch"] == torch.__version__
     steps = {s["name"]: s for s in report["steps"]}
-    expected = {"bench-table2", "bench-compare", "rehearsal-paper", "tests-float32", "tests-bf16",
-                "train-64-attention", *(f"train-28-{m}" for m in METHODS)}
+    expected = {
+        "bench-table2",
+        "bench-compare",
+        "rehearsal-paper",
+        "tests-float32",
+        "tests-bf16",
+        "train-64-attention",
+        *(f"train-28-{m}" for m in METHODS),
+    }
     assert set(steps) == expected
     for step in steps.values():
         assert step["seconds"] > 0 and step["figures"] and step["command"] and Path(step["log"]).is_file()
@@ -172,8 +233,9 @@ def test_reduced_check_on_cpu_writes_both_reports(tmp_path_factory, medmnist_roo
     assert 0 <= steps["train-28-acs"]["figures"]["test_auc"] <= 1
     assert steps["rehearsal-paper"]["figures"]["adrenal_runs_ok"] == "1/1"
     assert steps["rehearsal-paper"]["figures"]["other_runs_shown_missing"] == "5/5"  # five datasets not here
-    assert set(steps["bench-table2"]["figures"]) == {f"{m}@{s}" for m in ("attention", "3d", "acs")
-                                                      for s in ("16", "10x16x16")}
+    assert set(steps["bench-table2"]["figures"]) == {
+        f"{m}@{s}" for m in ("attention", "3d", "acs") for s in ("16", "10x16x16")
+    }
     assert steps["bench-compare"]["figures"]["identical_predictions"] is True
     page = (out / "gpu-check.md").read_text()
     assert "**PASSED**" in page and f"{len(expected)}/{len(expected)} steps ok" in page

@@ -1,4 +1,5 @@
 """The core models: shapes, attention, baselines, weights, parameter counts, chunking."""
+
 from __future__ import annotations
 
 import pytest
@@ -109,12 +110,15 @@ def test_subset_of_axes():
 
 
 @pytest.mark.parametrize("method", ["attention", "3d", "acs"])
-@pytest.mark.parametrize("bad,match", [
-    (torch.rand(1, 28, 28, 28), "5 dimensions|got 4 dimensions"),
-    (torch.rand(1, 2, 28, 28, 28), "expects 1 channel"),
-    (torch.rand(1, 1, 28, 4, 28), "too small"),
-    (torch.full((1, 1, 16, 16, 16), float("nan")), "NaN"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (torch.rand(1, 28, 28, 28), "5 dimensions|got 4 dimensions"),
+        (torch.rand(1, 2, 28, 28, 28), "expects 1 channel"),
+        (torch.rand(1, 1, 28, 4, 28), "too small"),
+        (torch.full((1, 1, 16, 16, 16), float("nan")), "NaN"),
+    ],
+)
 def test_bad_input_is_refused(method, bad, match):
     with pytest.raises(ValueError, match=match):
         build_model(method)(bad)

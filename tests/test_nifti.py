@@ -1,4 +1,5 @@
 """NIfTI CSV datasets: axis order, stacking, intensity options, crop, resampling, cache, errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -164,7 +165,11 @@ def test_classes_from_labels_and_arguments(tmp_path):
     csv = write_csv(tmp_path, ["a.nii.gz,0,train", "a.nii.gz,2,train", "a.nii.gz,1,test"])
     info = load_dataset(f"nifti:{csv}", "train").info
     assert info.num_classes == 3 and info.task == "multi-class" and info.class_names == ["0", "1", "2"]
-    assert info.name == f"nifti:{csv}" and info.identity["csv"] == str(csv.resolve()) and len(info.identity["sha256"]) == 64
+    assert (
+        info.name == f"nifti:{csv}"
+        and info.identity["csv"] == str(csv.resolve())
+        and len(info.identity["sha256"]) == 64
+    )
     named = load_dataset(f"nifti:{csv}", "test", num_classes=4, class_names=["a", "b", "c", "d"]).info
     assert named.num_classes == 4 and named.class_names == ["a", "b", "c", "d"]
     with pytest.raises(ValueError, match="label 2 but num_classes=2"):
@@ -198,12 +203,15 @@ def test_bad_columns_list_required(tmp_path):
         load_dataset(f"nifti:{csv}", "train")
 
 
-@pytest.mark.parametrize("row, match", [
-    ("a.nii.gz,one,train", "not an integer"),
-    ("a.nii.gz,-1,train", "negative"),
-    ("a.nii.gz,0,training", "split 'training'"),
-    (",0,train", "empty 'image'"),
-])
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ("a.nii.gz,one,train", "not an integer"),
+        ("a.nii.gz,-1,train", "negative"),
+        ("a.nii.gz,0,training", "split 'training'"),
+        (",0,train", "empty 'image'"),
+    ],
+)
 def test_bad_cells_name_the_line(tmp_path, row, match):
     write_nii(tmp_path / "a.nii.gz", ramp())
     csv = write_csv(tmp_path, ["a.nii.gz,0,train", row])
@@ -251,14 +259,17 @@ def test_nonfinite_voxels_name_the_volume(tmp_path):
         load_dataset(f"nifti:{csv}", "train", normalize="none")
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"window": (250, -150)}, "below"),
-    ({"window": (0,)}, "window"),
-    ({"window": (-150, 250), "normalize": "zscore"}, "only one"),
-    ({"normalize": "robust"}, "zscore"),
-    ({"target_shape": (8, 8)}, "target_shape"),
-    ({"crop": (8, 0, 8)}, "crop"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"window": (250, -150)}, "below"),
+        ({"window": (0,)}, "window"),
+        ({"window": (-150, 250), "normalize": "zscore"}, "only one"),
+        ({"normalize": "robust"}, "zscore"),
+        ({"target_shape": (8, 8)}, "target_shape"),
+        ({"crop": (8, 0, 8)}, "crop"),
+    ],
+)
 def test_invalid_options(two_rows, kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_dataset(f"nifti:{two_rows}", "train", **kwargs)

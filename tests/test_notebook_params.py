@@ -1,4 +1,5 @@
 """Notebooks refuse parameters their parameters cell does not declare (papermill only warns)."""
+
 import json
 import os
 from pathlib import Path
@@ -16,9 +17,22 @@ NOTEBOOKS = sorted(p.stem for p in (REPO / "notebooks").glob("*.ipynb"))
 
 def namespace(**injected):
     """A kernel's globals after a parameters cell declaring dataset and method, then papermill's cell."""
-    return {"__annotations__": {"dataset": str, "method": str}, "__name__": "__main__", "__builtins__": {},
-            "In": ["", "x"], "Out": {1: 2}, "get_ipython": lambda: None, "exit": None, "quit": None,
-            "open": open, "_": 3, "_i1": "x", "dataset": "adrenal", "method": "attention", **injected}
+    return {
+        "__annotations__": {"dataset": str, "method": str},
+        "__name__": "__main__",
+        "__builtins__": {},
+        "In": ["", "x"],
+        "Out": {1: 2},
+        "get_ipython": lambda: None,
+        "exit": None,
+        "quit": None,
+        "open": open,
+        "_": 3,
+        "_i1": "x",
+        "dataset": "adrenal",
+        "method": "attention",
+        **injected,
+    }
 
 
 def check_cell(name):
@@ -41,8 +55,18 @@ def test_every_unknown_parameter_is_named_whatever_its_literal_type():
 
 
 def test_declared_names_imports_functions_private_and_ipython_names_are_accepted():
-    check_parameters(namespace(dataset="organ", method="acs", os=os, json=json, Path=Path, check=check_parameters,
-                               _private=1, PAPERMILL_INPUT_PATH="in.ipynb"))
+    check_parameters(
+        namespace(
+            dataset="organ",
+            method="acs",
+            os=os,
+            json=json,
+            Path=Path,
+            check=check_parameters,
+            _private=1,
+            PAPERMILL_INPUT_PATH="in.ipynb",
+        )
+    )
 
 
 def test_names_accepted_without_a_declaration():
@@ -57,8 +81,9 @@ def test_parameters_are_typed_and_checked_in_the_next_cell(name):
     params = papermill.inspect_notebook(str(REPO / "notebooks" / f"{name}.ipynb"))
     assert params and all(p["inferred_type_name"] != "None" for p in params.values()), f"{name}: untyped parameter"
     cell = check_cell(name)
-    assert cell.cell_type == "code" and "check_parameters(globals()" in cell.source, \
+    assert cell.cell_type == "code" and "check_parameters(globals()" in cell.source, (
         f"{name}: the cell after the parameters cell must call check_parameters(globals())"
+    )
     assert not cell.get("outputs")
 
 
@@ -81,23 +106,32 @@ def test_the_run_notebook_lists_every_run_setting_flat_as_runconfig_declares_it(
     assert cell.source == run_parameters_cell(), "run.ipynb's parameters are stale: run python -m study.notebook"
     params = papermill.inspect_notebook(str(REPO / "notebooks" / "run.ipynb"))
     fields = RunConfig.__dataclass_fields__
-    assert list(params)[:len(fields)] == list(fields)
+    assert list(params)[: len(fields)] == list(fields)
     assert params["method"]["default"] == '"attention"' and params["seed"]["inferred_type_name"] == "int"
     assert "random seed" in params["seed"]["help"]
 
 
 # -- real papermill runs fail at the check cell ---------------------------------------------------
-@pytest.mark.parametrize("name, parameters, expected", [
-    ("run", {"methd": "acs"}, ["methd (did you mean method?)", "valid: dataset, size, method"]),
-    ("run", {"method": "acs", "sed": 3}, ["sed (did you mean seed?)", "out, threads, run_id"]),
-    ("table1", {"profil": "smoke"}, ["profil (did you mean profile?)", "valid: profile, which"]),
-])
+@pytest.mark.parametrize(
+    "name, parameters, expected",
+    [
+        ("run", {"methd": "acs"}, ["methd (did you mean method?)", "valid: dataset, size, method"]),
+        ("run", {"method": "acs", "sed": 3}, ["sed (did you mean seed?)", "out, threads, run_id"]),
+        ("table1", {"profil": "smoke"}, ["profil (did you mean profile?)", "valid: profile, which"]),
+    ],
+)
 def test_papermill_fails_on_an_unknown_parameter(tmp_path, name, parameters, expected):
     if name == "run":  # were the typo accepted, a small run would write here, not into results/
         parameters = {**parameters, "out": str(tmp_path / "run"), "threads": 1}
     with pytest.raises(papermill.PapermillExecutionError) as error:
-        papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(tmp_path / "out.ipynb"),
-                                   parameters=parameters, kernel_name="python3", progress_bar=False, cwd=str(REPO))
+        papermill.execute_notebook(
+            str(REPO / "notebooks" / f"{name}.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(REPO),
+        )
     assert error.value.ename == "ValueError"
     for text in expected:
         assert text in str(error.value)

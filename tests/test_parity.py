@@ -8,6 +8,7 @@ Protocol parity (the epoch loop) runs lib25d's ``train`` against the authors' lo
 The GPU check runs this file on CUDA in float32 and under bf16 autocast, with the floors of
 ``tests/numerics.py`` (environment variables there; the default is CPU float64, as described here).
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,6 +16,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from numerics import NUMERICS as N
 
 from lib25d.data import load_dataset
 from lib25d.models import METHODS, build_model
@@ -23,16 +25,23 @@ from lib25d.run import RunConfig, train
 from lib25d.run.folder import CHECKPOINT
 from lib25d.run.protocol import load_splits, loader, loss_function, model_for, shuffle_seed
 from study import reference as authors
-from numerics import NUMERICS as N
 
 OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe_slices=False, checkpointing=False)
-SWITCHES = {"plain": {}, "channels_last": {"channels_last": True}, "tiny_convs": {"tiny_convs": True},
-            "fold_adapter": {"fold_adapter": True}, "dedupe": {"dedupe_slices": True},
-            "checkpointing": {"checkpointing": True},
-            "all": {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe_slices": True}}
-CASES = [("attention", s) for s in SWITCHES] + [(m, s) for m, d in METHODS.items()
-                                                 if d.family == "2.5d" and m not in ("attention", "gated")
-                                                 for s in ("plain", "all")]  # gated: not in the authors' code
+SWITCHES = {
+    "plain": {},
+    "channels_last": {"channels_last": True},
+    "tiny_convs": {"tiny_convs": True},
+    "fold_adapter": {"fold_adapter": True},
+    "dedupe": {"dedupe_slices": True},
+    "checkpointing": {"checkpointing": True},
+    "all": {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe_slices": True},
+}
+CASES = [("attention", s) for s in SWITCHES] + [
+    (m, s)
+    for m, d in METHODS.items()
+    if d.family == "2.5d" and m not in ("attention", "gated")
+    for s in ("plain", "all")
+]  # gated: not in the authors' code
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,18 +53,27 @@ def adrenal_batches(medmnist_root):
     the empty background slices remain, so deduplication has work)."""
     data = load_dataset("adrenal", "train", root=medmnist_root)
     idx = [[0, 1], [2, 3], [4, 5]]
-    return [(torch.stack([data[i][0][:, ::2, ::2, ::2] for i in b]).to(N.device, N.dtype),
-             torch.as_tensor(data.labels[b]).to(N.device)) for b in idx]
+    return [
+        (
+            torch.stack([data[i][0][:, ::2, ::2, ::2] for i in b]).to(N.device, N.dtype),
+            torch.as_tensor(data.labels[b]).to(N.device),
+        )
+        for b in idx
+    ]
 
 
 def reference_name(name: str) -> str:
     """lib25d parameter/buffer name -> the authors' model's name for the same tensor."""
-    for ours, theirs in (("encoder.adapter.conv.", "feature_extractor.0."),
-                         ("encoder.network.", "feature_extractor.1."),
-                         ("reducer.attn.", "reduce_3d_module."), ("reducer.lstm.", "reduce_3d_module."),
-                         ("reducer.transformer.", "reduce_3d_module."), ("head.", "classifier.")):
+    for ours, theirs in (
+        ("encoder.adapter.conv.", "feature_extractor.0."),
+        ("encoder.network.", "feature_extractor.1."),
+        ("reducer.attn.", "reduce_3d_module."),
+        ("reducer.lstm.", "reduce_3d_module."),
+        ("reducer.transformer.", "reduce_3d_module."),
+        ("head.", "classifier."),
+    ):
         if name.startswith(ours):
-            return theirs + name[len(ours):]
+            return theirs + name[len(ours) :]
     raise KeyError(name)
 
 
@@ -103,8 +121,14 @@ def test_training_steps_match_the_authors_design(method, switches, adrenal_batch
         N.close(loss, ref_loss, rtol=1e-9, atol=1e-12)
         ref_params = dict(ref.named_parameters())
         if N.precision != "bf16":
-            N.close_all(((f"step {step}, gradient of {name}", p.grad, ref_params[reference_name(name)].grad)
-                         for name, p in ours.named_parameters()), rtol=1e-7, atol=1e-10)
+            N.close_all(
+                (
+                    (f"step {step}, gradient of {name}", p.grad, ref_params[reference_name(name)].grad)
+                    for name, p in ours.named_parameters()
+                ),
+                rtol=1e-7,
+                atol=1e-10,
+            )
         for opt in opts:
             opt.step()
             opt.zero_grad()
@@ -138,8 +162,17 @@ def test_float32_fast_path_stays_near_the_plain_one(adrenal_batches):
 
 
 # -- the epoch loop ------------------------------------------------------------------------------
-LOOP = dict(dataset="synthetic", size=16, weights=None, epochs=5, warmup_epochs=3, batch_size=4, lr=1e-3,
-            dataset_options={"n_train": 8, "n_val": 4, "n_test": 4, "seed": 3}, **N.run_settings())
+LOOP = dict(
+    dataset="synthetic",
+    size=16,
+    weights=None,
+    epochs=5,
+    warmup_epochs=3,
+    batch_size=4,
+    lr=1e-3,
+    dataset_options={"n_train": 8, "n_val": 4, "n_test": 4, "seed": 3},
+    **N.run_settings(),
+)
 
 
 def authors_run(config: RunConfig) -> tuple[torch.nn.Module, list[float]]:
@@ -153,15 +186,17 @@ def authors_run(config: RunConfig) -> tuple[torch.nn.Module, list[float]]:
     for epoch in range(config.epochs):
         seed = shuffle_seed(config, epoch + 1)
         torch.manual_seed(seed)
-        loader = loader(splits["train"], config, torch.device("cpu"), seed)
-        batches = [(x.to(N.device), y.to(N.device)) for x, y in loader]
+        batches = [
+            (x.to(N.device), y.to(N.device)) for x, y in loader(splits["train"], config, torch.device("cpu"), seed)
+        ]
         with N.autocast():
             losses.append(float(np.mean(authors.train_epoch(ref, batches, opt, epoch, config.warmup_epochs))))
     return ref, losses
 
 
-@pytest.mark.parametrize("method,warmup,epochs", [("attention", 3, 5), ("lstm", 3, 4), ("transformer", 2, 3),
-                                                  ("mean", 0, 2)])
+@pytest.mark.parametrize(
+    "method,warmup,epochs", [("attention", 3, 5), ("lstm", 3, 4), ("transformer", 2, 3), ("mean", 0, 2)]
+)
 def test_train_follows_the_authors_loop(method, warmup, epochs, tmp_path):
     """Eval-mode first epoch, train-mode frozen epochs (moving statistics), unfreezing, NAdam."""
     config = RunConfig(**LOOP, method=method).replace(warmup_epochs=warmup, epochs=epochs).straightforward()
@@ -201,8 +236,9 @@ def test_from_scratch_on_real_adrenal_ranks_val_volumes_above_chance(medmnist_ro
     """The defect this file exists for: one full epoch from random weights on the real
     AdrenalMNIST3D (authors' code, seed 0: test AUROC 0.855). Measured here with seeds 0-2: val
     AUROC 0.763 / 0.751 / 0.818; the one-call-for-all-axes encoder of before gave 0.279."""
-    config = RunConfig(dataset="adrenal", data_root=str(medmnist_root), weights=None, epochs=1, warmup_epochs=0,
-                       **N.run_settings())
+    config = RunConfig(
+        dataset="adrenal", data_root=str(medmnist_root), weights=None, epochs=1, warmup_epochs=0, **N.run_settings()
+    )
     before = torch.get_num_threads()
     torch.set_num_threads(max(2, before))  # the slowest test of the suite (about 3 minutes on 2 cores)
     try:

@@ -9,6 +9,7 @@ network's train-mode BatchNorm amplifies rounding by orders of magnitude, seed b
 tests/test_parity.py). No test measures time. The GPU check runs this file on CUDA in float32 and
 under bf16 autocast, with the floors of ``tests/numerics.py``; the bench tests run on the CPU only.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,12 +18,12 @@ import json
 import pandas as pd
 import pytest
 import torch
+from numerics import NUMERICS as N
 
-from lib25d.run import SPEED_FIELDS, RunConfig
 from lib25d.data import load_dataset
 from lib25d.models import build_model
 from lib25d.models.fast import CountedBatchNorm2d, TinyConv2d, TinyConv3d, apply, unique_slices, use_tiny_convs
-from lib25d.run import train
+from lib25d.run import SPEED_FIELDS, RunConfig, train
 from lib25d.run.folder import CHECKPOINT
 from lib25d.run.protocol import autocast_for
 from study.__main__ import main
@@ -30,14 +31,15 @@ from study.bench.cli import SCHEMA
 from study.bench.compare import compare_frame
 from study.bench.table2 import table2_frame
 from study.bench.timing import parse_size
-from numerics import NUMERICS as N
 
 OFF = dict(channels_last=False, tiny_convs=False, fold_adapter=False, dedupe_slices=False, checkpointing=False)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-cpu_only = pytest.mark.skipif(not N.default, reason="bench's CPU command line and JSON: the default suite's; "
-                                                    "the GPU check runs bench on the device itself")
+cpu_only = pytest.mark.skipif(
+    not N.default,
+    reason="bench's CPU command line and JSON: the default suite's; the GPU check runs bench on the device itself",
+)
 
 
 def configured(model, **switches):
@@ -88,8 +90,11 @@ def test_dedupe_is_exact_on_synthetic_duplicates_in_eval_and_train_mode():
     N.close(b, a, rtol=1e-10, atol=1e-12)
     a.to(N.dtype).square().sum().backward()
     b.to(N.dtype).square().sum().backward()
-    N.close_all(((name, q.grad, p.grad) for (name, p), q in zip(plain.named_parameters(), dedup.parameters())),
-                rtol=1e-9, atol=1e-12)
+    N.close_all(
+        ((name, q.grad, p.grad) for (name, p), q in zip(plain.named_parameters(), dedup.parameters())),
+        rtol=1e-9,
+        atol=1e-12,
+    )
     sa, sb = plain.state_dict(), dedup.state_dict()
     N.close_all(((k, sb[k], sa[k]) for k in sa), rtol=1e-10, atol=1e-12)
     # with chunks smaller than the batch each chunk's statistics differ: no deduplication then
@@ -177,10 +182,23 @@ def test_counted_batch_norm_under_bf16_autocast():
 
 
 # -- tiny convolutions and channels_last ---------------------------------------------------------
-@pytest.mark.parametrize("dims,spatial,kernel,stride,padding", [
-    (2, (1, 1), 3, 1, 1), (2, (2, 2), 3, 2, 1), (2, (2, 2), 1, 2, 0), (2, (3, 2), 3, 2, 1),
-    (2, (2, 2), 3, 1, 1), (2, (2, 3), 3, 1, 1), (2, (3, 3), 3, 1, 1), (2, (2, 2), 1, 1, 0),
-    (3, (1, 1, 1), 3, 1, 1), (3, (2, 2, 2), 3, 2, 1), (3, (2, 2, 2), 3, 1, 1), (2, (4, 4), 3, 1, 1)])
+@pytest.mark.parametrize(
+    "dims,spatial,kernel,stride,padding",
+    [
+        (2, (1, 1), 3, 1, 1),
+        (2, (2, 2), 3, 2, 1),
+        (2, (2, 2), 1, 2, 0),
+        (2, (3, 2), 3, 2, 1),
+        (2, (2, 2), 3, 1, 1),
+        (2, (2, 3), 3, 1, 1),
+        (2, (3, 3), 3, 1, 1),
+        (2, (2, 2), 1, 1, 0),
+        (3, (1, 1, 1), 3, 1, 1),
+        (3, (2, 2, 2), 3, 2, 1),
+        (3, (2, 2, 2), 3, 1, 1),
+        (2, (4, 4), 3, 1, 1),
+    ],
+)
 def test_tiny_conv_is_the_same_function(dims, spatial, kernel, stride, padding):
     torch.manual_seed(0)
     conv_cls = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
@@ -245,8 +263,11 @@ def test_folded_adapter_is_the_same_function(backbone, in_channels):
     fold_out, fold_grad = _grads(folded, x)
     N.close(fold_out, plain_out, rtol=1e-10, atol=1e-12)
     N.close(fold_grad, plain_grad, rtol=1e-8, atol=1e-12 * float(plain_grad.abs().max()))
-    N.close_all(((name, b, a) for (name, a), b in zip(plain.state_dict().items(), folded.state_dict().values())),
-                rtol=1e-10, atol=1e-12)
+    N.close_all(
+        ((name, b, a) for (name, a), b in zip(plain.state_dict().items(), folded.state_dict().values())),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 def test_tiny_convs_in_the_3d_baseline():
@@ -280,9 +301,18 @@ def test_checkpointing_gives_the_same_gradients_and_statistics():
 
 
 # -- cached warm-up ------------------------------------------------------------------------------
-TINY = dict(dataset="synthetic", size=16, weights=None, epochs=2, warmup_epochs=2, warmup_bn="frozen",
-            batch_size=4, lr=1e-3, dataset_options={"n_train": 10, "n_val": 4, "n_test": 4, "seed": 5},
-            **N.run_settings())
+TINY = dict(
+    dataset="synthetic",
+    size=16,
+    weights=None,
+    epochs=2,
+    warmup_epochs=2,
+    warmup_bn="frozen",
+    batch_size=4,
+    lr=1e-3,
+    dataset_options={"n_train": 10, "n_val": 4, "n_test": 4, "seed": 5},
+    **N.run_settings(),
+)
 
 
 def _curve(result) -> torch.Tensor:
@@ -331,21 +361,48 @@ def test_straightforward_config_and_resume_across_switches(tmp_path):
     slow = fast.straightforward()
     assert all(getattr(fast, f) for f in ("channels_last", "tiny_convs", "dedupe_slices", "cache_warmup_features"))
     assert not any(getattr(slow, f) for f in SPEED_FIELDS) and not slow.amp
-    assert fast.speed() == {"channels_last": True, "tiny_convs": True, "fold_adapter": True, "dedupe_slices": True,
-                            "cache_warmup_features": True, "checkpointing": False, "compile": False}
+    assert fast.speed() == {
+        "channels_last": True,
+        "tiny_convs": True,
+        "fold_adapter": True,
+        "dedupe_slices": True,
+        "cache_warmup_features": True,
+        "checkpointing": False,
+        "compile": False,
+    }
     config = RunConfig(**dict(TINY, epochs=1, warmup_epochs=1))
     train(config, tmp_path / "run", quiet=True)
     # performance switches may differ on resume (same numbers); the run is complete, nothing to redo
-    train(config.replace(epochs=1, channels_last=False, dedupe_slices=False), tmp_path / "run", resume=True,
-          quiet=True)
+    train(config.replace(epochs=1, channels_last=False, dedupe_slices=False), tmp_path / "run", resume=True, quiet=True)
 
 
 # -- python -m study bench ----------------------------------------------------------------------------------
 @cpu_only
 def test_bench_table2_json_schema(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--table2", "--sizes", "16", "--methods", "attention", "--batch-size", "1",
-                 "--repeats", "1", "--device", "cpu", "--threads", "1", "--json", str(out)]) == 0  # a subprocess
+    assert (
+        main(
+            [
+                "bench",
+                "--table2",
+                "--sizes",
+                "16",
+                "--methods",
+                "attention",
+                "--batch-size",
+                "1",
+                "--repeats",
+                "1",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )  # a subprocess
     printed = capsys.readouterr().out
     assert "attention" in printed and "% of peak" in printed
     data = json.loads(out.read_text())
@@ -357,8 +414,14 @@ def test_bench_table2_json_schema(tmp_path, capsys):
     assert row["method"] == "attention" and row["size"] == "16" and row["batch_size"] == 1
     assert abs(row["params_m"] - 12.2) < 0.1
     assert row["memory_kind"] == "process_peak_rss" and row["peak_memory_gib"] > 0.1  # torch alone takes more
-    for key in ("train_step_s", "epoch_s", "train_volumes_per_s", "infer_volumes_per_s", "achieved_gflops",
-                "fraction_of_peak"):
+    for key in (
+        "train_step_s",
+        "epoch_s",
+        "train_volumes_per_s",
+        "infer_volumes_per_s",
+        "achieved_gflops",
+        "fraction_of_peak",
+    ):
         assert row[key] > 0, key
     assert row["flops_per_step"] > 0 and row["epoch_volumes"] == 1188
     assert row["settings"]["channels_last"] and not row["settings"]["checkpointing"]
@@ -367,9 +430,33 @@ def test_bench_table2_json_schema(tmp_path, capsys):
     assert list(frame["method"]) == ["attention"] and frame["params (M) paper"][0] == "12.2"
     assert frame["s / epoch paper"][0] == "—"  # the paper's epoch is a 128x224x224 one
     # a later run of another method keeps this row (the notebook reads one merged table)
-    assert main(["bench", "--table2", "--sizes", "16", "--methods", "mean", "--batch-size", "1", "--repeats", "1",
-                 "--warmup-steps", "0", "--no-inference", "--device", "cpu", "--threads", "1", "--in-process",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--table2",
+                "--sizes",
+                "16",
+                "--methods",
+                "mean",
+                "--batch-size",
+                "1",
+                "--repeats",
+                "1",
+                "--warmup-steps",
+                "0",
+                "--no-inference",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--in-process",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert [r["method"] for r in json.loads(out.read_text())["table2"]["rows"]] == ["attention", "mean"]
 
 
@@ -377,9 +464,36 @@ def test_bench_table2_json_schema(tmp_path, capsys):
 def test_bench_compare_json_schema(tmp_path, medmnist_root, capsys):
     out = tmp_path / "bench.json"
     out.write_text(json.dumps({"schema": SCHEMA, "table2": {"rows": []}}))
-    assert main(["bench", "--compare", "--subset", "4", "--batch-size", "2", "--steps", "1", "--repeats", "1",
-                 "--large-shape", "10x12x12", "--compare-chunk-size", "8", "--device", "cpu", "--threads", "1",
-                 "--in-process", "--data-root", str(medmnist_root), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--compare",
+                "--subset",
+                "4",
+                "--batch-size",
+                "2",
+                "--steps",
+                "1",
+                "--repeats",
+                "1",
+                "--large-shape",
+                "10x12x12",
+                "--compare-chunk-size",
+                "8",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--in-process",
+                "--data-root",
+                str(medmnist_root),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "inference over the Adrenal test split" in printed and "checkpointing costs" in printed
     data = json.loads(out.read_text())
@@ -394,14 +508,38 @@ def test_bench_compare_json_schema(tmp_path, medmnist_root, capsys):
     frame = compare_frame(out).set_index("figure")
     assert len(frame) == 8 and frame["value"].notna().sum() == 6  # bf16 not asked for
     assert frame["value"].dropna().gt(0).all()
-    assert frame.loc["full-epoch training vs the authors' design, 28^3 (x)", "value"] == \
-        pytest.approx(section["training"]["speedup"])
+    assert frame.loc["full-epoch training vs the authors' design, 28^3 (x)", "value"] == pytest.approx(
+        section["training"]["speedup"]
+    )
     assert frame["command"].dropna().str.startswith("python -m study bench --compare").all()
     # a part that was not measured is missing, not a number; a later run keeps the parts it did not measure
     del data["compare"]["inference"]
     assert compare_frame(data)["value"].isna().sum() == 3
-    assert main(["bench", "--compare", "--parts", "inference", "--subset", "4", "--batch-size", "2", "--repeats", "1",
-                 "--device", "cpu", "--threads", "1", "--data-root", str(medmnist_root), "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--compare",
+                "--parts",
+                "inference",
+                "--subset",
+                "4",
+                "--batch-size",
+                "2",
+                "--repeats",
+                "1",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--data-root",
+                str(medmnist_root),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert compare_frame(out)["value"].notna().sum() == 6
 
 
@@ -410,8 +548,21 @@ def test_bench_options(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--table2", "--compare", "--sizes", "--methods", "--batch-size", "--device", "--repeats",
-                 "--json", "--steps", "--threads", "--large-chunk-size", "--parts", "--large-shape"):
+    for flag in (
+        "--table2",
+        "--compare",
+        "--sizes",
+        "--methods",
+        "--batch-size",
+        "--device",
+        "--repeats",
+        "--json",
+        "--steps",
+        "--threads",
+        "--large-chunk-size",
+        "--parts",
+        "--large-shape",
+    ):
         assert flag in text, flag
     assert parse_size("28") == (28, 28, 28) and parse_size("128x224x224") == (128, 224, 224)
     with pytest.raises(ValueError, match="DxHxW"):

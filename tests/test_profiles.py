@@ -1,4 +1,5 @@
 """Profiles (the grid written once) and result collection, with fake result files: no training."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,14 @@ from study import tables as T
 from study.profiles import NOTEBOOKS, Profile, ProfileError, from_dict, list_profiles, load_profile, run_id
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = {"profile": "tiny", "defaults": {"epochs": 2, "weights": None},
-         "datasets": {"adrenal": {"dataset_options": {"subset": 8}}, "organ": {}},
-         "seeds": [0, 1], "table1": ["3d", "attention"], "table3": ["attention", "mean"]}
+SMALL = {
+    "profile": "tiny",
+    "defaults": {"epochs": 2, "weights": None},
+    "datasets": {"adrenal": {"dataset_options": {"subset": 8}}, "organ": {}},
+    "seeds": [0, 1],
+    "table1": ["3d", "attention"],
+    "table3": ["attention", "mean"],
+}
 
 
 def tiny(tmp_path: Path, **changes) -> Profile:
@@ -32,18 +38,29 @@ def fake_result(profile, run, auc: float, acc: float = 0.7, predictions: dict | 
     folder = profile.run_dir(run.run_id)
     folder.mkdir(parents=True, exist_ok=True)
     history = [{"epoch": 1, "phase": "warm-up", "seconds": 2.0}, {"epoch": 2, "phase": "full", "seconds": 4.0}]
-    result = {"config": run.config.to_dict(),
-              "data": {"identity": {"dataset": "adrenalmnist3d", "size": 28, "subset": 8},
-                       "samples": {"train": 8, "val": 8, "test": 8}},
-              "metrics": {"final": {"epoch": 2, "test": {"auc": auc, "acc": acc, "loss": 0.5}},
-                          "best_val": {"epoch": 1, "test": {"auc": auc - 0.1, "acc": acc, "loss": 0.6}}},
-              "history": history,
-              "timing": {"mean_epoch_seconds": 3.0, "mean_full_epoch_seconds": 4.0, "total_train_seconds": 6.0},
-              "memory": {"bytes": 3 * 2**30, "kind": "process_peak_rss"}, "parameters": {"total": 12_000_000},
-              "environment": {"device": "cpu (x86_64, 1 threads)", "git": {"revision": "abc123def456", "dirty": False},
-                              "versions": {"torch": "2.14.1"}},
-              "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:01:00+00:00",
-              **({"predictions": predictions} if predictions else {})}
+    result = {
+        "config": run.config.to_dict(),
+        "data": {
+            "identity": {"dataset": "adrenalmnist3d", "size": 28, "subset": 8},
+            "samples": {"train": 8, "val": 8, "test": 8},
+        },
+        "metrics": {
+            "final": {"epoch": 2, "test": {"auc": auc, "acc": acc, "loss": 0.5}},
+            "best_val": {"epoch": 1, "test": {"auc": auc - 0.1, "acc": acc, "loss": 0.6}},
+        },
+        "history": history,
+        "timing": {"mean_epoch_seconds": 3.0, "mean_full_epoch_seconds": 4.0, "total_train_seconds": 6.0},
+        "memory": {"bytes": 3 * 2**30, "kind": "process_peak_rss"},
+        "parameters": {"total": 12_000_000},
+        "environment": {
+            "device": "cpu (x86_64, 1 threads)",
+            "git": {"revision": "abc123def456", "dirty": False},
+            "versions": {"torch": "2.14.1"},
+        },
+        "started": "2026-01-01T00:00:00+00:00",
+        "finished": "2026-01-01T00:01:00+00:00",
+        **({"predictions": predictions} if predictions else {}),
+    }
     (folder / R.RESULT).write_text(json.dumps(result))
     (folder / R.STATUS).write_text(json.dumps({"run_id": run.run_id, "status": "ok", "exit_code": 0}))
 
@@ -74,14 +91,19 @@ def test_profiles_match_the_issue():
     assert all(r.config.batch_size == 64 and r.config.warmup_epochs == 3 for r in medmnist)
     assert len(cpu.runs(methods=cpu.table1)) == 7 * 3 * 3 and cpu.table3_seeds == [0]
     # Figure 3 explains the synthetic runs (masks) and tests deletion on real Adrenal attention runs
-    assert smoke.notebooks["fig3"]["dataset"] == "synthetic" and smoke.notebooks["fig3"]["deletion_dataset"] == "adrenal"
+    assert (
+        smoke.notebooks["fig3"]["dataset"] == "synthetic" and smoke.notebooks["fig3"]["deletion_dataset"] == "adrenal"
+    )
     assert paper.notebooks["fig3"]["dataset"] == "adrenal"
 
 
 def test_run_ids_settings_and_filters(tmp_path):
     p = tiny(tmp_path)
-    assert [r.run_id for r in p.runs(datasets=["adrenal"], seeds=[0])] == \
-        ["adrenal-3d-s0", "adrenal-attention-s0", "adrenal-mean-s0"]
+    assert [r.run_id for r in p.runs(datasets=["adrenal"], seeds=[0])] == [
+        "adrenal-3d-s0",
+        "adrenal-attention-s0",
+        "adrenal-mean-s0",
+    ]
     run = p.run("adrenal-mean-s1")
     assert run.config.method == "mean" and run.config.seed == 1 and run.config.dataset == "adrenal"
     assert run.config.dataset_options == {"subset": 8} and run.config.epochs == 2 and run.config.weights is None
@@ -90,21 +112,27 @@ def test_run_ids_settings_and_filters(tmp_path):
 
 
 def test_dataset_options_merge_and_label_names_the_run(tmp_path):
-    p = tiny(tmp_path, defaults={"dataset_options": {"subset": 16}, "weights": None},
-             datasets={"mine": {"dataset": "synthetic", "size": 16, "dataset_options": {"n_train": 8}}})
+    p = tiny(
+        tmp_path,
+        defaults={"dataset_options": {"subset": 16}, "weights": None},
+        datasets={"mine": {"dataset": "synthetic", "size": 16, "dataset_options": {"n_train": 8}}},
+    )
     config = p.runs()[0].config
     assert p.runs()[0].run_id.startswith("mine-")
     assert config.dataset == "synthetic" and config.dataset_options == {"subset": 16, "n_train": 8}
 
 
-@pytest.mark.parametrize("values, words", [
-    ({"profil": "x"}, ["profil", "valid:", "datasets"]),
-    ({"defaults": {"epoch": 3}}, ["epoch", "valid:", "epochs"]),
-    ({"table1": ["3d", "unet"]}, ["unet", "valid:", "attention"]),
-    ({"datasets": {"my-data": {}}}, ["my-data", "letters"]),
-    ({"notebooks": {"table9": {}}}, ["table9", "valid:", "fig3"]),
-    ({"seeds": []}, ["seeds"]),
-])
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        ({"profil": "x"}, ["profil", "valid:", "datasets"]),
+        ({"defaults": {"epoch": 3}}, ["epoch", "valid:", "epochs"]),
+        ({"table1": ["3d", "unet"]}, ["unet", "valid:", "attention"]),
+        ({"datasets": {"my-data": {}}}, ["my-data", "letters"]),
+        ({"notebooks": {"table9": {}}}, ["table9", "valid:", "fig3"]),
+        ({"seeds": []}, ["seeds"]),
+    ],
+)
 def test_profile_errors_name_the_problem_and_the_fix(tmp_path, values, words):
     with pytest.raises(ProfileError) as err:
         tiny(tmp_path, **values)
@@ -138,7 +166,9 @@ def test_notebooks_have_typed_commented_parameters(name):
     assert len(params) == len(lines), f"{name}: some parameter lines are not understood by papermill"
     for p in params.values():
         assert p["inferred_type_name"] != "None" and p["help"], f"{name}: {p['name']} needs a type and a comment"
-    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name}: commit notebooks without outputs"
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        f"{name}: commit notebooks without outputs"
+    )
     if name != "run":
         assert "profile" in params
 
@@ -168,9 +198,15 @@ def test_collect_has_a_row_per_expected_run_with_status_and_reason(tmp_path):
     fake_result(p, runs["adrenal-3d-s0"], 0.70)
     failed = p.run_dir("organ-3d-s0")
     failed.mkdir(parents=True)
-    (failed / R.STATUS).write_text(json.dumps({"status": "failed", "error": "FileNotFoundError: organmnist3d.npz "
-                                               "not found in /data: point LIB25D_DATA_ROOT at it",
-                                               "reason": "organmnist3d.npz not found in /data"}))
+    (failed / R.STATUS).write_text(
+        json.dumps(
+            {
+                "status": "failed",
+                "error": "FileNotFoundError: organmnist3d.npz not found in /data: point LIB25D_DATA_ROOT at it",
+                "reason": "organmnist3d.npz not found in /data",
+            }
+        )
+    )
     frame = R.collect(p)
     assert len(frame) == len(p.runs()) and list(frame.run_id) == [r.run_id for r in p.runs()]
     by_id = frame.set_index("run_id")
@@ -193,8 +229,9 @@ def test_summary_and_comparison_show_missing_cells_and_paper_numbers(tmp_path):
     frame = R.collect(p, p.runs(methods=p.table1))
     summary = T.summarise(frame)
     table = T.compare(summary, "table1").reset_index()
-    assert len(table) == 4 and set(zip(table.dataset, table.method)) == \
-        {(d, m) for d in ("adrenal", "organ") for m in ("3d", "attention")}
+    assert len(table) == 4 and set(zip(table.dataset, table.method)) == {
+        (d, m) for d in ("adrenal", "organ") for m in ("3d", "attention")
+    }
     row = table.set_index(["dataset", "method"])
     assert row.loc[("adrenal", "attention"), "AUROC ours"] == "85.0 ± 7.1"
     assert row.loc[("adrenal", "attention"), "AUROC paper"] == "80.9"
@@ -223,8 +260,9 @@ def test_cells_carry_an_interval_and_chance_is_marked_never_a_winner(tmp_path):
     coin = [[rng.random()] for _ in labels]
     fake_result(p, runs["adrenal-3d-s0"], 0.95, predictions={"labels": labels, "final": coin, "best_val": coin})
     inverted = [[1 - s[0]] for s in good]  # a ranking that learned the labels backwards
-    fake_result(p, runs["organ-attention-s0"], 0.1, predictions={"labels": labels, "final": inverted,
-                                                                   "best_val": inverted})
+    fake_result(
+        p, runs["organ-attention-s0"], 0.1, predictions={"labels": labels, "final": inverted, "best_val": inverted}
+    )
     summary = T.summarise(R.collect(p, p.runs(methods=p.table1)))
     row = summary.set_index(["dataset", "method"])
     assert row.loc[("adrenal", "attention"), "auc_lo"] > 0.5 and row.loc[("adrenal", "attention"), "result"]
@@ -258,7 +296,9 @@ def test_gated_is_marked_beyond_the_paper_in_table3(tmp_path):
     assert table.loc[("adrenal", "gated"), "AUROC paper"] == published.BEYOND == "beyond the paper"
     assert table.loc[("adrenal", "gated"), "ACC paper"] == "beyond the paper"
     assert table.loc[("adrenal", "attention"), "AUROC paper"] == "80.9"  # the paper's appendix number
-    assert table.loc[("adrenal", "gated"), "AUROC v2 scratch"] == table.loc[("adrenal", "attention"), "AUROC v2 scratch"]
+    assert (
+        table.loc[("adrenal", "gated"), "AUROC v2 scratch"] == table.loc[("adrenal", "attention"), "AUROC v2 scratch"]
+    )
 
 
 def test_setting_line_reports_what_the_runs_did(tmp_path):
@@ -274,8 +314,15 @@ def test_setting_line_names_profile_data_weights_device(tmp_path):
     p = tiny(tmp_path)
     fake_result(p, p.run("adrenal-attention-s0"), 0.8)
     text = T.setting(p, R.collect(p))
-    for words in ("Profile tiny", "adrenalmnist3d 28, subset 8 (8/8/8)", "none (random init)", "cpu (x86_64",
-                  "epochs: 2", "seeds: 0, 1", "runs finished: 1 of 12"):
+    for words in (
+        "Profile tiny",
+        "adrenalmnist3d 28, subset 8 (8/8/8)",
+        "none (random init)",
+        "cpu (x86_64",
+        "epochs: 2",
+        "seeds: 0, 1",
+        "runs finished: 1 of 12",
+    ):
         assert words in text, text
 
 
@@ -293,7 +340,9 @@ def test_paper_numbers_cover_tables_1_2_3_and_medmnist_v2():
     assert set(paper.table) == {"table1", "table2", "table3", "medmnist_v2"}
     v2 = paper[paper.table == "medmnist_v2"]
     assert len(v2) == 3 * 6 * 2 and set(v2.method) == {"2.5d", "3d", "acs"} and v2.value.between(0, 1).all()
-    t1 = paper[(paper.table == "table1") & paper.dataset.isin(["organ", "nodule", "fracture", "adrenal", "vessel", "synapse"])]
+    t1 = paper[
+        (paper.table == "table1") & paper.dataset.isin(["organ", "nodule", "fracture", "adrenal", "vessel", "synapse"])
+    ]
     assert len(t1) == 3 * 6 * 2
     assert len(paper[paper.table == "table3"]) == 5 * 6 * 2
     value = paper.set_index(["table", "method", "dataset", "metric"])["value"]
@@ -323,5 +372,3 @@ def test_reference_numbers_ship_with_the_package():
 
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["study"]
     assert "data/*.csv" in data and (REPO / "study" / "data" / "paper_results.csv").is_file()
-
-

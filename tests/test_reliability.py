@@ -3,6 +3,7 @@
 Kills are injected (``LIB25D_FAULT``, see :func:`lib25d.run.faults.fault_point`), not timed: the
 process dies with SIGKILL exactly while a file is half written or inside an epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,48 @@ import torch
 from lib25d.run import RunConfig, train
 from lib25d.run.folder import CHECKPOINT, RESULT, claim
 
-TINY = dict(dataset="synthetic", size=16, weights=None, epochs=3, warmup_epochs=1, batch_size=8,
-            lr=1e-3, device="cpu", dataset_options={"n_train": 16, "n_val": 8, "n_test": 8, "seed": 3})
-CLI = [sys.executable, "-m", "lib25d.cli", "train", "--dataset", "synthetic", "--size", "16", "--weights", "none",
-       "--epochs", "3", "--warmup-epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--device", "cpu", "--quiet",
-       "--option", "n_train=16", "--option", "n_val=8", "--option", "n_test=8", "--option", "seed=3"]
+TINY = dict(
+    dataset="synthetic",
+    size=16,
+    weights=None,
+    epochs=3,
+    warmup_epochs=1,
+    batch_size=8,
+    lr=1e-3,
+    device="cpu",
+    dataset_options={"n_train": 16, "n_val": 8, "n_test": 8, "seed": 3},
+)
+CLI = [
+    sys.executable,
+    "-m",
+    "lib25d.cli",
+    "train",
+    "--dataset",
+    "synthetic",
+    "--size",
+    "16",
+    "--weights",
+    "none",
+    "--epochs",
+    "3",
+    "--warmup-epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--lr",
+    "1e-3",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--option",
+    "n_train=16",
+    "--option",
+    "n_val=8",
+    "--option",
+    "n_test=8",
+    "--option",
+    "seed=3",
+]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -64,11 +102,17 @@ def test_divergence_before_any_epoch_leaves_no_folder(tmp_path):
 # -- refused starts ------------------------------------------------------------------------------
 def test_names_are_checked_before_data_and_a_refused_run_leaves_no_folder(tmp_path):
     with pytest.raises(ValueError, match="unknown method 'attn'; valid: attention"):
-        train(tiny(method="attn", dataset="adrenal", data_root=str(tmp_path / "none"), dataset_options={}, size=28), tmp_path / "a")
+        train(
+            tiny(method="attn", dataset="adrenal", data_root=str(tmp_path / "none"), dataset_options={}, size=28),
+            tmp_path / "a",
+        )
     with pytest.raises(ValueError, match="unknown backbone"):
         train(tiny(backbone="resnet1"), tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="adrenalmnist3d.npz"):
-        train(tiny(dataset="adrenal", data_root=str(tmp_path / "none"), dataset_options={}, size=28), tmp_path / "c" / "deeper")
+        train(
+            tiny(dataset="adrenal", data_root=str(tmp_path / "none"), dataset_options={}, size=28),
+            tmp_path / "c" / "deeper",
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
@@ -93,8 +137,10 @@ def test_a_second_run_into_a_held_folder_is_refused_at_once(tmp_path):
 def test_two_processes_started_together_exactly_one_runs(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([*CLI, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([*CLI, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
     done = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
     assert sorted(rc for rc, _ in done) == [0, 2], done
     loser = next(err for rc, err in done if rc == 2)
@@ -111,8 +157,9 @@ def uninterrupted(tmp_path_factory) -> dict:
     return json.loads((out / RESULT).read_text())
 
 
-@pytest.mark.parametrize("fault", ["step@3", "step@9", "write:checkpoint.pt@2", "write:best.pt@1",
-                                   "write:result.json@1"])
+@pytest.mark.parametrize(
+    "fault", ["step@3", "step@9", "write:checkpoint.pt@2", "write:best.pt@1", "write:result.json@1"]
+)
 def test_kill_9_then_resume_gives_the_uninterrupted_numbers(fault, uninterrupted, tmp_path):
     out = tmp_path / "run"
     killed = cli(out, fault=fault)
@@ -129,8 +176,11 @@ def test_outputs_that_turn_nan_while_the_loss_stays_finite_stop_like_a_nan_loss(
     would end the run with a bare "Input contains NaN"."""
     out = tmp_path / "run"
     train(tiny(epochs=1), out, quiet=True)
-    with pytest.raises(FloatingPointError, match=r"diverged: non-finite predictions on split 'val' \(\d+ of 8 "
-                                                 r"volumes\) after epoch 2/3.*keeps epoch 1.*--resume --lr 100\b") as err:
+    with pytest.raises(
+        FloatingPointError,
+        match=r"diverged: non-finite predictions on split 'val' \(\d+ of 8 "
+        r"volumes\) after epoch 2/3.*keeps epoch 1.*--resume --lr 100\b",
+    ) as err:
         train(tiny(lr=1000.0), out, resume=True, quiet=True)
     assert "\n" not in str(err.value)
     assert len(torch.load(out / CHECKPOINT, weights_only=False)["history"]) == 1  # the good epoch is kept

@@ -2,6 +2,7 @@
 voxels, int16 Hounsfield units, a DICOM series) must give the same tensor, so the same slice is called axial
 slice k; the paper's two recipes give the shapes and intensities they promise. Files are written by the tests
 (study.phantoms), with the headers real scanners write."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -97,9 +98,16 @@ def test_pdac_ct_recipe_gives_its_shape_and_window(tmp_path):
     assert RECIPES["pdac-ct"] == {"window": (-150, 250), "target_shape": (128, 224, 224)}
     assert ds.volumes.shape == (2, 1, 128, 224, 224) and ds.volumes.dtype == np.float32
     assert ds.volumes.min() == 0.0 and ds.volumes.max() == 1.0  # air below -150 HU, bone above 250 HU
-    assert ds.info.identity["preprocess"] == {"recipe": "pdac-ct", "orientation": "RAS", "spacing": None,
-                                              "window": (-150.0, 250.0), "normalize": "none", "foreground": False,
-                                              "crop": None, "target_shape": (128, 224, 224)}
+    assert ds.info.identity["preprocess"] == {
+        "recipe": "pdac-ct",
+        "orientation": "RAS",
+        "spacing": None,
+        "window": (-150.0, 250.0),
+        "normalize": "none",
+        "foreground": False,
+        "crop": None,
+        "target_shape": (128, 224, 224),
+    }
     small = load_dataset(f"nifti:{csv}", "train", recipe="pdac-ct", target_shape=(16, 32, 32))  # option wins
     assert small.volumes.shape == (2, 1, 16, 32, 32)
 
@@ -129,13 +137,16 @@ def test_glioma_recipe_without_a_mask_says_what_it_needs(tmp_path):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"orientation": "XYZ"}, r"orientation 'XYZ' is not an axis code: .* RAS, the default, or LPS"),
-    ({"orientation": "RAR"}, "not an axis code"),
-    ({"recipe": "pdac"}, "unknown recipe 'pdac'; valid: pdac-ct, glioma-mri"),
-    ({"spacing": (1, 0, 1)}, r"spacing must be three positive sizes in mm \(D, H, W\)"),
-    ({"recipe": "pdac-ct", "normalize": "robust"}, "unknown normalize"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"orientation": "XYZ"}, r"orientation 'XYZ' is not an axis code: .* RAS, the default, or LPS"),
+        ({"orientation": "RAR"}, "not an axis code"),
+        ({"recipe": "pdac"}, "unknown recipe 'pdac'; valid: pdac-ct, glioma-mri"),
+        ({"spacing": (1, 0, 1)}, r"spacing must be three positive sizes in mm \(D, H, W\)"),
+        ({"recipe": "pdac-ct", "normalize": "robust"}, "unknown normalize"),
+    ],
+)
 def test_bad_options_are_one_line(options, match):
     with pytest.raises(ValueError, match=match) as err:
         ScanOptions.make(**options)
@@ -153,8 +164,14 @@ def test_every_option_is_part_of_the_cache_key(tmp_path):
     image, _ = anatomy()
     save_nifti(tmp_path / "a.nii.gz", image, (1, 1, 1), "LPS")
     csv = write_csv(tmp_path, ["a.nii.gz"])
-    for options in ({}, {"orientation": "LPS"}, {"orientation": "none"}, {"spacing": (2, 2, 2)},
-                    {"foreground": True}, {"recipe": "pdac-ct", "target_shape": (8, 8, 8)}):
+    for options in (
+        {},
+        {"orientation": "LPS"},
+        {"orientation": "none"},
+        {"spacing": (2, 2, 2)},
+        {"foreground": True},
+        {"recipe": "pdac-ct", "target_shape": (8, 8, 8)},
+    ):
         load_dataset(f"nifti:{csv}", "train", **options)
     assert len(list((tmp_path / ".lib25d_cache").glob("*.npz"))) == 6
 
@@ -176,10 +193,13 @@ def test_info_without_target_shape_preprocesses_the_first_scan(tmp_path):
     assert info.shape == load_dataset(f"nifti:{csv}", "train", spacing=(1, 1, 1)).info.shape == (34, 24, 24)
 
 
-@pytest.mark.parametrize("cohort, options", [
-    (ct_like_cohort, ["recipe=pdac-ct", "target_shape=16,24,24"]),
-    (glioma_like_cohort, ["recipe=glioma-mri", "crop=16,16,16"]),
-])
+@pytest.mark.parametrize(
+    "cohort, options",
+    [
+        (ct_like_cohort, ["recipe=pdac-ct", "target_shape=16,24,24"]),
+        (glioma_like_cohort, ["recipe=glioma-mri", "crop=16,16,16"]),
+    ],
+)
 def test_recipes_train_end_to_end_from_the_command_line(tmp_path, capsys, cohort, options):
     """Each recipe through `lib25d train`, at a laptop's size (the option given beside a recipe wins);
     result.json records the recipe, orientation and spacing the run used."""
@@ -188,8 +208,24 @@ def test_recipes_train_end_to_end_from_the_command_line(tmp_path, capsys, cohort
     from lib25d.cli import main
 
     csv = cohort(tmp_path / "data", n=(4, 2, 2))
-    args = ["train", "--dataset", f"nifti:{csv}", "--weights", "none", "--epochs", "1", "--warmup-epochs", "0",
-            "--batch-size", "2", "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]
+    args = [
+        "train",
+        "--dataset",
+        f"nifti:{csv}",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(args + [a for o in options for a in ("--option", o)]) == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     preprocess = result["data"]["identity"]["preprocess"]

@@ -1,4 +1,5 @@
 """The test suite finds its real data outside this machine's layout too (see conftest.find_adrenal)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The synthetic planted-lesion generator: reproducible, balanced, and solvable only via the lesion."""
+
 from __future__ import annotations
 
 import time

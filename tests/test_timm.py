@@ -1,5 +1,6 @@
 """timm backbones (``timm:<name>``) with random weights, offline: a convolutional one and a ViT; and the
 gated attention-MIL reducer trained end to end through the CLI."""
+
 from __future__ import annotations
 
 import copy
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread", "offline")
 @pytest.fixture
 def offline(monkeypatch):
     """No test here may reach the network: timm must never download."""
+
     def refuse(*args, **kwargs):
         raise OSError("network access in a test")
 
@@ -93,7 +95,9 @@ def test_wrong_weights_and_imagenet_are_refused_in_one_line(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="timm backbones take weights from a local file") as err:
         build_model("attention", backbone=CONV, weights="imagenet")
-    assert "\n" not in str(err.value) and "torch.save(timm.create_model('convnext_atto', pretrained=True)" in str(err.value)
+    assert "\n" not in str(err.value) and "torch.save(timm.create_model('convnext_atto', pretrained=True)" in str(
+        err.value
+    )
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_model("attention", backbone=CONV, weights=tmp_path / "missing.safetensors")
 
@@ -103,8 +107,21 @@ def test_unknown_timm_name_lists_close_matches(capsys, tmp_path):
         check_backbone("timm:convnext_atoo")
     with pytest.raises(ValueError, match="close matches: vit_tiny_patch16"):
         build_model("attention", backbone="timm:vit_tiny")
-    assert main(["train", "--backbone", "timm:convnext_atoo", "--dataset", "synthetic", "--out", str(tmp_path / "r"),
-                 "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--backbone",
+                "timm:convnext_atoo",
+                "--dataset",
+                "synthetic",
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "convnext_atto" in err and "timm.list_models()" in err
 
@@ -123,8 +140,10 @@ def test_speed_switches_keep_the_numbers_on_timm_backbones():
     for backbone in (CONV, VIT):
         model = build_model("gated", backbone=backbone).double()
         plain = apply(copy.deepcopy(model), **OFF)
-        fast = apply(copy.deepcopy(model), **{**OFF, "dedupe_slices": True, "fold_adapter": True,
-                                              "channels_last": True, "tiny_convs": True})
+        fast = apply(
+            copy.deepcopy(model),
+            **{**OFF, "dedupe_slices": True, "fold_adapter": True, "channels_last": True, "tiny_convs": True},
+        )
         assert fast.encoder.fold_stem is not None
         for mode in ("eval", "train"):
             a, b = getattr(plain, mode)(), getattr(fast, mode)()
@@ -136,9 +155,38 @@ def test_speed_switches_keep_the_numbers_on_timm_backbones():
 
 def test_train_gated_with_a_timm_backbone_from_the_cli(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--dataset", "synthetic", "--size", "16", "--method", "gated", "--backbone", CONV,
-                 "--weights", "none", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "4", "--device", "cpu",
-                 "--option", "n_train=8", "--option", "n_val=4", "--option", "n_test=4", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "synthetic",
+            "--size",
+            "16",
+            "--method",
+            "gated",
+            "--backbone",
+            CONV,
+            "--weights",
+            "none",
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--option",
+            "n_train=8",
+            "--option",
+            "n_val=4",
+            "--option",
+            "n_test=4",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     result = json.loads((out / "result.json").read_text())
     assert result["config"]["method"] == "gated" and result["config"]["backbone"] == CONV
@@ -147,8 +195,14 @@ def test_train_gated_with_a_timm_backbone_from_the_cli(tmp_path, capsys):
 
 def fake_run(folder, method: str):
     """A run folder as 'lib25d train' writes it, random weights (resnet18): no training."""
-    config = RunConfig(dataset="synthetic", size=12, method=method, weights=None, epochs=1,
-                       dataset_options={"n_train": 4, "n_val": 4, "n_test": 4})
+    config = RunConfig(
+        dataset="synthetic",
+        size=12,
+        method=method,
+        weights=None,
+        epochs=1,
+        dataset_options={"n_train": 4, "n_val": 4, "n_test": 4},
+    )
     torch.manual_seed(0)
     folder.mkdir()
     torch.save({"config": config.to_dict(), "model": build_model(method).state_dict()}, folder / "checkpoint.pt")
@@ -161,8 +215,12 @@ def test_gated_runs_are_explained_beside_attention(tmp_path):
     tables = explain_runs(runs, settings=Settings(max_volumes=2, n_boot=20, device="cpu"))
     pointing = tables["pointing"]
     rows = set(zip(pointing.method, pointing.explanation, pointing.axis))
-    assert {("attention", "slice", "all"), ("gated", "slice", "all"), ("gated", "slice", "axial"),
-            ("gated", "voxel sum", "all")} <= rows
+    assert {
+        ("attention", "slice", "all"),
+        ("gated", "slice", "all"),
+        ("gated", "slice", "axial"),
+        ("gated", "voxel sum", "all"),
+    } <= rows
     per_volume = tables["pointing_per_volume"]
     assert (per_volume.method == "random").sum() == 2 * 2  # 2 volumes x 2 tolerances, not twice over
     assert set(tables["sparsity"]["method"]) == {"attention", "gated"}

@@ -1,4 +1,5 @@
 """Training protocol: result file, resume after interruption, refusal, warm-up, metrics, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,17 @@ from lib25d.models import build_model
 from lib25d.run import RunConfig, train
 from lib25d.run.folder import CHECKPOINT, RESULT
 
-TINY = dict(dataset="synthetic", size=16, weights=None, epochs=3, warmup_epochs=1, batch_size=8,
-            lr=1e-3, device="cpu", dataset_options={"n_train": 16, "n_val": 8, "n_test": 8, "seed": 3})
+TINY = dict(
+    dataset="synthetic",
+    size=16,
+    weights=None,
+    epochs=3,
+    warmup_epochs=1,
+    batch_size=8,
+    lr=1e-3,
+    device="cpu",
+    dataset_options={"n_train": 16, "n_val": 8, "n_test": 8, "seed": 3},
+)
 
 
 def tiny(**changes) -> RunConfig:
@@ -43,7 +53,9 @@ def test_result_file_records_everything(tmp_path):
     assert len(saved["predictions"]["final"]) == 8
     # the stored test metrics are those of the stored predictions
     labels, scores = np.array(saved["predictions"]["labels"]), np.array(saved["predictions"]["final"])
-    assert evaluate_scores(labels, scores, "binary-class")["acc"] == pytest.approx(saved["metrics"]["final"]["test"]["acc"])
+    assert evaluate_scores(labels, scores, "binary-class")["acc"] == pytest.approx(
+        saved["metrics"]["final"]["test"]["acc"]
+    )
     assert result["metrics"] == saved["metrics"]
 
 
@@ -110,17 +122,23 @@ def test_warmup_trains_only_new_modules(tmp_path):
 
 def test_metrics_equal_medmnist_evaluator_on_real_predictions(medmnist_root):
     from medmnist import Evaluator
+
     data = load_dataset("adrenal", "test", root=medmnist_root)
     torch.manual_seed(0)
     model = build_model("acs").eval()
     with torch.no_grad():
-        logits = torch.cat([model(torch.stack([data[i][0] for i in range(s, min(s + 64, len(data)))]))
-                            for s in range(0, len(data), 64)])
+        logits = torch.cat(
+            [
+                model(torch.stack([data[i][0] for i in range(s, min(s + 64, len(data)))]))
+                for s in range(0, len(data), 64)
+            ]
+        )
     scores = scores_from_logits(logits)
     ours = evaluate_scores(data.labels, scores, data.info.task)
     auc, acc = Evaluator("adrenalmnist3d", "test", root=str(medmnist_root)).evaluate(scores)
     assert (ours["auc"], ours["acc"]) == (auc, acc)  # MedMNIST's own numbers stay the headline
     from sklearn.metrics import balanced_accuracy_score, recall_score
+
     labels, predicted = data.labels, scores > 0.5
     assert ours["balanced_acc"] == balanced_accuracy_score(labels, predicted)
     assert ours["recall"] == list(recall_score(labels, predicted, average=None))
@@ -162,9 +180,30 @@ def test_multiclass_run(tmp_path):
 
 def test_cli_train_evaluate_and_errors(tmp_path, capsys):
     out = tmp_path / "cli"
-    args = ["train", "--dataset", "synthetic", "--size", "16", "--weights", "none", "--epochs", "1",
-            "--batch-size", "8", "--device", "cpu", "--quiet", "--out", str(out),
-            "--option", "n_train=16", "--option", "n_val=8", "--option", "n_test=8"]
+    args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--size",
+        "16",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+        "--option",
+        "n_train=16",
+        "--option",
+        "n_val=8",
+        "--option",
+        "n_test=8",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "final" in printed and "test AUROC" in printed and (out / RESULT).exists()
@@ -175,11 +214,27 @@ def test_cli_train_evaluate_and_errors(tmp_path, capsys):
     assert reported == pytest.approx(saved["metrics"]["final"]["test"]["auc"], abs=1e-4)
     assert main(args) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert main(["train", "--method", "gru", "--out", str(tmp_path / "x"), "--weights", "none",
-                 "--dataset", "synthetic"]) == 2
+    assert (
+        main(["train", "--method", "gru", "--out", str(tmp_path / "x"), "--weights", "none", "--dataset", "synthetic"])
+        == 2
+    )
     assert "valid: attention, mean" in capsys.readouterr().err
-    assert main(["train", "--dataset", "organ", "--data-root", str(tmp_path), "--out", str(tmp_path / "y"),
-                 "--weights", "none"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "organ",
+                "--data-root",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "y"),
+                "--weights",
+                "none",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "organmnist3d.npz" in err and str(tmp_path) in err
 
@@ -188,18 +243,37 @@ def test_train_help_documents_every_setting(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--dataset", "--size", "--method", "--backbone", "--weights", "--seed", "--epochs",
-                 "--batch-size", "--lr", "--warmup-epochs", "--device", "--data-root", "--num-workers",
-                 "--chunk-size", "--no-amp", "--option", "--out", "--resume", "--quiet"):
+    for flag in (
+        "--dataset",
+        "--size",
+        "--method",
+        "--backbone",
+        "--weights",
+        "--seed",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--warmup-epochs",
+        "--device",
+        "--data-root",
+        "--num-workers",
+        "--chunk-size",
+        "--no-amp",
+        "--option",
+        "--out",
+        "--resume",
+        "--quiet",
+    ):
         assert flag in text, flag
 
 
 def test_loader_workers_auto_by_device():
     from lib25d.run.protocol import loader_workers
+
     auto = RunConfig()
     assert auto.num_workers == -1
-    assert loader_workers(auto, torch.device("cpu")) == 0          # CPU: workers would share the model's cores
-    assert 1 <= loader_workers(auto, torch.device("cuda")) <= 4    # CUDA: batches prepared beside the GPU
+    assert loader_workers(auto, torch.device("cpu")) == 0  # CPU: workers would share the model's cores
+    assert 1 <= loader_workers(auto, torch.device("cuda")) <= 4  # CUDA: batches prepared beside the GPU
     assert loader_workers(auto.replace(num_workers=3), torch.device("cpu")) == 3
 
 

@@ -5,6 +5,7 @@ lesion far more often than a random slice), and the exercises' solutions give th
 Slow (about five minutes on 2 cores) but part of `make test`: without it the tutorial could drift
 back to teaching that attention pooling looks away from the lesion. No time is asserted.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,14 +27,21 @@ def glued(path: Path) -> dict[str, object]:
             record = out.get("metadata", {}).get("scrapbook", {})
             if record:  # a figure is kept as the presence of its PNG; numbers and strings as their values
                 prefix, data = record.get("mime_prefix", ""), out["data"]
-                values[record["name"]] = "image/png" if prefix + "image/png" in data else \
-                    ast.literal_eval(data[prefix + "text/plain"])
+                values[record["name"]] = (
+                    "image/png" if prefix + "image/png" in data else ast.literal_eval(data[prefix + "text/plain"])
+                )
     return values
 
 
 def execute(name: str, out: Path, **parameters) -> dict[str, object]:
-    papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out), kernel_name="python3",
-                               parameters=parameters, cwd=str(REPO), progress_bar=False)
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / f"{name}.ipynb"),
+        str(out),
+        kernel_name="python3",
+        parameters=parameters,
+        cwd=str(REPO),
+        progress_bar=False,
+    )
     return glued(out)
 
 

@@ -4,6 +4,7 @@ shown as missing, strict mode, and a SLURM dry run of the paper profile.
 
 Slow (a few minutes on 2 cores) but part of `make test`: it is the issue's definition of done.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,13 @@ class Page(HTMLParser):
 
 def copy_checkout(dest: Path) -> Path:
     """Tracked and untracked-but-not-ignored files plus .git: what a clean clone would hold."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         src = REPO / name
         if src.is_file():
@@ -74,8 +80,11 @@ def snakemake(cwd: Path, *args: str, env: dict[str, str], timeout: int = 1500) -
 def study(tmp_path_factory, medmnist_root):
     """The smoke profile run once, as the README's book command runs it (cores 2, keep going)."""
     repo = copy_checkout(tmp_path_factory.mktemp("clone"))
-    env = {**os.environ, "LIB25D_DATA_ROOT": str(medmnist_root),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "LIB25D_DATA_ROOT": str(medmnist_root),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     done = snakemake(repo, "--configfile", "config/smoke.yaml", "--cores", "2", "--keep-going", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     profile = load_profile(repo / "config" / "smoke.yaml")
@@ -131,6 +140,7 @@ def test_provenance_names_revision_versions_and_times(study):
     html = Page(html_dir(profile) / "book" / "provenance.html")
     assert revision and revision in html.text
     import torch
+
     versions = {row[0]: row[1] for row in html.rows if len(row) == 2}
     assert versions.get("torch") == torch.__version__.split("+")[0] and versions.get("lib25d")
     timed = [row for row in html.rows if row and row[0] in {r.run_id for r in profile.runs()} | {"table1", "fig3"}]
@@ -177,16 +187,23 @@ def test_a_failed_run_is_shown_as_missing_not_dropped(study):
     (repo / "config" / "missing.yaml").write_text(MISSING)
     profile = load_profile(repo / "config" / "missing.yaml")
     target = str(profile.notebook_dir / "table1.ipynb")
-    done = snakemake(repo, "--configfile", "config/missing.yaml", "--cores", "2", "--keep-going", target,
-                     env=env, timeout=600)
+    done = snakemake(
+        repo, "--configfile", "config/missing.yaml", "--cores", "2", "--keep-going", target, env=env, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     status = json.loads((profile.run_dir("nodule-attention-s0") / "status.json").read_text())
     assert status["status"] == "failed" and status["error"].startswith("FileNotFoundError: nodulemnist3d.npz not found")
     cells = [c for c in json.loads(Path(target).read_text())["cells"] if c["cell_type"] == "code"]
     outputs = json.dumps([c.get("outputs", []) for c in cells])
     assert "nodule" in outputs and "missing (nodulemnist3d.npz not found" in outputs
-    failed = subprocess.run(f"grep -l '\"failed\"' {profile.results}/runs/*/status.json", shell=True,
-                            cwd=repo, env=env, capture_output=True, text=True)  # the README's --forcerun list
+    failed = subprocess.run(
+        f"grep -l '\"failed\"' {profile.results}/runs/*/status.json",
+        shell=True,
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )  # the README's --forcerun list
     assert failed.stdout.strip() == str(profile.run_dir("nodule-attention-s0") / "status.json")
 
 
@@ -220,15 +237,33 @@ def test_both_recipes_run_through_the_workflow(study, tmp_path):
         identity = json.loads((run / "result.json").read_text())["data"]["identity"]
         assert identity["preprocess"]["recipe"] == recipe and identity["preprocess"]["orientation"] == "RAS"
     outputs = json.dumps([c.get("outputs", []) for c in json.loads(Path(target).read_text())["cells"]])
-    assert "recipe pdac-ct, orientation RAS" in outputs and "recipe glioma-mri, orientation RAS, spacing 1x1x1 mm" \
-        in outputs and "Bal. ACC ours" in outputs and "recall per class ours" in outputs
+    assert (
+        "recipe pdac-ct, orientation RAS" in outputs
+        and "recipe glioma-mri, orientation RAS, spacing 1x1x1 mm" in outputs
+        and "Bal. ACC ours" in outputs
+        and "recall per class ours" in outputs
+    )
 
 
 def test_strict_mode_passes_strict_to_the_status_recorder(study):
     """strict=true: the run job exits 1 when its run failed (the recorder's exit code is unit-tested)."""
     repo, env, _ = study
-    dry = snakemake(repo, "--configfile", "config/smoke.yaml", "--config", "strict=true", "results=results/strict",
-                    "--cores", "1", "-n", "-p", "--forcerun", "run", env=env, timeout=300)
+    dry = snakemake(
+        repo,
+        "--configfile",
+        "config/smoke.yaml",
+        "--config",
+        "strict=true",
+        "results=results/strict",
+        "--cores",
+        "1",
+        "-n",
+        "-p",
+        "--forcerun",
+        "run",
+        env=env,
+        timeout=300,
+    )
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     runs = len(load_profile(repo / "config" / "smoke.yaml").runs())
     assert dry.stdout.count("steps.py status") == runs and dry.stdout.count("--strict") == runs
@@ -236,8 +271,9 @@ def test_strict_mode_passes_strict_to_the_status_recorder(study):
 
 def test_slurm_dry_run_of_the_paper_profile(study):
     repo, env, _ = study
-    dry = snakemake(repo, "--configfile", "config/paper.yaml", "--profile", "workflow/profiles/slurm", "-n",
-                    env=env, timeout=300)
+    dry = snakemake(
+        repo, "--configfile", "config/paper.yaml", "--profile", "workflow/profiles/slurm", "-n", env=env, timeout=300
+    )
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     out = dry.stdout + dry.stderr
     assert re.search(r"^run\s+240$", out, re.M), out[-2000:]  # the paper's 210 and 30 gated
@@ -271,8 +307,9 @@ def rehearsal(study, tmp_path_factory):
     torch.save(torchvision.models.resnet18().state_dict(), torch_home / "hub" / "checkpoints" / Path(url).name)
     env = {**env, "TORCH_HOME": str(torch_home)}
     overrides = [f"{key}={json.dumps(value)}" for key, value in REHEARSAL.items()]
-    done = snakemake(repo, "--configfile", "config/paper.yaml", "--config", *overrides, "--cores", "2",
-                     "--keep-going", env=env)
+    done = snakemake(
+        repo, "--configfile", "config/paper.yaml", "--config", *overrides, "--cores", "2", "--keep-going", env=env
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return load_profile(repo / "config" / "paper.yaml", overrides=REHEARSAL)
 

@@ -14,6 +14,7 @@ PYTHONPATH), never into the machine's environment: a ``venv --system-site-packag
 machine's python3 would not see its PyTorch, which lives in a venv itself (/opt/torch/.venv). Then
 it checks that every requirement of every installed wheel is met by the two together.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -122,8 +123,16 @@ def resolve(reqs: list[str], box: dict[str, str | None], built: Path) -> list[di
         constraints.write_text("".join(f"{n}=={v}\n" for n, v in box.items() if v))
         reqs = list(reqs)
         for _ in range(MARKER_ROUNDS):
-            resolved = _report(reqs, "-c", str(constraints), *_target_flags(), "--target", str(Path(tmp) / "target"),
-                               "--find-links", str(built))
+            resolved = _report(
+                reqs,
+                "-c",
+                str(constraints),
+                *_target_flags(),
+                "--target",
+                str(Path(tmp) / "target"),
+                "--find-links",
+                str(built),
+            )
             missing = _missing_on_target(resolved)
             if not missing:
                 return resolved
@@ -157,11 +166,14 @@ def _build_wheel(requirement: str, built: Path) -> Path:
     done = _pip("wheel", "--no-deps", "--wheel-dir", str(built), requirement)
     new = sorted(set(built.glob("*.whl")) - before)
     if done.returncode != 0 or not new:
-        raise Refusal(f"{requirement} has no wheel for Python {PYTHON_VERSION} and did not build here: "
-                      f"{_last_error(done.stderr)}")
+        raise Refusal(
+            f"{requirement} has no wheel for Python {PYTHON_VERSION} and did not build here: {_last_error(done.stderr)}"
+        )
     if not new[0].name.endswith("-none-any.whl"):
-        raise Refusal(f"{requirement} has no manylinux wheel and builds here only as {new[0].name}: "
-                      "build it on a machine like the GPU one")
+        raise Refusal(
+            f"{requirement} has no manylinux wheel and builds here only as {new[0].name}: "
+            "build it on a machine like the GPU one"
+        )
     return new[0]
 
 
@@ -179,9 +191,16 @@ def lacking(resolved: list[dict], box: dict[str, str | None]) -> list[tuple[str,
 
     found = {normalize(i["metadata"]["name"]): i["metadata"] for i in resolved}
     carried = {n for n in found if n not in {*box, *PROVIDED_BY, *LEFT_OUT}}
-    capped = {normalize(r.name) for n in carried for r in map(Requirement, found[n].get("requires_dist") or [])
-              if _applies(r) and normalize(r.name) in found and normalize(r.name) in box and not box[normalize(r.name)]
-              and any(spec.operator in ("<", "<=", "==", "~=", "===") for spec in r.specifier)}
+    capped = {
+        normalize(r.name)
+        for n in carried
+        for r in map(Requirement, found[n].get("requires_dist") or [])
+        if _applies(r)
+        and normalize(r.name) in found
+        and normalize(r.name) in box
+        and not box[normalize(r.name)]
+        and any(spec.operator in ("<", "<=", "==", "~=", "===") for spec in r.specifier)
+    }
     return sorted((found[n]["name"], found[n]["version"]) for n in carried | capped)
 
 
@@ -254,16 +273,26 @@ def install(wheels: Path, target: Path) -> int:
     stamp = target / ".wheels"
     if not (stamp.is_file() and stamp.read_text().split() == files):
         shutil.rmtree(target, ignore_errors=True)
-        done = _pip("install", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir", "--target", str(target),
-                    *map(str, sorted(wheels.glob("*.whl"))))
+        done = _pip(
+            "install",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--target",
+            str(target),
+            *map(str, sorted(wheels.glob("*.whl"))),
+        )
         if done.returncode != 0:
             raise Refusal(f"pip could not install the wheels of {wheels}: {_last_error(done.stderr)}")
         stamp.write_text("\n".join(files) + "\n")
     problems = unmet(target)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise Refusal(f"{wheels} lacks a package: {problems[0]}{more}; run 'make wheels' again where pip reaches "
-                      "PyPI, or add the package to it")
+        raise Refusal(
+            f"{wheels} lacks a package: {problems[0]}{more}; run 'make wheels' again where pip reaches "
+            "PyPI, or add the package to it"
+        )
     return len(files)
 
 

@@ -9,6 +9,7 @@
 
 Every dataset takes ``subset=N``: a stratified, seeded sample of at most N volumes per split.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -19,8 +20,18 @@ from .medmnist3d import MEDMNIST, load_medmnist3d, medmnist3d_info
 from .scans import load_nifti, nifti_info
 from .synthetic import load_synthetic, make_synthetic, synthetic_info
 
-__all__ = ["SPLITS", "DatasetInfo", "MEDMNIST", "Uint8Volumes", "VolumeDataset", "available_datasets",
-           "check_dataset", "dataset_info", "load_dataset", "make_synthetic"]
+__all__ = [
+    "SPLITS",
+    "DatasetInfo",
+    "MEDMNIST",
+    "Uint8Volumes",
+    "VolumeDataset",
+    "available_datasets",
+    "check_dataset",
+    "dataset_info",
+    "load_dataset",
+    "make_synthetic",
+]
 
 NIFTI_PREFIX = "nifti:"
 _FLAG_ALIASES = {flag: short for short, flag in MEDMNIST.items()}
@@ -39,7 +50,7 @@ def check_dataset(name: str, options: dict[str, Any] | None = None) -> tuple[str
         raise ValueError(f"dataset name must be a string, got {name!r}: use one of {valid}")
     key = _FLAG_ALIASES.get(name.strip().lower(), name.strip().lower())
     if name.startswith(NIFTI_PREFIX):
-        kind, arg = "nifti", name[len(NIFTI_PREFIX):].strip()
+        kind, arg = "nifti", name[len(NIFTI_PREFIX) :].strip()
         if not arg:
             raise ValueError(f"{name!r} names no CSV: write {NIFTI_PREFIX}path/to/scans.csv")
     elif key in MEDMNIST:
@@ -53,14 +64,18 @@ def check_dataset(name: str, options: dict[str, Any] | None = None) -> tuple[str
     allowed = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "name"]  # besides size, root, ...
     unknown = sorted(set(options or {}) - set(allowed) - {"subset"})
     if unknown:
-        takes = f"valid: {', '.join([*allowed, 'subset'])}" if allowed else \
-            "it takes only subset (size, root, download are settings)"
+        takes = (
+            f"valid: {', '.join([*allowed, 'subset'])}"
+            if allowed
+            else "it takes only subset (size, root, download are settings)"
+        )
         raise ValueError(f"dataset {name!r} has no option(s) {', '.join(unknown)}; {takes}")
     return kind, arg
 
 
-def load_dataset(name: str, split: str, *, size: int = 28, root=None, download: bool = False,
-                 **kwargs: Any) -> VolumeDataset:
+def load_dataset(
+    name: str, split: str, *, size: int = 28, root=None, download: bool = False, **kwargs: Any
+) -> VolumeDataset:
     """One split (train, val or test) of the named dataset, validated and ready for a DataLoader."""
     subset = kwargs.pop("subset", None)  # any dataset: a stratified, seeded sample of each split
     kind, arg = check_dataset(name, kwargs)

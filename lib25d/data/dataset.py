@@ -3,6 +3,7 @@
 Items are ``(float32 tensor (C, D, H, W), int label)``, batches ``(B, C, D, H, W)`` and ``int64``; D is
 head-foot (axial slices), H anterior-posterior, W left-right (see :mod:`lib25d.models.slicing`).
 """
+
 from __future__ import annotations
 
 import struct
@@ -54,8 +55,9 @@ class DatasetInfo:
         if self.task == "binary-class" and self.num_classes != 2:
             raise ValueError(f"a binary-class task has 2 classes, got {self.num_classes}")
         if len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes: "
-                             "give one name per class")
+            raise ValueError(
+                f"{len(self.class_names)} class names for {self.num_classes} classes: give one name per class"
+            )
         if self.in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         shape = tuple(int(s) for s in self.shape)
@@ -96,8 +98,14 @@ class VolumeDataset(Dataset):
     """Volumes float32 ``(N, C, D, H, W)`` (or a lazy :class:`Uint8Volumes`), labels int64 ``(N,)``, optional
     lesion ``masks`` bool ``(N, D, H, W)`` and their :class:`DatasetInfo`, validated once at construction."""
 
-    def __init__(self, volumes: np.ndarray | Uint8Volumes, labels: np.ndarray, info: DatasetInfo, split: str,
-                 masks: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        volumes: np.ndarray | Uint8Volumes,
+        labels: np.ndarray,
+        info: DatasetInfo,
+        split: str,
+        masks: np.ndarray | None = None,
+    ) -> None:
         self.info = info
         self.split = check_split(split)
         self.volumes = volumes if isinstance(volumes, Uint8Volumes) else np.asarray(volumes, dtype=np.float32)
@@ -112,24 +120,30 @@ class VolumeDataset(Dataset):
                 bad = (~np.isfinite(labels) | (labels != np.round(labels))).reshape(-1)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise ValueError(f"{where}: label {labels.reshape(-1)[i]} at index {i} is not a class index "
-                                 "(0, 1, ...); fix the labels")
+                raise ValueError(
+                    f"{where}: label {labels.reshape(-1)[i]} at index {i} is not a class index "
+                    "(0, 1, ...); fix the labels"
+                )
         labels = labels.astype(np.int64, copy=False)
         if n == 0:
             raise ValueError(f"{where} is empty: check the data files or the split sizes")
         expected = (n, self.info.in_channels, *self.info.shape)
         if tuple(self.volumes.shape) != expected:
-            raise ValueError(f"{where}: volumes have shape {tuple(self.volumes.shape)}, expected {expected} "
-                             "(N, C, D, H, W)")
+            raise ValueError(
+                f"{where}: volumes have shape {tuple(self.volumes.shape)}, expected {expected} (N, C, D, H, W)"
+            )
         if labels.shape != (n,):
             raise ValueError(f"{where}: labels have shape {labels.shape}, expected ({n},)")
         bad = np.flatnonzero((labels < 0) | (labels >= self.info.num_classes))
         if len(bad):
-            raise ValueError(f"{where}: label {labels[bad[0]]} at index {bad[0]} is outside "
-                             f"[0, {self.info.num_classes}); fix the labels or num_classes")
+            raise ValueError(
+                f"{where}: label {labels[bad[0]]} at index {bad[0]} is outside "
+                f"[0, {self.info.num_classes}); fix the labels or num_classes"
+            )
         if self.masks is not None and self.masks.shape != (n, *self.info.shape):
-            raise ValueError(f"{where}: masks have shape {self.masks.shape}, expected {(n, *self.info.shape)} "
-                             "(N, D, H, W)")
+            raise ValueError(
+                f"{where}: masks have shape {self.masks.shape}, expected {(n, *self.info.shape)} (N, D, H, W)"
+            )
         i = None if isinstance(self.volumes, Uint8Volumes) else first_nonfinite(self.volumes)  # integers: all finite
         if i is not None:
             raise ValueError(f"{where}: volume {i} holds NaN or inf voxels; fix or drop that scan")
@@ -143,8 +157,10 @@ class VolumeDataset(Dataset):
         return torch.tensor(self.volumes[index], dtype=torch.float32), int(self.labels[index])
 
     def __repr__(self) -> str:
-        return (f"VolumeDataset({self.info.name!r}, split={self.split!r}, n={len(self)}, "
-                f"shape={(self.info.in_channels, *self.info.shape)}, classes={self.info.num_classes})")
+        return (
+            f"VolumeDataset({self.info.name!r}, split={self.split!r}, n={len(self)}, "
+            f"shape={(self.info.in_channels, *self.info.shape)}, classes={self.info.num_classes})"
+        )
 
 
 def first_nonfinite(volumes: np.ndarray) -> int | None:
@@ -171,7 +187,7 @@ def stratified_subset(data: VolumeDataset, n: int, seed: int = 0) -> VolumeDatas
         idx = np.flatnonzero(data.labels == c)
         k = max(1, round(n * len(idx) / len(data)))
         picked.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
-    order = np.sort(np.concatenate(picked))[:max(n, len(classes))]
+    order = np.sort(np.concatenate(picked))[: max(n, len(classes))]
     vols = data.volumes
     vols = Uint8Volumes(vols.raw[order], vols.divisor) if isinstance(vols, Uint8Volumes) else vols[order]
     info = replace(data.info, identity={**data.info.identity, "subset": int(n), "subset_seed": int(seed)})

@@ -4,6 +4,7 @@ Root: the ``root`` argument, else ``$LIB25D_DATA_ROOT``, else medmnist's default
 download would otherwise fail deep inside numpy or, worse, load fewer volumes, so every file is MD5-checked once
 per process (cached on path, mtime and size).
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,7 +66,8 @@ def _missing(name: str, size: int, root: Path | None, reason: str = "") -> FileN
     return FileNotFoundError(
         f"{file_name(name, size)} not found {where}{f' ({reason})' if reason else ''}: point LIB25D_DATA_ROOT "
         f"(or --data-root) at the folder holding it, or pass download=True, or download {_official(name, size)[1]} "
-        "into that folder")
+        "into that folder"
+    )
 
 
 def locate(name: str, split: str = "train", *, size: int = 28, root=None, download: bool = False) -> Path:
@@ -77,8 +79,9 @@ def locate(name: str, split: str = "train", *, size: int = 28, root=None, downlo
             raise _missing(name, size, folder, "download needs a data folder" if download else "")
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            getattr(medmnist, medmnist.INFO[_flag(name)]["python_class"])(split=split, root=str(folder),
-                                                                         download=True, size=size)
+            getattr(medmnist, medmnist.INFO[_flag(name)]["python_class"])(
+                split=split, root=str(folder), download=True, size=size
+            )
         except Exception as err:  # medmnist raises a bare multi-line RuntimeError; any failure means no file
             raise _missing(name, size, folder, "download failed, are you offline?") from err
         if not path.is_file():
@@ -87,8 +90,10 @@ def locate(name: str, split: str = "train", *, size: int = 28, root=None, downlo
     st = path.stat()
     actual = _md5(str(path.resolve()), st.st_mtime_ns, st.st_size)
     if actual != md5:
-        raise ValueError(f"{path} is truncated or corrupt (MD5 {actual}, expected {md5}): delete it and download "
-                         f"it again (download=True or {url})")
+        raise ValueError(
+            f"{path} is truncated or corrupt (MD5 {actual}, expected {md5}): delete it and download "
+            f"it again (download=True or {url})"
+        )
     return path
 
 
@@ -96,11 +101,15 @@ def medmnist3d_info(name: str, size: int = 28, root=None) -> DatasetInfo:
     """Info from medmnist.INFO alone: no file is needed to plan a run."""
     info, folder = medmnist.INFO[_flag(name)], resolve_root(root)
     class_names = [info["label"][k] for k in sorted(info["label"], key=int)]
-    identity = {"dataset": _flag(name), "size": size,
-                "file": str(folder / file_name(name, size)) if folder is not None else file_name(name, size),
-                "md5": _official(name, size)[0]}
-    return DatasetInfo(name, info["task"], len(class_names), class_names, int(info["n_channels"]), (size,) * 3,
-                       identity)
+    identity = {
+        "dataset": _flag(name),
+        "size": size,
+        "file": str(folder / file_name(name, size)) if folder is not None else file_name(name, size),
+        "md5": _official(name, size)[0],
+    }
+    return DatasetInfo(
+        name, info["task"], len(class_names), class_names, int(info["n_channels"]), (size,) * 3, identity
+    )
 
 
 def load_medmnist3d(name: str, split: str, *, size: int = 28, root=None, download: bool = False) -> VolumeDataset:
@@ -122,12 +131,13 @@ def load_medmnist3d(name: str, split: str, *, size: int = 28, root=None, downloa
     if np.issubdtype(images.dtype, np.integer):
         return VolumeDataset(Uint8Volumes(images), labels.reshape(-1), info, split)
     if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"{path}: {split} images are {images.dtype}, not integer or floating-point voxels; "
-                         f"{again}")
+        raise ValueError(f"{path}: {split} images are {images.dtype}, not integer or floating-point voxels; {again}")
     i = first_nonfinite(images)
     if i is not None:
         bad = int(np.count_nonzero(~np.isfinite(images.reshape(len(images), -1)).all(axis=1)))
-        raise ValueError(f"{path}: {split} volume {i} holds NaN or inf voxels ({bad} volume(s) in {keys[0]}); "
-                         "fix the file or download it again")
+        raise ValueError(
+            f"{path}: {split} volume {i} holds NaN or inf voxels ({bad} volume(s) in {keys[0]}); "
+            "fix the file or download it again"
+        )
     images = images.astype(np.float32, copy=False)
     return VolumeDataset(images if images.ndim == 5 else images[:, None], labels.reshape(-1), info, split)

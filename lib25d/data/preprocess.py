@@ -16,6 +16,7 @@ keeps the storage order ((X, Y, Z) -> (D, H, W) = (Z, Y, X), as MedMNIST): the n
 **Recipes** are the paper's two real-world chains (section 3.1) by name: ``pdac-ct`` and ``glioma-mri``
 (:data:`RECIPES`); options passed beside a recipe override its values.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,8 +65,10 @@ def _orientation(code) -> str | None:
     text = str(code).upper()
     pairs = [next((pair for pair in _PAIRS if c in pair), "?") for c in text]
     if sorted(pairs) != sorted(_PAIRS):
-        raise ValueError(f"orientation {code!r} is not an axis code: three letters, one of L/R, A/P and S/I each "
-                         f"(e.g. {CANONICAL}, the default, or LPS), or none to keep the storage order")
+        raise ValueError(
+            f"orientation {code!r} is not an axis code: three letters, one of L/R, A/P and S/I each "
+            f"(e.g. {CANONICAL}, the default, or LPS), or none to keep the storage order"
+        )
     return text
 
 
@@ -84,17 +87,34 @@ class ScanOptions:
     target_shape: tuple[int, int, int] | None = None
 
     @classmethod
-    def make(cls, recipe: str | None = None, orientation=CANONICAL, spacing=None, window=None,
-             normalize: str | None = None, foreground: bool = False, crop=None, target_shape=None) -> ScanOptions:
+    def make(
+        cls,
+        recipe: str | None = None,
+        orientation=CANONICAL,
+        spacing=None,
+        window=None,
+        normalize: str | None = None,
+        foreground: bool = False,
+        crop=None,
+        target_shape=None,
+    ) -> ScanOptions:
         """Checked options; a recipe's values first, then those given (an intensity option replaces the
         recipe's intensity step: window and normalize are one choice)."""
-        given = {k: v for k, v in dict(spacing=spacing, window=window, normalize=normalize, crop=crop,
-                                       target_shape=target_shape).items() if v is not None}
+        given = {
+            k: v
+            for k, v in dict(
+                spacing=spacing, window=window, normalize=normalize, crop=crop, target_shape=target_shape
+            ).items()
+            if v is not None
+        }
         if recipe is not None:
             if recipe not in RECIPES:
                 raise ValueError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
-            base = {k: v for k, v in RECIPES[recipe].items()
-                    if not ({"window", "normalize"} & set(given) and k in ("window", "normalize"))}
+            base = {
+                k: v
+                for k, v in RECIPES[recipe].items()
+                if not ({"window", "normalize"} & set(given) and k in ("window", "normalize"))
+            }
             given = {**base, **given}
         window = given.get("window")
         normalize = given.get("normalize")
@@ -111,9 +131,16 @@ class ScanOptions:
         normalize = normalize or "minmax"
         if normalize not in NORMALIZE:
             raise ValueError(f"unknown normalize {normalize!r}: use one of {', '.join(NORMALIZE)}")
-        return cls(recipe, _orientation(orientation), _triple("spacing", given.get("spacing"), float), window,
-                   normalize, bool(foreground), _triple("crop", given.get("crop")),
-                   _triple("target_shape", given.get("target_shape")))
+        return cls(
+            recipe,
+            _orientation(orientation),
+            _triple("spacing", given.get("spacing"), float),
+            window,
+            normalize,
+            bool(foreground),
+            _triple("crop", given.get("crop")),
+            _triple("target_shape", given.get("target_shape")),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,8 +230,11 @@ def _intensity(options: ScanOptions):
 
     if options.window is not None:
         return ScaleIntensityRange(*options.window, b_min=0.0, b_max=1.0, clip=True)
-    return {"minmax": ScaleIntensity(minv=0.0, maxv=1.0, channel_wise=True),
-            "zscore": NormalizeIntensity(channel_wise=True), "none": Identity()}[options.normalize]
+    return {
+        "minmax": ScaleIntensity(minv=0.0, maxv=1.0, channel_wise=True),
+        "zscore": NormalizeIntensity(channel_wise=True),
+        "none": Identity(),
+    }[options.normalize]
 
 
 def preprocess(image, mask, options: ScanOptions) -> tuple[np.ndarray, np.ndarray | None]:
@@ -222,13 +252,12 @@ def preprocess(image, mask, options: ScanOptions) -> tuple[np.ndarray, np.ndarra
             pixdim = [0.0, 0.0, 0.0]
             for axis, mm in zip(order, options.spacing):
                 pixdim[axis] = mm
-            data = Spacingd(keys, pixdim=pixdim, mode=("bilinear", "nearest")[:len(keys)])(data)
+            data = Spacingd(keys, pixdim=pixdim, mode=("bilinear", "nearest")[: len(keys)])(data)
         dhw = [0, *(1 + a for a in order)]
         data = {k: v.as_tensor().permute(*dhw).contiguous() for k, v in data.items()}
         data["image"] = _intensity(options)(data["image"])
         if options.foreground:
-            data = CropForegroundd(keys, source_key="image", select_fn=lambda x: x > x.min(),
-                                   allow_smaller=True)(data)
+            data = CropForegroundd(keys, source_key="image", select_fn=lambda x: x > x.min(), allow_smaller=True)(data)
     vol = np.asarray(data["image"], dtype=np.float32)
     mask = None if mask is None else np.asarray(data["mask"])[0] > 0.5
     if options.crop is not None:

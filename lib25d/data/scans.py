@@ -1,121 +1,35 @@
-"""Your own scans: a CSV of NIfTI files or DICOM series folders turned into a :class:`VolumeDataset`.
+"""Your own scans: the CSV of a cohort (:mod:`.scan_table`) turned into a :class:`VolumeDataset`.
 
-Columns: ``image`` (a NIfTI file or a folder holding one DICOM series; several joined by ``;`` are modalities,
-stacked as channels), ``label`` (int >= 0), ``split`` (train/val/test), optionally ``mask`` (a segmentation: the
-crop centres on it; returned as ``dataset.masks`` when every row of the split has one); paths are relative to the
-CSV's folder. Each row goes through :mod:`.preprocess` (MONAI's transforms; options and recipes there): after it, D
-is head-foot (axial), H anterior-posterior (coronal), W left-right (sagittal) whatever the storage order. Rows are
-cached in ``.lib25d_cache`` beside the CSV (or ``cache_dir``), keyed by the files' paths, mtimes and sizes and every
-option. Bad input fails with one line naming the file, its CSV line and the fix.
+Each row goes through :mod:`.preprocess` (MONAI's transforms; options and recipes there): after it, D is head-foot
+(axial), H anterior-posterior (coronal), W left-right (sagittal) whatever the storage order. Rows are cached in
+``.lib25d_cache`` beside the CSV (or ``cache_dir``), keyed by the files' paths, mtimes and sizes and every option.
+Bad input fails with one line naming the file, its CSV line and the fix.
 """
+
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .dataset import READ_ERRORS, SPLITS, DatasetInfo, VolumeDataset, check_split, task_for
+from .dataset import READ_ERRORS, DatasetInfo, VolumeDataset, check_split, task_for
 from .preprocess import NEEDS_MASK, ScanOptions, ScanReadError, preprocess, read_scan, what
+from .scan_table import Row, read_table
 
-REQUIRED_COLUMNS = ("image", "label", "split")
 CACHE_VERSION = 3  # bump when preprocessing changes what a cached file holds (3: MONAI chain, orientation)
 CACHE_FOLDER = ".lib25d_cache"
 
 
-@dataclass(frozen=True)
-class Row:
-    """One CSV row with resolved paths; ``line`` is its line in the CSV, ``position`` its volume index in its split."""
-
-    line: int
-    images: tuple[Path, ...]
-    label: int
-    split: str
-    mask: Path | None
-    position: int
-
-    @property
-    def files(self) -> list[Path]:
-        return [*self.images, *([self.mask] if self.mask is not None else [])]
-
-
-def read_table(csv_path: str | os.PathLike, num_classes: int | None = None) -> tuple[list[Row], int]:
-    """Rows of the CSV, validated as a whole (columns, labels, splits, channel counts), and num_classes."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"CSV {csv_path} not found: give the path of a CSV with columns "
-                                f"{', '.join(REQUIRED_COLUMNS)}")
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's byte-order mark
-            reader = csv.DictReader(fh)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            raws = []
-            for raw in reader:
-                if raw.get(None):  # DictReader's place for cells beyond the header
-                    raise ValueError(f"{csv_path}:{reader.line_num} has {len(raw[None])} more cell(s) than the header "
-                                     "has columns: quote values holding commas, or add the missing column names")
-                raws.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        problem = getattr(err, "strerror", None) or (str(err).splitlines() or [type(err).__name__])[0]
-        if isinstance(err, UnicodeDecodeError):
-            problem = "it is not UTF-8 text: a binary file, or saved in another encoding"
-        raise ValueError(f"CSV {csv_path} cannot be read ({problem}): give a UTF-8 text file whose "
-                         f"first line is the header {','.join(REQUIRED_COLUMNS)}") from err
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        one = len(columns) == 1 and any(sep in columns[0] for sep in ";\t")
-        hint = " (the header is a single column: separate columns with commas, not ';' or tabs)" if one else ""
-        raise ValueError(f"{csv_path} lacks column(s) {', '.join(missing)}: required columns are "
-                         f"{', '.join(REQUIRED_COLUMNS)} (optional: mask), found {', '.join(columns) or 'none'}{hint}")
-    seen = dict.fromkeys(SPLITS, 0)
-    rows = [_parse_row(cells, line, csv_path, seen) for line, cells in raws]
-    if not rows:
-        raise ValueError(f"{csv_path} has no data rows: add one row per scan")
-    for row in rows:
-        if len(row.images) != len(rows[0].images):
-            raise ValueError(f"{csv_path}:{row.line} has {len(row.images)} image(s), line {rows[0].line} has "
-                             f"{len(rows[0].images)}: every row needs the same modalities")
-    top = max(r.label for r in rows)
-    if num_classes is None:
-        num_classes = max(2, top + 1)
-    elif top >= num_classes:
-        line = next(r.line for r in rows if r.label == top)
-        raise ValueError(f"{csv_path}:{line} has label {top} but num_classes={num_classes}: raise num_classes "
-                         "or fix the label")
-    return rows, num_classes
-
-
-def _parse_row(cells: dict[str, str], line: int, csv_path: Path, seen: dict[str, int]) -> Row:
-    """One checked row; ``seen`` counts the rows of each split so far."""
-    where = f"{csv_path}:{line}"
-    for col in REQUIRED_COLUMNS:
-        if not cells.get(col):
-            raise ValueError(f"{where}: empty {col!r}; fill it in or delete the row")
-    try:
-        label = int(cells["label"])
-    except ValueError:
-        raise ValueError(f"{where}: label {cells['label']!r} is not an integer class index") from None
-    if label < 0:
-        raise ValueError(f"{where}: label {label} is negative; classes are 0, 1, ...")
-    split = cells["split"]
-    if split not in SPLITS:
-        raise ValueError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
-    images = tuple(csv_path.parent / Path(p.strip()).expanduser() for p in cells["image"].split(";") if p.strip())
-    mask = csv_path.parent / Path(cells["mask"]).expanduser() if cells.get("mask") else None
-    seen[split] += 1
-    return Row(line, images, label, split, mask, seen[split] - 1)
-
-
 def _require(path: Path, row: Row, csv_path: Path) -> None:
     if not (path.is_file() or path.is_dir()):
-        raise FileNotFoundError(f"{path} not found (CSV {csv_path} line {row.line}): fix the path; "
-                                "relative paths start at the CSV's folder")
+        raise FileNotFoundError(
+            f"{path} not found (CSV {csv_path} line {row.line}): fix the path; relative paths start at the CSV's folder"
+        )
 
 
 def _read(path: Path, row: Row, csv_path: Path):
@@ -125,17 +39,20 @@ def _read(path: Path, row: Row, csv_path: Path):
     try:
         image = read_scan(path)
     except ScanReadError as err:  # damaged, truncated or foreign
-        raise ValueError(f"{path} cannot be read as {what(path)} ({err}; CSV {csv_path} line {row.line}): "
-                         "re-export or copy the scan again, or drop its row") from err
+        raise ValueError(
+            f"{path} cannot be read as {what(path)} ({err}; CSV {csv_path} line {row.line}): "
+            "re-export or copy the scan again, or drop its row"
+        ) from err
     if image.dim() != 4:
-        raise ValueError(f"{path} (line {row.line}) has shape {tuple(image.shape[1:])}: give one 3D file per "
-                         "modality")
+        raise ValueError(f"{path} (line {row.line}) has shape {tuple(image.shape[1:])}: give one 3D file per modality")
     finite = np.isfinite(np.asarray(image.as_tensor()))
     if not finite.all():
         bad = int(finite.size - finite.sum())
-        raise ValueError(f"{path}: split {row.split!r} volume {row.position} holds NaN or inf voxels ({bad} of "
-                         f"{finite.size}; CSV {csv_path} line {row.line}): replace them (e.g. np.nan_to_num) or "
-                         "drop the row")
+        raise ValueError(
+            f"{path}: split {row.split!r} volume {row.position} holds NaN or inf voxels ({bad} of "
+            f"{finite.size}; CSV {csv_path} line {row.line}): replace them (e.g. np.nan_to_num) or "
+            "drop the row"
+        )
     return image
 
 
@@ -146,16 +63,22 @@ def preprocess_row(row: Row, options: ScanOptions, csv_path: Path) -> tuple[np.n
     chans = [_read(p, row, csv_path) for p in row.images]
     grids = {(tuple(c.shape[1:]), tuple(np.round(np.asarray(c.affine), 3).ravel())) for c in chans}
     if len(grids) != 1:
-        raise ValueError(f"{csv_path}:{row.line}: modalities have shapes {[tuple(c.shape[1:]) for c in chans]} "
-                         "or differ in voxel grid (affine); co-register them to one grid")
+        raise ValueError(
+            f"{csv_path}:{row.line}: modalities have shapes {[tuple(c.shape[1:]) for c in chans]} "
+            "or differ in voxel grid (affine); co-register them to one grid"
+        )
     image = MetaTensor(np.concatenate([np.asarray(c.as_tensor()) for c in chans]), affine=chans[0].affine)
     mask = None if row.mask is None else _read(row.mask, row, csv_path)
     if mask is not None and mask.shape[1:] != image.shape[1:]:
-        raise ValueError(f"{csv_path}:{row.line}: mask shape {tuple(mask.shape[1:])} differs from image shape "
-                         f"{tuple(image.shape[1:])}")
+        raise ValueError(
+            f"{csv_path}:{row.line}: mask shape {tuple(mask.shape[1:])} differs from image shape "
+            f"{tuple(image.shape[1:])}"
+        )
     if options.recipe in NEEDS_MASK and mask is None:
-        raise ValueError(f"{csv_path}:{row.line}: recipe {options.recipe!r} crops around the lesion's centre of "
-                         "mass: add a mask column with its segmentation, or pass crop=none")
+        raise ValueError(
+            f"{csv_path}:{row.line}: recipe {options.recipe!r} crops around the lesion's centre of "
+            "mass: add a mask column with its segmentation, or pass crop=none"
+        )
     return preprocess(image, mask, options)
 
 
@@ -165,8 +88,14 @@ def _stamps(path: Path) -> list:
 
 
 def _cache_key(row: Row, options: ScanOptions) -> str:
-    blob = json.dumps({"v": CACHE_VERSION, "files": [_stamps(p) for p in row.files], "mask": row.mask is not None,
-                       "opts": options.to_dict()})
+    blob = json.dumps(
+        {
+            "v": CACHE_VERSION,
+            "files": [_stamps(p) for p in row.files],
+            "mask": row.mask is not None,
+            "opts": options.to_dict(),
+        }
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -177,8 +106,14 @@ def _read_cache(path: Path, row: Row) -> tuple[np.ndarray, np.ndarray | None] | 
             vol, mask = npz["volume"], (npz["mask"] if "mask" in npz.files else None)
     except (*READ_ERRORS, KeyError):  # absent, truncated, foreign
         return None
-    ok = (vol.dtype == np.float32 and vol.ndim == 4 and len(vol) == len(row.images) and np.isfinite(vol).all()
-          and (mask is None) == (row.mask is None) and (mask is None or mask.shape == vol.shape[1:]))
+    ok = (
+        vol.dtype == np.float32
+        and vol.ndim == 4
+        and len(vol) == len(row.images)
+        and np.isfinite(vol).all()
+        and (mask is None) == (row.mask is None)
+        and (mask is None or mask.shape == vol.shape[1:])
+    )
     return (vol, mask) if ok else None
 
 
@@ -193,12 +128,14 @@ def _write_cache(path: Path, vol: np.ndarray, mask: np.ndarray | None) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as err:
-        warnings.warn(f"could not write the scan cache {path} ({err}); pass cache_dir= a writable folder to cache",
-                      stacklevel=4)
+        warnings.warn(
+            f"could not write the scan cache {path} ({err}); pass cache_dir= a writable folder to cache", stacklevel=4
+        )
 
 
-def _load_row(row: Row, options: ScanOptions, csv_path: Path,
-              cache_dir: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _load_row(
+    row: Row, options: ScanOptions, csv_path: Path, cache_dir: Path | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Preprocessed row, from the cache when its files and options are unchanged."""
     for p in row.files:
         _require(p, row, csv_path)
@@ -220,25 +157,43 @@ def _cache_folder(csv_path: Path, cache_dir, cache: bool) -> Path | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        warnings.warn(f"no scan cache: cannot create {folder} ({err}); pass cache_dir= a writable folder",
-                      stacklevel=3)
+        warnings.warn(f"no scan cache: cannot create {folder} ({err}); pass cache_dir= a writable folder", stacklevel=3)
         return None
     return folder
 
 
-def _info(name: str, csv_path: Path, num_classes: int, class_names, channels: int, shape,
-          options: ScanOptions) -> DatasetInfo:
+def _info(
+    name: str, csv_path: Path, num_classes: int, class_names, channels: int, shape, options: ScanOptions
+) -> DatasetInfo:
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class_names for {num_classes} classes: give one name per class")
-    identity = {"dataset": "nifti", "csv": str(csv_path.resolve()),
-                "sha256": hashlib.sha256(csv_path.read_bytes()).hexdigest(), "preprocess": options.to_dict()}
+    identity = {
+        "dataset": "nifti",
+        "csv": str(csv_path.resolve()),
+        "sha256": hashlib.sha256(csv_path.read_bytes()).hexdigest(),
+        "preprocess": options.to_dict(),
+    }
     return DatasetInfo(name, task_for(num_classes), num_classes, names, channels, tuple(shape), identity)
 
 
-def nifti_info(csv_path, *, num_classes=None, class_names=None, recipe=None, orientation="RAS", spacing=None,
-               window=None, normalize=None, foreground=False, crop=None, target_shape=None, name: str | None = None,
-               cache_dir=None, cache: bool = True) -> DatasetInfo:
+def nifti_info(
+    csv_path,
+    *,
+    num_classes=None,
+    class_names=None,
+    recipe=None,
+    orientation="RAS",
+    spacing=None,
+    window=None,
+    normalize=None,
+    foreground=False,
+    crop=None,
+    target_shape=None,
+    name: str | None = None,
+    cache_dir=None,
+    cache: bool = True,
+) -> DatasetInfo:
     """What :func:`load_nifti` would return as ``.info``. The shape is ``target_shape`` or ``crop`` where they fix
     it, else the first scan's once preprocessed (and cached)."""
     csv_path = Path(csv_path)
@@ -247,13 +202,20 @@ def nifti_info(csv_path, *, num_classes=None, class_names=None, recipe=None, ori
     shape = options.target_shape or (options.crop if not options.foreground else None)
     if shape is None:
         shape = _load_row(rows[0], options, csv_path, _cache_folder(csv_path, cache_dir, cache))[0].shape[1:]
-    return _info(name or f"nifti:{csv_path}", csv_path, num_classes, class_names, len(rows[0].images), shape,
-                 options)
+    return _info(name or f"nifti:{csv_path}", csv_path, num_classes, class_names, len(rows[0].images), shape, options)
 
 
-def load_nifti(csv_path: str | os.PathLike, split: str, *, num_classes: int | None = None, class_names=None,
-               cache_dir: str | os.PathLike | None = None, cache: bool = True, name: str | None = None,
-               **preprocess) -> VolumeDataset:
+def load_nifti(
+    csv_path: str | os.PathLike,
+    split: str,
+    *,
+    num_classes: int | None = None,
+    class_names=None,
+    cache_dir: str | os.PathLike | None = None,
+    cache: bool = True,
+    name: str | None = None,
+    **preprocess,
+) -> VolumeDataset:
     """One split of a scans CSV, preprocessed (``recipe``, ``orientation``, ``spacing``, ``window``, ``normalize``,
     ``foreground``, ``crop``, ``target_shape``: see :mod:`.preprocess`) and cached on disk."""
     csv_path = Path(csv_path)
@@ -268,8 +230,10 @@ def load_nifti(csv_path: str | os.PathLike, split: str, *, num_classes: int | No
     loaded = [_load_row(r, options, csv_path, folder) for r in chosen]
     for row, (vol, _) in zip(chosen, loaded):
         if vol.shape != loaded[0][0].shape:
-            raise ValueError(f"{csv_path}: volumes differ in shape (line {chosen[0].line}: {loaded[0][0].shape[1:]}, "
-                             f"line {row.line}: {vol.shape[1:]}): pass target_shape or crop")
+            raise ValueError(
+                f"{csv_path}: volumes differ in shape (line {chosen[0].line}: {loaded[0][0].shape[1:]}, "
+                f"line {row.line}: {vol.shape[1:]}): pass target_shape or crop"
+            )
     volumes = np.stack([v for v, _ in loaded])
     masks = np.stack([m for _, m in loaded]) if all(m is not None for _, m in loaded) else None
     labels = np.array([r.label for r in chosen], dtype=np.int64)

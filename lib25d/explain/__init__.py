@@ -2,17 +2,18 @@
 (:mod:`.cam`), the pointing game (:mod:`.pointing`), deletion (:mod:`.deletion`), intervals (:mod:`.stats`), the
 tables of trained runs (:mod:`.report`), Figure 3 and attention against a known lesion (:mod:`.figures`).
 """
+
 from .attention import (
-                        SliceAttention,
-                        attention_entropy,
-                        background_share,
-                        effective_slices,
-                        empty_slices,
-                        peak_voxels,
-                        slice_attention,
-                        sparsity_table,
-                        top_k_tokens,
-                        voxel_map,
+    SliceAttention,
+    attention_entropy,
+    background_share,
+    effective_slices,
+    empty_slices,
+    peak_voxels,
+    slice_attention,
+    sparsity_table,
+    top_k_tokens,
+    voxel_map,
 )
 from .cam import ClassTarget, default_cam_layer, hirescam
 from .deletion import blank_slices, deletion_test
@@ -22,9 +23,33 @@ from .report import Settings, explain_runs, volumes_to_draw
 from .stats import bootstrap_ci, pool_seeds
 
 __all__ = [
-    "SliceAttention", "attention_entropy", "background_share", "effective_slices", "empty_slices",
-    "peak_voxels", "slice_attention", "sparsity_table", "top_k_tokens", "voxel_map", "Settings",
-    "attention_pointing", "explain_runs", "slice_pointing", "summarize_pointing", "volumes_to_draw",
-    "voxel_pointing", "ClassTarget", "default_cam_layer", "hirescam", "blank_slices", "bootstrap_ci",
-    "deletion_test", "pool_seeds", "figure3", "figure3_for", "head_figure", "lesion_figure", "pointing_figure",
+    "SliceAttention",
+    "attention_entropy",
+    "background_share",
+    "effective_slices",
+    "empty_slices",
+    "peak_voxels",
+    "slice_attention",
+    "sparsity_table",
+    "top_k_tokens",
+    "voxel_map",
+    "Settings",
+    "attention_pointing",
+    "explain_runs",
+    "slice_pointing",
+    "summarize_pointing",
+    "volumes_to_draw",
+    "voxel_pointing",
+    "ClassTarget",
+    "default_cam_layer",
+    "hirescam",
+    "blank_slices",
+    "bootstrap_ci",
+    "deletion_test",
+    "pool_seeds",
+    "figure3",
+    "figure3_for",
+    "head_figure",
+    "lesion_figure",
+    "pointing_figure",
 ]

@@ -1,6 +1,7 @@
 """Per-slice attention of a 2.5D model as numpy arrays; how sparse it is (the paper says by eye, Figure 3,
 that attention is sparse and partly on empty background slices); voxel maps from the per-axis profiles.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,10 @@ class SliceAttention:
 def split_tokens(per_token: np.ndarray, layout: SliceLayout) -> dict[str, np.ndarray]:
     """Split the last (token) dimension into one array per axis, keyed by axis name."""
     if per_token.shape[-1] != layout.num_tokens:
-        raise ValueError(f"{per_token.shape[-1]} values per volume but the layout has {layout.num_tokens} slices; "
-                         "pass weights computed for volumes of this shape")
+        raise ValueError(
+            f"{per_token.shape[-1]} values per volume but the layout has {layout.num_tokens} slices; "
+            "pass weights computed for volumes of this shape"
+        )
     parts = np.split(per_token, layout.offsets[1:], axis=-1)
     return {AXIS_NAMES[a]: p for a, p in zip(layout.axes, parts)}
 
@@ -71,7 +74,7 @@ def batches(indices: np.ndarray, batch_size: int) -> Iterable[np.ndarray]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     for start in range(0, len(indices), batch_size):
-        yield indices[start:start + batch_size]
+        yield indices[start : start + batch_size]
 
 
 @torch.no_grad()
@@ -84,11 +87,16 @@ def slice_attention(model: nn.Module, volumes: torch.Tensor | np.ndarray) -> Sli
         with eval_mode(model):
             out = model.forward_with_attention(x)
     if out is None or out.weights is None or out.head_weights is None:
-        what = (f"this 2.5D model's reducer ({type(model.reducer).__name__}) has no attention weights"
-                if isinstance(model, Model25D) else f"a {type(model).__name__} has no slice attention")
-        raise ValueError(f"{what}: slice weights exist only for the methods 'attention' and "
-                         "'gated'; explain this model with HiResCAM instead (lib25d.explain.hirescam, for the 3d "
-                         "and acs baselines)")
+        what = (
+            f"this 2.5D model's reducer ({type(model.reducer).__name__}) has no attention weights"
+            if isinstance(model, Model25D)
+            else f"a {type(model).__name__} has no slice attention"
+        )
+        raise ValueError(
+            f"{what}: slice weights exist only for the methods 'attention' and "
+            "'gated'; explain this model with HiResCAM instead (lib25d.explain.hirescam, for the 3d "
+            "and acs baselines)"
+        )
     weights, head_weights, logits = (t.float().cpu().numpy() for t in (out.weights, out.head_weights, out.logits))
     return SliceAttention(weights, head_weights, out.layout, logits)
 
@@ -105,8 +113,10 @@ def attention_entropy(weights: np.ndarray) -> np.ndarray:
     """Entropy in nats of each volume's attention over all slices: 0 for one slice, log N for uniform."""
     w = np.asarray(weights, dtype=np.float64)
     if (w < -1e-3).any() or not np.allclose(w.sum(-1), 1.0, atol=1e-3):
-        raise ValueError("attention weights must be non-negative and sum to 1 over all slices of a volume; "
-                         "pass SliceAttention.weights (all axes together), not one axis or one head's split")
+        raise ValueError(
+            "attention weights must be non-negative and sum to 1 over all slices of a volume; "
+            "pass SliceAttention.weights (all axes together), not one axis or one head's split"
+        )
     w = np.clip(w, 0.0, None)
     return -(w * np.log(np.where(w > 0, w, 1.0))).sum(-1)
 
@@ -122,14 +132,17 @@ def slice_any(voxels: np.ndarray, layout: SliceLayout) -> np.ndarray:
     if voxels.ndim != 4:
         raise ValueError(f"expected a (B, D, H, W) boolean array, got shape {voxels.shape}")
     if tuple(voxels.shape[1 + a] for a in layout.axes) != layout.lengths:
-        raise ValueError(f"array of shape {voxels.shape[1:]} does not match the attention layout "
-                         f"{dict(zip((AXIS_NAMES[a] for a in layout.axes), layout.lengths))}")
+        raise ValueError(
+            f"array of shape {voxels.shape[1:]} does not match the attention layout "
+            f"{dict(zip((AXIS_NAMES[a] for a in layout.axes), layout.lengths))}"
+        )
     parts = [voxels.any(axis=tuple(1 + o for o in range(3) if o != a)) for a in layout.axes]
     return np.concatenate(parts, axis=1)
 
 
-def empty_slices(volumes: torch.Tensor | np.ndarray, layout: SliceLayout, background: float = 0.0,
-                 threshold: float = EMPTY_THRESHOLD) -> np.ndarray:
+def empty_slices(
+    volumes: torch.Tensor | np.ndarray, layout: SliceLayout, background: float = 0.0, threshold: float = EMPTY_THRESHOLD
+) -> np.ndarray:
     """``(B, N)`` bool: slices whose every voxel (all channels) is within ``threshold`` of ``background``."""
     x = volumes.detach().cpu().numpy() if isinstance(volumes, torch.Tensor) else np.asarray(volumes)
     if x.ndim != 5:
@@ -144,15 +157,22 @@ def background_share(weights: np.ndarray, empty: np.ndarray) -> np.ndarray:
     return (np.asarray(weights) * np.asarray(empty, dtype=bool)).sum(-1)
 
 
-def sparsity_table(att: SliceAttention, volumes: torch.Tensor | np.ndarray, background: float = 0.0,
-                   threshold: float = EMPTY_THRESHOLD) -> pd.DataFrame:
+def sparsity_table(
+    att: SliceAttention, volumes: torch.Tensor | np.ndarray, background: float = 0.0, threshold: float = EMPTY_THRESHOLD
+) -> pd.DataFrame:
     """One row per volume: entropy, effective slices, largest weight and attention on background, beside
     ``empty_slice_share``, what uniform attention would put on the background."""
     empty = empty_slices(volumes, att.layout, background, threshold)
-    return pd.DataFrame({
-        "num_slices": att.layout.num_tokens, "entropy": attention_entropy(att.weights),
-        "effective_slices": effective_slices(att.weights), "max_weight": att.weights.max(-1),
-        "background_share": background_share(att.weights, empty), "empty_slice_share": empty.mean(-1)})
+    return pd.DataFrame(
+        {
+            "num_slices": att.layout.num_tokens,
+            "entropy": attention_entropy(att.weights),
+            "effective_slices": effective_slices(att.weights),
+            "max_weight": att.weights.max(-1),
+            "background_share": background_share(att.weights, empty),
+            "empty_slice_share": empty.mean(-1),
+        }
+    )
 
 
 def voxel_map(profiles: Mapping[str, np.ndarray], mode: str = "sum") -> np.ndarray:
@@ -167,8 +187,10 @@ def voxel_map(profiles: Mapping[str, np.ndarray], mode: str = "sum") -> np.ndarr
         raise ValueError(f"unknown voxel map mode {mode!r}; valid: {', '.join(MODES)}")
     missing = [name for name in AXIS_NAMES if name not in profiles]
     if missing:
-        raise ValueError(f"a voxel map needs attention along all three axes; missing {', '.join(missing)} "
-                         "(was the model built with fewer axes?)")
+        raise ValueError(
+            f"a voxel map needs attention along all three axes; missing {', '.join(missing)} "
+            "(was the model built with fewer axes?)"
+        )
     a, b, c = (np.asarray(profiles[name], dtype=np.float64) for name in AXIS_NAMES)
     if not a.ndim == b.ndim == c.ndim or a.ndim not in (1, 2) or len({a.shape[:-1], b.shape[:-1], c.shape[:-1]}) != 1:
         raise ValueError(f"profiles must all be (n,) or all (B, n); got shapes {a.shape}, {b.shape}, {c.shape}")
@@ -179,8 +201,10 @@ def voxel_map(profiles: Mapping[str, np.ndarray], mode: str = "sum") -> np.ndarr
     grid = a + b + c if mode == "sum" else a * b * c
     total = grid.sum(axis=(1, 2, 3), keepdims=True)
     if (total <= 0).any():
-        raise ValueError(f"the {mode} of the attention profiles is zero everywhere for some volume; "
-                         "cannot normalise it to a map (are the profiles all zero?)")
+        raise ValueError(
+            f"the {mode} of the attention profiles is zero everywhere for some volume; "
+            "cannot normalise it to a map (are the profiles all zero?)"
+        )
     return grid / total if batched else (grid / total)[0]
 
 

@@ -6,6 +6,7 @@ with a corner-aligned cubic spline that rings below zero and shifts a coarse cel
 :class:`HiResCAM3D` upsamples trilinearly on voxel centres instead. Maps are scaled to max 1 (not min-max), so
 that "share of the map inside the lesion" keeps its meaning.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,11 +30,15 @@ def cam_layer_name(shape: tuple[int, ...]) -> str:
 
 def _network(model: nn.Module) -> nn.Module:
     if isinstance(model, Model25D):
-        raise ValueError("HiResCAM here explains the 3d and acs baselines; a 2.5D model explains itself "
-                         "through its slice attention (lib25d.explain.slice_attention, method 'attention')")
+        raise ValueError(
+            "HiResCAM here explains the 3d and acs baselines; a 2.5D model explains itself "
+            "through its slice attention (lib25d.explain.slice_attention, method 'attention')"
+        )
     if not isinstance(model, VolumeClassifier):
-        raise ValueError(f"HiResCAM needs a 3d or acs VolumeClassifier, got {type(model).__name__}; "
-                         "build one with build_model('3d') or build_model('acs')")
+        raise ValueError(
+            f"HiResCAM needs a 3d or acs VolumeClassifier, got {type(model).__name__}; "
+            "build one with build_model('3d') or build_model('acs')"
+        )
     return model.encoder[-1]
 
 
@@ -74,11 +79,14 @@ class HiResCAM3D(HiResCAM):
     def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
         size = tuple(input_tensor.shape[-3:])
         out = []
-        for layer, acts, grads in zip(self.target_layers, self.activations_and_grads.activations,
-                                      self.activations_and_grads.gradients):
+        for layer, acts, grads in zip(
+            self.target_layers, self.activations_and_grads.activations, self.activations_and_grads.gradients
+        ):
             if max(acts.shape[2:]) == 1:
-                raise ValueError(f"the target layer's feature map is 1x1x1 for input {size}, so its CAM would be "
-                                 f"blank; use an earlier layer ({cam_layer_name(size)}, default_cam_layer)")
+                raise ValueError(
+                    f"the target layer's feature map is 1x1x1 for input {size}, so its CAM would be "
+                    f"blank; use an earlier layer ({cam_layer_name(size)}, default_cam_layer)"
+                )
             cam = self.get_cam_image(input_tensor, layer, targets, acts.numpy(), grads.numpy(), eigen_smooth)
             out.append(upsample_cam(np.maximum(cam, 0), size)[:, None])
         return out
@@ -89,8 +97,12 @@ class HiResCAM3D(HiResCAM):
         return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0).astype(np.float32)
 
 
-def hirescam(model: nn.Module, volumes: torch.Tensor | np.ndarray, category: int | list[int] | None = None,
-             layer: nn.Module | str | None = None) -> np.ndarray:
+def hirescam(
+    model: nn.Module,
+    volumes: torch.Tensor | np.ndarray,
+    category: int | list[int] | None = None,
+    layer: nn.Module | str | None = None,
+) -> np.ndarray:
     """HiResCAM ``(B, D, H, W)`` of a 3d/acs model in [0, 1] (1 at each volume's peak; all zero: no positive
     evidence) for ``category`` None (the predicted class), one class or one per volume; ``layer`` a module, a stage
     name or None (:func:`default_cam_layer`). A backward pass in eval mode; clears the model's ``.grad``."""
@@ -107,8 +119,9 @@ def hirescam(model: nn.Module, volumes: torch.Tensor | np.ndarray, category: int
     elif len(category) == x.shape[0]:
         targets = [ClassTarget(int(c)) for c in category]
     else:
-        raise ValueError(f"{len(category)} classes for {x.shape[0]} volumes: give one class per volume, one int, "
-                         "or None")
+        raise ValueError(
+            f"{len(category)} classes for {x.shape[0]} volumes: give one class per volume, one int, or None"
+        )
     x = x.to(model_device(model)).detach().requires_grad_(True)  # gradients flow even with frozen weights
     with eval_mode(model), torch.enable_grad():
         cam = HiResCAM3D(model, [layer])

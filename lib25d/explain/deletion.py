@@ -2,6 +2,7 @@
 ones (seeded repeats); if attention marks what the prediction rests on, the first must lower the predicted
 class's probability and the AUROC more. Intervals: :mod:`.stats`.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -22,8 +23,9 @@ from .stats import LEVEL, N_BOOT, bootstrap_ci
 DEFAULT_KS = (1, 2, 4, 8)
 
 
-def blank_slices(volumes: torch.Tensor, tokens: np.ndarray, layout: SliceLayout,
-                 background: float = 0.0) -> torch.Tensor:
+def blank_slices(
+    volumes: torch.Tensor, tokens: np.ndarray, layout: SliceLayout, background: float = 0.0
+) -> torch.Tensor:
     """A copy of ``volumes`` with, per volume b, the slices ``tokens[b]`` (token indices) set to ``background``."""
     out = volumes.clone()
     for b, row in enumerate(np.asarray(tokens).reshape(len(volumes), -1)):
@@ -49,13 +51,22 @@ def class_probability(logits: torch.Tensor, classes: np.ndarray | None = None) -
 
 class Deletion(NamedTuple):
     per_repeat: pd.DataFrame  # one row per (selection, k, repeat)
-    summary: pd.DataFrame     # one row per (selection, k)
+    summary: pd.DataFrame  # one row per (selection, k)
 
 
 @torch.no_grad()
-def deletion_test(model: nn.Module, data: VolumeDataset, ks: Sequence[int] = DEFAULT_KS, repeats: int = 5,
-                  seed: int = 0, batch_size: int = 16, background: float = 0.0, max_volumes: int | None = None,
-                  n_boot: int = N_BOOT, level: float = LEVEL) -> Deletion:
+def deletion_test(
+    model: nn.Module,
+    data: VolumeDataset,
+    ks: Sequence[int] = DEFAULT_KS,
+    repeats: int = 5,
+    seed: int = 0,
+    batch_size: int = 16,
+    background: float = 0.0,
+    max_volumes: int | None = None,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
+) -> Deletion:
     """Blank the top-k attention slices (``attention``, repeat 0) versus k random slices (``random``, ``repeats``
     draws) of the first ``max_volumes`` volumes; ``none`` (k=0) is the intact volumes."""
     if repeats < 1:
@@ -87,22 +98,51 @@ def deletion_test(model: nn.Module, data: VolumeDataset, ks: Sequence[int] = DEF
     rows = []
     for (s, k, r), out in logits.items():
         metrics = evaluate_scores(labels, scores_from_logits(torch.cat(out)), task)
-        rows.append({"selection": s, "k": k, "repeat": r, "n": n, "prob_drop": float(drops[s, k, r].mean()),
-                     "auc": metrics["auc"], "acc": metrics["acc"]})
+        rows.append(
+            {
+                "selection": s,
+                "k": k,
+                "repeat": r,
+                "n": n,
+                "prob_drop": float(drops[s, k, r].mean()),
+                "auc": metrics["auc"],
+                "acc": metrics["acc"],
+            }
+        )
     per_repeat = pd.DataFrame(rows)
     rows = []
     for (selection, k), group in per_repeat.groupby(["selection", "k"], sort=False):
         per_volume = np.mean([drops[selection, k, r] for r in group["repeat"]], axis=0)
         lo, hi = bootstrap_ci(per_volume, n_boot, level, seed)
-        rows.append({"selection": selection, "k": k, "repeats": len(group), "n": n,
-                     "prob_drop": float(group["prob_drop"].mean()), "prob_drop_std": float(group["prob_drop"].std()),
-                     "prob_drop_ci_low": lo, "prob_drop_ci_high": hi, "auc": float(group["auc"].mean()),
-                     "auc_std": float(group["auc"].std()), "acc": float(group["acc"].mean())})
+        rows.append(
+            {
+                "selection": selection,
+                "k": k,
+                "repeats": len(group),
+                "n": n,
+                "prob_drop": float(group["prob_drop"].mean()),
+                "prob_drop_std": float(group["prob_drop"].std()),
+                "prob_drop_ci_low": lo,
+                "prob_drop_ci_high": hi,
+                "auc": float(group["auc"].mean()),
+                "auc_std": float(group["auc"].std()),
+                "acc": float(group["acc"].mean()),
+            }
+        )
     return Deletion(per_repeat, pd.DataFrame(rows))
 
 
 def pool_deletion(summaries: pd.DataFrame) -> pd.DataFrame:
     """Several runs' deletion summaries (column ``seed``) -> mean and std over seeds per (selection, k)."""
-    return summaries.groupby(["selection", "k"], sort=False).agg(
-        n_seeds=("seed", "nunique"), prob_drop=("prob_drop", "mean"), prob_drop_seed_std=("prob_drop", "std"),
-        auc=("auc", "mean"), auc_seed_std=("auc", "std"), acc=("acc", "mean")).reset_index()
+    return (
+        summaries.groupby(["selection", "k"], sort=False)
+        .agg(
+            n_seeds=("seed", "nunique"),
+            prob_drop=("prob_drop", "mean"),
+            prob_drop_seed_std=("prob_drop", "std"),
+            auc=("auc", "mean"),
+            auc_seed_std=("auc", "std"),
+            acc=("acc", "mean"),
+        )
+        .reset_index()
+    )

@@ -1,6 +1,7 @@
 """The paper's Figure 3 for any volume, per-head attention, and attention against a known lesion: plain
 :class:`~matplotlib.figure.Figure` objects (no pyplot state), so any backend, Agg included, draws them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -22,8 +23,9 @@ from .cam import hirescam
 PROFILE_COLOR = "tab:orange"
 
 
-def _volume_and_profiles(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray]
-                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _volume_and_profiles(
+    volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One volume's first channel ``(D, H, W)`` and its three attention profiles, checked against it."""
     v = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     v = v[0] if v.ndim == 4 else v
@@ -35,8 +37,10 @@ def _volume_and_profiles(volume: torch.Tensor | np.ndarray, attention: Mapping[s
             raise ValueError(f"Figure 3 needs attention along all three axes; {name} is missing")
         profiles[name] = np.asarray(attention[name], dtype=np.float64).reshape(-1)
         if len(profiles[name]) != v.shape[a]:
-            raise ValueError(f"{name} attention has {len(profiles[name])} values but the volume has {v.shape[a]} "
-                             f"{name} slices; pass one volume's profiles (SliceAttention.by_axis()[name][b])")
+            raise ValueError(
+                f"{name} attention has {len(profiles[name])} values but the volume has {v.shape[a]} "
+                f"{name} slices; pass one volume's profiles (SliceAttention.by_axis()[name][b])"
+            )
     return v.astype(np.float32), profiles
 
 
@@ -91,8 +95,14 @@ def _finish(fig: Figure, title: str | None, save: str | Path | None, fontsize: i
     return fig
 
 
-def figure3(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray], cam: np.ndarray | None = None,
-            *, title: str | None = None, save: str | Path | None = None) -> Figure:
+def figure3(
+    volume: torch.Tensor | np.ndarray,
+    attention: Mapping[str, np.ndarray],
+    cam: np.ndarray | None = None,
+    *,
+    title: str | None = None,
+    save: str | Path | None = None,
+) -> Figure:
     """Paper Figure 3 for one volume: the middle axial slice with the sagittal and coronal profiles along its
     edges, the middle coronal slice with the axial one, the most attended slice, and the axial slice through the
     peak of ``cam`` (the 3D model's HiResCAM, (D, H, W), or None). ``attention``: one volume's per-axis profiles,
@@ -120,8 +130,13 @@ def figure3(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarra
         raise ValueError(f"CAM of shape {cam.shape} does not match the volume {v.shape}; pass one volume's map")
     d, h, w = peak_voxels(cam[None])[0]
     if d < 0:
-        _label(ax[3], "HiResCAM (3D) is blank (no positive evidence)", "sagittal index", "coronal index",
-               v[v.shape[0] // 2])
+        _label(
+            ax[3],
+            "HiResCAM (3D) is blank (no positive evidence)",
+            "sagittal index",
+            "coronal index",
+            v[v.shape[0] // 2],
+        )
     else:
         _label(ax[3], f"HiResCAM (3D) peak: axial slice {d}", "sagittal index", "coronal index", v[d])
         ax[3].imshow(cam[d], cmap="jet", alpha=0.45, vmin=0, vmax=float(cam.max()) or 1.0, interpolation="bilinear")
@@ -129,14 +144,17 @@ def figure3(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarra
     return _finish(fig, title, save)
 
 
-def head_figure(head_profiles: Mapping[str, np.ndarray], *, title: str | None = None,
-                save: str | Path | None = None) -> Figure:
+def head_figure(
+    head_profiles: Mapping[str, np.ndarray], *, title: str | None = None, save: str | Path | None = None
+) -> Figure:
     """Per-head attention of one volume: per axis a heads x slices heat map (readable at a glance, unlike 8 x 3
     bar charts) on one colour scale; ``head_profiles[name]`` = ``SliceAttention.by_axis(per_head=True)[name][b]``."""
     arrays = {name: np.asarray(head_profiles[name], dtype=np.float64) for name in AXIS_NAMES if name in head_profiles}
     if not arrays or any(a.ndim != 2 for a in arrays.values()) or len({a.shape[0] for a in arrays.values()}) != 1:
-        raise ValueError("head_profiles must map axis names to (heads, n) arrays of one volume, e.g. "
-                         "SliceAttention.by_axis(per_head=True)[name][b]")
+        raise ValueError(
+            "head_profiles must map axis names to (heads, n) arrays of one volume, e.g. "
+            "SliceAttention.by_axis(per_head=True)[name][b]"
+        )
     heads = next(iter(arrays.values())).shape[0]
     top = max(a.max() for a in arrays.values()) or 1.0
     fig = Figure(figsize=(4.0 * len(arrays) + 0.8, 0.32 * heads + 1.4), layout="constrained")
@@ -152,8 +170,14 @@ def head_figure(head_profiles: Mapping[str, np.ndarray], *, title: str | None = 
     return _finish(fig, title, save, fontsize=10)
 
 
-def lesion_figure(volume: torch.Tensor | np.ndarray, attention: Mapping[str, np.ndarray], mask: np.ndarray,
-                  *, title: str | None = None, save: str | Path | None = None) -> Figure:
+def lesion_figure(
+    volume: torch.Tensor | np.ndarray,
+    attention: Mapping[str, np.ndarray],
+    mask: np.ndarray,
+    *,
+    title: str | None = None,
+    save: str | Path | None = None,
+) -> Figure:
     """Where one volume's attention goes against its lesion mask: the most attended slice, lesion outlined; per axis
     the attention per slice, slices that cut the lesion shaded, uniform attention dashed."""
     v, profiles = _volume_and_profiles(volume, attention)
@@ -187,14 +211,23 @@ def pointing_figure(summary: pd.DataFrame, *, title: str | None = None, save: st
     if rows.empty:
         raise ValueError("no slice-level rows: pass summarize_pointing(attention_pointing(model, data))")
     several = rows["method"].nunique() > 1
-    labels = [("all axes" if axis == "all" else axis) + (f"\n{method}" if several else "")
-              for method, axis in zip(rows["method"], rows["axis"])]
+    labels = [
+        ("all axes" if axis == "all" else axis) + (f"\n{method}" if several else "")
+        for method, axis in zip(rows["method"], rows["axis"])
+    ]
     x = np.arange(len(rows))
     fig = Figure(figsize=(1.4 * len(rows) + 2.2, 3.0), layout="constrained")
     ax = fig.subplots()
     err = np.vstack([rows["hit_rate"] - rows["hit_rate_ci_low"], rows["hit_rate_ci_high"] - rows["hit_rate"]])
-    ax.bar(x - 0.2, rows["hit_rate"], width=0.4, yerr=err, capsize=3, color=PROFILE_COLOR,
-           label="most attended slice (95 % interval)")
+    ax.bar(
+        x - 0.2,
+        rows["hit_rate"],
+        width=0.4,
+        yerr=err,
+        capsize=3,
+        color=PROFILE_COLOR,
+        label="most attended slice (95 % interval)",
+    )
     ax.bar(x + 0.2, rows["hit_chance"], width=0.4, color="0.7", label="a random slice (chance)")
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylim(0, 1.05)
@@ -205,9 +238,15 @@ def pointing_figure(summary: pd.DataFrame, *, title: str | None = None, save: st
     return _finish(fig, None, save)
 
 
-def figure3_for(attention_model: nn.Module, volume: torch.Tensor | np.ndarray, model_3d: nn.Module | None = None,
-                *, title: str | None = None, save: str | Path | None = None,
-                heads_save: str | Path | None = None) -> tuple[Figure, Figure]:
+def figure3_for(
+    attention_model: nn.Module,
+    volume: torch.Tensor | np.ndarray,
+    model_3d: nn.Module | None = None,
+    *,
+    title: str | None = None,
+    save: str | Path | None = None,
+    heads_save: str | Path | None = None,
+) -> tuple[Figure, Figure]:
     """Figure 3 and the per-head figure for one volume ``(C, D, H, W)``, computed from the models."""
     x = torch.as_tensor(np.asarray(volume), dtype=torch.float32)
     if x.dim() != 4:

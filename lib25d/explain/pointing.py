@@ -7,6 +7,7 @@ slices that do. Voxels (attention voxel sum/product, HiResCAM of the 3d and acs 
 the peak voxel lies within ``tolerance`` voxels (Chebyshev) of the lesion, 2 because a 28^3 HiResCAM comes from a
 2x2x2 map; chance = the (dilated) lesion's share of the volume. Deletion: :mod:`.deletion`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,8 +41,10 @@ POINTING_COLUMNS = [*KEYS, "seed", "volume", "label", "hit", "mass", "hit_chance
 def lesion_indices(data: VolumeDataset) -> np.ndarray:
     """Indices of the volumes with a non-empty lesion mask: the only ones the pointing game scores."""
     if data.masks is None:
-        raise ValueError(f"dataset {data.info.name!r} has no lesion masks, so the pointing game cannot be scored; "
-                         "use the synthetic dataset or NIfTI scans with masks")
+        raise ValueError(
+            f"dataset {data.info.name!r} has no lesion masks, so the pointing game cannot be scored; "
+            "use the synthetic dataset or NIfTI scans with masks"
+        )
     return np.flatnonzero(np.asarray(data.masks).reshape(len(data), -1).any(axis=1))
 
 
@@ -52,8 +55,9 @@ def _check_masks(masks: np.ndarray) -> np.ndarray:
     return masks
 
 
-def slice_pointing(weights: np.ndarray, layout: SliceLayout, masks: np.ndarray,
-                   axis: str | None = None) -> dict[str, np.ndarray]:
+def slice_pointing(
+    weights: np.ndarray, layout: SliceLayout, masks: np.ndarray, axis: str | None = None
+) -> dict[str, np.ndarray]:
     """Slice-level ``hit``, ``mass``, ``hit_chance``, ``mass_chance`` ``(B,)``; ``axis`` ranks only its slices."""
     lesion = slice_any(_check_masks(masks), layout)
     w = np.asarray(weights, dtype=np.float64)
@@ -92,16 +96,24 @@ def _pointing(data: VolumeDataset, seed: int, batch_size: int, max_volumes: int 
     for idx in batches(lesion_indices(data)[:max_volumes], batch_size):
         labels, masks = labels_of(data, idx), np.asarray(data.masks[idx])
         for key, scores in explain(idx, labels, masks):
-            frames.append(pd.DataFrame({**dict(zip(KEYS, key)), "seed": seed, "volume": idx, "label": labels,
-                                        **scores}))
+            frames.append(
+                pd.DataFrame({**dict(zip(KEYS, key)), "seed": seed, "volume": idx, "label": labels, **scores})
+            )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=POINTING_COLUMNS)
 
 
-def attention_pointing(model: nn.Module, data: VolumeDataset, tolerances: Sequence[int] = DEFAULT_TOLERANCES,
-                       seed: int = 0, batch_size: int = 16, max_volumes: int | None = None,
-                       name: str = "attention") -> pd.DataFrame:
+def attention_pointing(
+    model: nn.Module,
+    data: VolumeDataset,
+    tolerances: Sequence[int] = DEFAULT_TOLERANCES,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_volumes: int | None = None,
+    name: str = "attention",
+) -> pd.DataFrame:
     """Pointing rows of a 2.5D model with slice weights (method ``name``, e.g. gated): the top slice of all axes
     (axis ``all``) and of each axis (explanation ``slice``), and the voxel maps (``voxel sum``, ``voxel product``)."""
+
     def explain(idx, labels, masks):
         att = slice_attention(model, volume_batch(data, idx))
         yield (name, "slice", "all", "slice", 0), slice_pointing(att.weights, att.layout, masks)
@@ -111,39 +123,54 @@ def attention_pointing(model: nn.Module, data: VolumeDataset, tolerances: Sequen
             maps = voxel_map(att.by_axis(), mode)
             for t in tolerances:
                 yield (name, f"voxel {mode}", "all", "voxel", t), voxel_pointing(maps, masks, t)
+
     return _pointing(data, seed, batch_size, max_volumes, explain)
 
 
-def cam_pointing(model: nn.Module, data: VolumeDataset, name: str, tolerances: Sequence[int] = DEFAULT_TOLERANCES,
-                 seed: int = 0, batch_size: int = 8, max_volumes: int | None = None,
-                 cam_class: str = "label") -> pd.DataFrame:
+def cam_pointing(
+    model: nn.Module,
+    data: VolumeDataset,
+    name: str,
+    tolerances: Sequence[int] = DEFAULT_TOLERANCES,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_volumes: int | None = None,
+    cam_class: str = "label",
+) -> pd.DataFrame:
     """Pointing rows of HiResCAM on a 3d/acs model (method ``name``, explanation ``hirescam``); ``cam_class``:
     the class explained, the label or the predicted one."""
+
     def explain(idx, labels, masks):
         maps = hirescam(model, volume_batch(data, idx), category=list(labels) if cam_class == "label" else None)
         for t in tolerances:
             yield (name, "hirescam", "all", "voxel", t), voxel_pointing(maps, masks, t)
+
     return _pointing(data, seed, batch_size, max_volumes, explain)
 
 
-def random_pointing(data: VolumeDataset, tolerances: Sequence[int] = DEFAULT_TOLERANCES, seed: int = 0,
-                    max_volumes: int | None = None) -> pd.DataFrame:
+def random_pointing(
+    data: VolumeDataset, tolerances: Sequence[int] = DEFAULT_TOLERANCES, seed: int = 0, max_volumes: int | None = None
+) -> pd.DataFrame:
     """Pointing rows of uniform random maps, reproducible per (seed, volume): the empirical chance level."""
+
     def explain(idx, labels, masks):
         maps = np.stack([np.random.default_rng([seed, int(v)]).random(data.info.shape) for v in idx])
         for t in tolerances:
             yield ("random", "random map", "all", "voxel", t), voxel_pointing(maps, masks, t)
+
     return _pointing(data, seed, max(1, len(data)), max_volumes, explain)  # one batch: rows by tolerance
 
 
-def summarize_pointing(per_volume: pd.DataFrame, n_boot: int = N_BOOT, level: float = LEVEL,
-                       seed: int = 0) -> pd.DataFrame:
+def summarize_pointing(
+    per_volume: pd.DataFrame, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> pd.DataFrame:
     """One row per (method, explanation, axis, level, tolerance): hit rate and lesion mass with std over seeds and
     bootstrap CIs."""
     by = KEYS
     tables = []
     for value, name in (("hit", "hit_rate"), ("mass", "mass")):
-        table = pool_seeds(per_volume, value, by, n_boot, level, seed).rename(columns={
-            "mean": name, "std": f"{name}_std", "ci_low": f"{name}_ci_low", "ci_high": f"{name}_ci_high"})
+        table = pool_seeds(per_volume, value, by, n_boot, level, seed).rename(
+            columns={"mean": name, "std": f"{name}_std", "ci_low": f"{name}_ci_low", "ci_high": f"{name}_ci_high"}
+        )
         tables.append(table.merge(per_volume.groupby(by, sort=False)[f"{value}_chance"].mean().reset_index(), on=by))
     return tables[0].merge(tables[1].drop(columns=["n_seeds", "n_volumes"]), on=by)

@@ -2,6 +2,7 @@
 kind are several seeds, pooled): attention sparsity, the pointing game (:mod:`.pointing`) on data with lesion
 masks, deletion (:mod:`.deletion`), as tidy tables with structured columns.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,8 +39,9 @@ class Settings:
 
     split: str = setting("test", "split to explain: train, val or test")
     which: str = setting("final", "final: the last epoch's model (as the paper); best: the best-validation one")
-    tolerances: list[int] = setting(list(DEFAULT_TOLERANCES), "voxel pointing-game tolerances: Chebyshev distance "
-                                                              "to the lesion, in voxels")
+    tolerances: list[int] = setting(
+        list(DEFAULT_TOLERANCES), "voxel pointing-game tolerances: Chebyshev distance to the lesion, in voxels"
+    )
     ks: list[int] = setting(list(DEFAULT_KS), "numbers of slices the deletion test blanks")
     repeats: int = setting(5, "random-slice repeats per k in the deletion test")
     cam_class: str = setting("label", "class HiResCAM explains in the pointing game: label or predicted")
@@ -59,9 +61,13 @@ class Settings:
             raise ValueError(f"unknown cam_class {self.cam_class!r}; valid: {', '.join(CAM_CLASSES)}")
 
 
-def explain_runs(attention_runs: Sequence[str | Path] = (), runs_3d: Sequence[str | Path] = (),
-                  runs_acs: Sequence[str | Path] = (), deletion_runs: Sequence[str | Path] = (),
-                  settings: Settings | None = None) -> dict[str, pd.DataFrame]:
+def explain_runs(
+    attention_runs: Sequence[str | Path] = (),
+    runs_3d: Sequence[str | Path] = (),
+    runs_acs: Sequence[str | Path] = (),
+    deletion_runs: Sequence[str | Path] = (),
+    settings: Settings | None = None,
+) -> dict[str, pd.DataFrame]:
     """The whole benchmark from run folders (several runs per kind = several seeds) as tidy tables:
     ``sparsity_per_volume`` / ``sparsity``, ``pointing_per_volume`` / ``pointing`` (on data with lesion masks,
     else a warning), ``deletion_per_repeat`` / ``deletion`` (per run), ``deletion_pooled``; absent without runs."""
@@ -74,10 +80,15 @@ def explain_runs(attention_runs: Sequence[str | Path] = (), runs_3d: Sequence[st
         c = run.config
         weighs = method == "attention" and c.method in METHODS and METHODS[c.method].weighs  # any slice weights
         if c.method != method and not weighs:
-            expected = f"a {method!r} run" if method != "attention" else \
-                f"a run with slice weights ({', '.join(m for m, d in METHODS.items() if d.weighs)})"
-            raise ValueError(f"{path} holds a {c.method!r} run where {expected} is expected; "
-                             "check which option the folder was passed to")
+            expected = (
+                f"a {method!r} run"
+                if method != "attention"
+                else f"a run with slice weights ({', '.join(m for m, d in METHODS.items() if d.weighs)})"
+            )
+            raise ValueError(
+                f"{path} holds a {c.method!r} run where {expected} is expected; "
+                "check which option the folder was passed to"
+            )
         key = repr((c.dataset, c.size, c.data_root, sorted(c.dataset_options.items())))
         if key not in splits:
             splits[key] = split_of(c, o.split)
@@ -88,13 +99,17 @@ def explain_runs(attention_runs: Sequence[str | Path] = (), runs_3d: Sequence[st
     for path in map(Path, attention_runs):  # attention, gated: any reducer with slice weights
         run, data = load(path, "attention")
         frames = []
-        for idx in batches(np.arange(len(data) if o.max_volumes is None else min(len(data), o.max_volumes)),
-                           o.batch_size):
+        for idx in batches(
+            np.arange(len(data) if o.max_volumes is None else min(len(data), o.max_volumes)), o.batch_size
+        ):
             x = volume_batch(data, idx)
             table = sparsity_table(slice_attention(run.model, x), x, o.background, o.threshold)
             frames.append(table.assign(volume=idx, label=labels_of(data, idx)))
-        sparsity.append(pd.concat(frames, ignore_index=True).assign(run=str(run.path), method=run.config.method,
-                                                                    seed=run.config.seed))
+        sparsity.append(
+            pd.concat(frames, ignore_index=True).assign(
+                run=str(run.path), method=run.config.method, seed=run.config.seed
+            )
+        )
         if _has_masks(path, data):
             s, name = run.config.seed, run.config.method
             pointing.append(attention_pointing(run.model, data, o.tolerances, s, o.batch_size, o.max_volumes, name))
@@ -105,20 +120,30 @@ def explain_runs(attention_runs: Sequence[str | Path] = (), runs_3d: Sequence[st
         for path in map(Path, paths):
             run, data = load(path, method)
             if _has_masks(path, data):
-                pointing.append(cam_pointing(run.model, data, method, o.tolerances, run.config.seed,
-                                             max(1, o.batch_size // 2), o.max_volumes, o.cam_class))
+                pointing.append(
+                    cam_pointing(
+                        run.model,
+                        data,
+                        method,
+                        o.tolerances,
+                        run.config.seed,
+                        max(1, o.batch_size // 2),
+                        o.max_volumes,
+                        o.cam_class,
+                    )
+                )
     if sparsity:
         out["sparsity_per_volume"] = pd.concat(sparsity, ignore_index=True)
-        long = out["sparsity_per_volume"].melt(id_vars=["run", "method", "seed", "volume", "label"],
-                                               var_name="measure")
+        long = out["sparsity_per_volume"].melt(id_vars=["run", "method", "seed", "volume", "label"], var_name="measure")
         out["sparsity"] = pool_seeds(long, "value", ["method", "measure"], o.n_boot, seed=o.seed)
     if pointing:
         out["pointing_per_volume"] = pd.concat(pointing, ignore_index=True)
         out["pointing"] = summarize_pointing(out["pointing_per_volume"], o.n_boot, seed=o.seed)
     for path in map(Path, deletion_runs):
         run, data = load(path, "attention")
-        result = deletion_test(run.model, data, o.ks, o.repeats, o.seed, o.batch_size, o.background, o.max_volumes,
-                               o.n_boot)
+        result = deletion_test(
+            run.model, data, o.ks, o.repeats, o.seed, o.batch_size, o.background, o.max_volumes, o.n_boot
+        )
         deletion.append([table.assign(run=str(path), seed=run.config.seed) for table in result])
     if deletion:
         per_repeat, summaries = (pd.concat(tables, ignore_index=True) for tables in zip(*deletion))

@@ -1,6 +1,7 @@
 """Uncertainty of per-volume scores: which test volumes were drawn (a seeded bootstrap over volumes) and
 which training run made the model (the spread over seeds). Seeds share the resampled volumes, so they stay paired.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -32,8 +33,9 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = N_BOOT, level: float = LEVEL,
     return float(lo), float(hi)
 
 
-def pool_seeds(per_volume: pd.DataFrame, value: str, by: Sequence[str], n_boot: int = N_BOOT,
-               level: float = LEVEL, seed: int = 0) -> pd.DataFrame:
+def pool_seeds(
+    per_volume: pd.DataFrame, value: str, by: Sequence[str], n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0
+) -> pd.DataFrame:
     """Per group ``by``: ``n_seeds``, ``n_volumes``, the mean and std (NaN for one seed) of the per-seed means of
     column ``value`` and its bootstrap CI over volumes; ``per_volume`` needs columns ``seed`` and ``volume``."""
     missing = [c for c in (*by, "seed", "volume", value) if c not in per_volume.columns]
@@ -44,7 +46,15 @@ def pool_seeds(per_volume: pd.DataFrame, value: str, by: Sequence[str], n_boot: 
         grid = group.pivot_table(index="seed", columns="volume", values=value, aggfunc="mean", dropna=False)
         per_seed = grid.mean(axis=1)
         lo, hi = bootstrap_ci(grid.to_numpy(dtype=np.float64), n_boot, level, seed)
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "n_seeds": len(per_seed),
-                     "n_volumes": grid.shape[1], "mean": float(per_seed.mean()), "std": float(per_seed.std()),
-                     "ci_low": lo, "ci_high": hi})
+        rows.append(
+            {
+                **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                "n_seeds": len(per_seed),
+                "n_volumes": grid.shape[1],
+                "mean": float(per_seed.mean()),
+                "std": float(per_seed.std()),
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, "n_seeds", "n_volumes", "mean", "std", "ci_low", "ci_high"])

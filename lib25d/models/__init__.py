@@ -4,6 +4,7 @@ A 2.5D method is a reducer over slice tokens (:mod:`.reducers`, :class:`.model25
 method is the same 2D network converted to 3D or ACS convolutions (:mod:`.baselines`). Both expose
 ``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,8 +21,8 @@ from .slicing import AXIS_NAMES, SliceLayout
 
 
 class Method(NamedTuple):
-    label: str       # how tables and figures name it
-    family: str      # "2.5d": a reducer over slice tokens; "volume": a converted 3D network
+    label: str  # how tables and figures name it
+    family: str  # "2.5d": a reducer over slice tokens; "volume": a converted 3D network
     build: Callable  # reducer class (feature width -> module), or converter (2D network -> 3D network)
     weighs: bool = False  # its reducer returns one weight per slice: the explanation lib25d.explain reads
     eval_first_epoch: bool = True  # the authors' warm-up runs epoch 1 in eval mode (their LSTM: train mode)
@@ -46,9 +47,16 @@ def check_method(name: str) -> Method:
     return METHODS[name]
 
 
-def build_model(method: str, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1,
-                num_classes: int = 2, chunk_size: int | None = None, axes: tuple[int, ...] = (0, 1, 2),
-                speed=None) -> nn.Module:
+def build_model(
+    method: str,
+    backbone: str = "resnet18",
+    weights: Weights = None,
+    in_channels: int = 1,
+    num_classes: int = 2,
+    chunk_size: int | None = None,
+    axes: tuple[int, ...] = (0, 1, 2),
+    speed=None,
+) -> nn.Module:
     """A model by method name. ``backbone``: a torchvision name or ``timm:<name>``; ``weights``: "imagenet"
     (torchvision only), a state-dict file (timm: also .safetensors), or None (random);
     ``speed``: a RunConfig whose speed switches to apply (:mod:`.fast`), or None."""
@@ -76,5 +84,16 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["METHODS", "Method", "build_model", "check_method", "count_parameters", "set_encoder_trainable",
-           "Model25D", "Output25D", "VolumeClassifier", "AXIS_NAMES", "SliceLayout"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "build_model",
+    "check_method",
+    "count_parameters",
+    "set_encoder_trainable",
+    "Model25D",
+    "Output25D",
+    "VolumeClassifier",
+    "AXIS_NAMES",
+    "SliceLayout",
+]

@@ -8,6 +8,7 @@ and what is wrong with it. timm slices: ViT-family models run at the slice's siz
 position embeddings and pads to the patch), fixed-size models get slices resized to it, convolutional ones
 get slices shorter than their total stride scaled up (ConvNeXt's 28x28 would reach a 0x0 map).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -31,15 +32,26 @@ from .weights import (
     timm_no_imagenet,
 )
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
-             "wide_resnet50_2", "densenet121", "efficientnet_b0", "mobilenet_v3_small",
-             "mobilenet_v3_large", "convnext_tiny", "regnet_y_400mf")
+BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "densenet121",
+    "efficientnet_b0",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "convnext_tiny",
+    "regnet_y_400mf",
+)
 TIMM = "timm:"
 
 
 def _timm_name(backbone: str) -> str | None:
     """The timm model of ``timm:<name>``, else None."""
-    return backbone[len(TIMM):] if isinstance(backbone, str) and backbone.startswith(TIMM) else None
+    return backbone[len(TIMM) :] if isinstance(backbone, str) and backbone.startswith(TIMM) else None
 
 
 def check_backbone(name: str) -> None:
@@ -55,8 +67,10 @@ def check_backbone(name: str) -> None:
     if timm_name.split(".")[0] not in known:
         starting = [m for m in known if m.startswith(timm_name)]  # vit_tiny -> vit_tiny_patch16_224, ...
         close = starting[:5] or difflib.get_close_matches(timm_name, known, n=5, cutoff=0.6)
-        raise ValueError(f"unknown timm model {timm_name!r}; close matches: {', '.join(close) or 'none'} "
-                         "(all: python -c 'import timm; print(timm.list_models())')")
+        raise ValueError(
+            f"unknown timm model {timm_name!r}; close matches: {', '.join(close) or 'none'} "
+            "(all: python -c 'import timm; print(timm.list_models())')"
+        )
 
 
 def imagenet_file(name: str, download: bool = True) -> Path:
@@ -67,8 +81,9 @@ def imagenet_file(name: str, download: bool = True) -> Path:
     spec, cache = imagenet_weights(name)
     if not cache.is_file():
         if not download:
-            raise FileNotFoundError(f"ImageNet weights {cache} not found and download is off: put {spec.url} "
-                                    "there or set TORCH_HOME")
+            raise FileNotFoundError(
+                f"ImageNet weights {cache} not found and download is off: put {spec.url} there or set TORCH_HOME"
+            )
         load_state_dict(name, "imagenet")  # downloads it, or one error saying how to fetch it
     return cache
 
@@ -86,8 +101,10 @@ def backbone_network(name: str, weights: Weights = None) -> tuple[nn.Module, int
         problems = fit_problems(model, state)
         if problems:
             source = "ImageNet weights" if is_imagenet(weights) else f"weights in {Path(weights)}"
-            raise ValueError(f"{source} do not fit torchvision's {name}: {problems} "
-                             "(was the file saved from a different architecture?)")
+            raise ValueError(
+                f"{source} do not fit torchvision's {name}: {problems} "
+                "(was the file saved from a different architecture?)"
+            )
         model.load_state_dict(state)
     if hasattr(model, "fc"):  # ResNets, RegNet
         features, model.fc = model.fc.in_features, nn.Identity()
@@ -108,8 +125,10 @@ def _timm_model(name: str, weights: Weights, options: dict) -> nn.Module:
         raise timm_no_imagenet(name)
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist; pass None or the path to a state dict "
-                                "(.pt or .safetensors) of the timm model")
+        raise FileNotFoundError(
+            f"weights file {path} does not exist; pass None or the path to a state dict "
+            "(.pt or .safetensors) of the timm model"
+        )
     if path.suffix != ".safetensors":
         state = load_file(path)
     else:
@@ -118,20 +137,26 @@ def _timm_model(name: str, weights: Weights, options: dict) -> nn.Module:
         try:
             state = load_safetensors(path)
         except Exception as err:  # SafetensorError, OSError, ...
-            raise ValueError(f"weights file {path} is not a readable safetensors file ({' '.join(str(err).split())})"
-                             ": pass a file saved with safetensors.torch.save_file(model.state_dict(), path)") from None
+            raise ValueError(
+                f"weights file {path} is not a readable safetensors file ({' '.join(str(err).split())})"
+                ": pass a file saved with safetensors.torch.save_file(model.state_dict(), path)"
+            ) from None
     try:
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                                  num_classes=0, **options)
+        model = timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), num_classes=0, **options
+        )
     except Exception as err:  # load_state_dict's RuntimeError (shapes), a checkpoint filter's KeyError, ...
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
         first = lines[1] if isinstance(err, RuntimeError) and len(lines) > 1 else f"{type(err).__name__} {lines[0]}"
-        raise ValueError(f"weights in {path} do not fit timm's {name}: {first} "
-                         "(was the file saved from a different architecture?)") from None
+        raise ValueError(
+            f"weights in {path} do not fit timm's {name}: {first} (was the file saved from a different architecture?)"
+        ) from None
     missing = [k for k in model.state_dict() if k not in state]  # timm loads with strict=False without a head
     if missing:
-        raise ValueError(f"weights in {path} do not fit timm's {name}: missing keys {few(missing)} "
-                         "(was the file saved from a different architecture, or not in timm's naming?)")
+        raise ValueError(
+            f"weights in {path} do not fit timm's {name}: missing keys {few(missing)} "
+            "(was the file saved from a different architecture, or not in timm's naming?)"
+        )
     return model
 
 
@@ -191,8 +216,9 @@ class SliceEncoder(nn.Module):
     """The 2D network on a batch of slices (N, C, h, w) -> (N, F), in chunks of ``chunk_size`` slices
     to bound peak memory (exact in eval mode; in train mode BatchNorm sees each chunk)."""
 
-    def __init__(self, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1,
-                 chunk_size: int | None = None):
+    def __init__(
+        self, backbone: str = "resnet18", weights: Weights = None, in_channels: int = 1, chunk_size: int | None = None
+    ):
         super().__init__()
         self.adapter = channel_adapter(in_channels, dims=2)
         self.network, self.out_features = backbone_network(backbone, weights)

@@ -6,6 +6,7 @@ when it converts BatchNorm (it passes the bias tensor as the new boolean ``bias`
 here only: we make norm layers 3D first, under a class name acsconv does not know, so it leaves them.
 Supported backbones: the torchvision ResNets of ``CONVERTIBLE``; others (timm's among them) are refused.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,7 +73,9 @@ class VolumeClassifier(nn.Module):
 def build(convert, backbone: str, weights: Weights, in_channels: int, num_outputs: int) -> VolumeClassifier:
     """The 2D ``backbone`` converted by ``convert`` (:func:`convert_to_3d` or :func:`convert_to_acs`)."""
     if backbone not in CONVERTIBLE:
-        raise ValueError(f"the 3d and acs methods need a torchvision ResNet-family backbone; got {backbone!r}, "
-                         f"valid: {', '.join(CONVERTIBLE)} (timm backbones serve the 2.5D methods only)")
+        raise ValueError(
+            f"the 3d and acs methods need a torchvision ResNet-family backbone; got {backbone!r}, "
+            f"valid: {', '.join(CONVERTIBLE)} (timm backbones serve the 2.5D methods only)"
+        )
     network, features = backbone_network(backbone, weights)
     return VolumeClassifier(convert(network), features, in_channels, num_outputs)

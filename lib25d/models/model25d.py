@@ -1,4 +1,5 @@
 """The 2.5D model: slices of all axes -> 2D encoder -> reducer -> linear classifier."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -12,17 +13,19 @@ from .slicing import SliceLayout, check_volume, slice_axis
 class Output25D(NamedTuple):
     """Logits plus the explanation the forward pass produced on the way."""
 
-    logits: torch.Tensor                      # (B, outputs)
-    weights: torch.Tensor | None              # (B, N) attention over all slices, sums to 1
-    head_weights: torch.Tensor | None         # (B, heads, N)
+    logits: torch.Tensor  # (B, outputs)
+    weights: torch.Tensor | None  # (B, N) attention over all slices, sums to 1
+    head_weights: torch.Tensor | None  # (B, heads, N)
     layout: SliceLayout
 
     def by_axis(self, per_head: bool = False) -> dict[str, torch.Tensor]:
         """Attention split per axis: {"axial": (B, D), "coronal": (B, H), "sagittal": (B, W)}."""
         w = self.head_weights if per_head else self.weights
         if w is None:
-            raise ValueError("this reducer has no attention weights; use the 'attention' method, "
-                             "or HiResCAM (lib25d.explain) for models without attention")
+            raise ValueError(
+                "this reducer has no attention weights; use the 'attention' method, "
+                "or HiResCAM (lib25d.explain) for models without attention"
+            )
         return self.layout.split(w)
 
 

@@ -1,5 +1,6 @@
 """Reducers: slice tokens (B, N, F) -> one :class:`Reduced` vector per volume (the paper's appendix).
 Attention pooling and gated attention-MIL also give one weight per slice: what makes them interpretable."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -11,8 +12,8 @@ from torch import nn
 class Reduced(NamedTuple):
     """What every reducer returns: the vector, and the slice weights of those that weigh slices."""
 
-    vector: torch.Tensor                      # (B, out_features)
-    weights: torch.Tensor | None = None       # (B, N), averaged over heads, sums to 1
+    vector: torch.Tensor  # (B, out_features)
+    weights: torch.Tensor | None = None  # (B, N), averaged over heads, sums to 1
     head_weights: torch.Tensor | None = None  # (B, heads, N), each head sums to 1
 
 

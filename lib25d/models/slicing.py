@@ -6,6 +6,7 @@ before anything else, and for the synthetic set; MedMNIST's volumes are taken as
 batch of 2D images (shapes differ when the volume is not a cube); tokens are concatenated axis by axis in
 ``axes`` order (the authors': 0, 1, 2).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -68,14 +69,20 @@ def check_volume(x: torch.Tensor, in_channels: int) -> None:
     if x.dim() != 5:
         raise ValueError(
             f"expected a volume batch of shape (B, C, D, H, W), got {x.dim()} dimensions {tuple(x.shape)}; "
-            "add the batch/channel axes with x[None] or x[:, None]")
+            "add the batch/channel axes with x[None] or x[:, None]"
+        )
     if x.shape[1] != in_channels:
-        raise ValueError(f"the model expects {in_channels} channel(s) but the volume has {x.shape[1]} "
-                         f"(shape {tuple(x.shape)}); build the model with in_channels={x.shape[1]}")
+        raise ValueError(
+            f"the model expects {in_channels} channel(s) but the volume has {x.shape[1]} "
+            f"(shape {tuple(x.shape)}); build the model with in_channels={x.shape[1]}"
+        )
     if min(x.shape[2:]) < 8:  # below this, stride-32 backbones leave BatchNorm too few values to train on
-        raise ValueError(f"volume {tuple(x.shape[2:])} is too small for the backbone: every side needs at "
-                         "least 8 voxels; resample or pad the volume")
+        raise ValueError(
+            f"volume {tuple(x.shape[2:])} is too small for the backbone: every side needs at "
+            "least 8 voxels; resample or pad the volume"
+        )
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).flatten(1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"volume batch contains NaN or inf voxels (batch items {bad}); clean or "
-                         "re-preprocess the input")
+        raise ValueError(
+            f"volume batch contains NaN or inf voxels (batch items {bad}); clean or re-preprocess the input"
+        )

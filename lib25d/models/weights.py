@@ -3,6 +3,7 @@ file, or ``None`` (random). A file that is no state dict fails with one ValueErr
 instead (text, a whole pickled model, a training checkpoint, a truncated file, ...); a state dict that does not
 fit names the keys and shapes that differ.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,10 @@ def _file_kind(path: Path) -> str:
 
 
 def _not_state_dict(path: Path, what: str) -> ValueError:
-    return ValueError(f"weights file {path} is not a PyTorch state dict ({what}): pass a file saved with "
-                      "torch.save(model.state_dict(), path), 'imagenet' or none")
+    return ValueError(
+        f"weights file {path} is not a PyTorch state dict ({what}): pass a file saved with "
+        "torch.save(model.state_dict(), path), 'imagenet' or none"
+    )
 
 
 def load_file(path: Path) -> dict[str, torch.Tensor]:
@@ -66,8 +69,11 @@ def load_file(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises KeyError, IndexError, EOFError, RuntimeError, ... on junk
         kind = _file_kind(path)
-        if kind in (_CORRUPT_TORCH, _CORRUPT_PICKLE) and isinstance(err, pickle.UnpicklingError) \
-                and "Weights only load failed" in str(err):  # a real pickle, of more than tensors
+        if (
+            kind in (_CORRUPT_TORCH, _CORRUPT_PICKLE)
+            and isinstance(err, pickle.UnpicklingError)
+            and "Weights only load failed" in str(err)
+        ):  # a real pickle, of more than tensors
             kind = "it holds Python objects besides tensors, e.g. a whole model saved with torch.save(model, path)"
         raise _not_state_dict(path, kind) from None  # torch's own text runs over many lines
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):  # a training checkpoint
@@ -76,14 +82,24 @@ def load_file(path: Path) -> dict[str, torch.Tensor]:
         raise _not_state_dict(path, f"it holds a {type(state).__name__}, not a dict of parameter names to tensors")
     odd = next((k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if odd is not None:
-        nested = next((k for k, v in state.items() if isinstance(v, Mapping) and v
-                       and all(isinstance(t, torch.Tensor) for t in v.values())), None)
+        nested = next(
+            (
+                k
+                for k, v in state.items()
+                if isinstance(v, Mapping) and v and all(isinstance(t, torch.Tensor) for t in v.values())
+            ),
+            None,
+        )
         if nested is not None:
-            raise _not_state_dict(path, f"it looks like a training checkpoint whose {nested!r} entry holds the "
-                                        f"state dict; save that alone: torch.save(checkpoint[{nested!r}], path)")
+            raise _not_state_dict(
+                path,
+                f"it looks like a training checkpoint whose {nested!r} entry holds the "
+                f"state dict; save that alone: torch.save(checkpoint[{nested!r}], path)",
+            )
         keys = ", ".join(map(str, list(state)[:4])) + (", ..." if len(state) > 4 else "")
-        raise _not_state_dict(path, f"it is a dict whose entry {odd!r} is not a tensor but "
-                                    f"{type(state[odd]).__name__}; keys: {keys}")
+        raise _not_state_dict(
+            path, f"it is a dict whose entry {odd!r} is not a tensor but {type(state[odd]).__name__}; keys: {keys}"
+        )
     return dict(state)
 
 
@@ -103,17 +119,22 @@ def load_state_dict(name: str, weights: Weights) -> dict[str, torch.Tensor] | No
             return spec.get_state_dict(progress=False)
         except Exception as err:  # offline: URLError, OSError, ...; a damaged cached file: torch.load's errors
             if cache.is_file():
-                raise RuntimeError(f"cached ImageNet weights {cache} cannot be read ({_file_kind(cache)}): delete "
-                                   f"the file and run again with internet, or fetch {spec.url} into "
-                                   f"{cache.parent}") from err
+                raise RuntimeError(
+                    f"cached ImageNet weights {cache} cannot be read ({_file_kind(cache)}): delete "
+                    f"the file and run again with internet, or fetch {spec.url} into "
+                    f"{cache.parent}"
+                ) from err
             raise RuntimeError(
                 f"ImageNet weights for {name} are not in the cache ({cache}) and could not be downloaded "
                 f"({type(err).__name__}); fetch {spec.url} into that folder on a machine with internet, "
-                "or pass weights=<path to a state dict file>") from err
+                "or pass weights=<path to a state dict file>"
+            ) from err
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist; pass 'imagenet', None or the path "
-                                "to a torchvision state dict (torch.save(model.state_dict(), path))")
+        raise FileNotFoundError(
+            f"weights file {path} does not exist; pass 'imagenet', None or the path "
+            "to a torchvision state dict (torch.save(model.state_dict(), path))"
+        )
     return load_file(path)
 
 
@@ -122,17 +143,25 @@ def fit_problems(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the network"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    parts = ([f"missing keys {few(missing)}"] if missing else []) + \
-            ([f"unexpected keys {few(unexpected)}"] if unexpected else []) + shapes[:2]
+    shapes = [
+        f"{k} is {list(state[k].shape)} in the file, {list(v.shape)} in the network"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    parts = (
+        ([f"missing keys {few(missing)}"] if missing else [])
+        + ([f"unexpected keys {few(unexpected)}"] if unexpected else [])
+        + shapes[:2]
+    )
     if len(shapes) > 2:
         parts.append(f"... ({len(shapes)} shape mismatches in all)")
     return "; ".join(parts)
 
 
 def timm_no_imagenet(name: str) -> ValueError:
-    return ValueError(f"timm backbones take weights from a local file, not 'imagenet' (torchvision's): where the "
-                      f"internet is reachable save them once, python -c \"import timm, torch; torch.save(timm."
-                      f"create_model('{name}', pretrained=True).state_dict(), '{name}.pt')\" (or the model.safetensors "
-                      f"of hf.co/timm/{name}), and pass weights=<that file>; or weights=None (random)")
+    return ValueError(
+        f"timm backbones take weights from a local file, not 'imagenet' (torchvision's): where the "
+        f'internet is reachable save them once, python -c "import timm, torch; torch.save(timm.'
+        f"create_model('{name}', pretrained=True).state_dict(), '{name}.pt')\" (or the model.safetensors "
+        f"of hf.co/timm/{name}), and pass weights=<that file>; or weights=None (random)"
+    )

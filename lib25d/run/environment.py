@@ -1,6 +1,7 @@
 """Where a run runs and what it stands on: the device (``auto``: CUDA, then Apple's MPS, then the CPU), the
 package versions, the git revision of the checkout, peak memory. A result file records all of it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,18 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("lib25d", "torch", "torchvision", "timm", "numpy", "medmnist", "acsconv", "grad-cam", "monai",
-            "scikit-learn")
+PACKAGES = (
+    "lib25d",
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "medmnist",
+    "acsconv",
+    "grad-cam",
+    "monai",
+    "scikit-learn",
+)
 
 
 def _mps_available() -> bool:
@@ -55,18 +66,32 @@ def git_revision() -> dict[str, Any]:
     """Revision of the lib25d checkout in use (None when installed outside a git checkout)."""
     here = Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            != ""
+        )
         return {"revision": rev, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"revision": None, "dirty": None}
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    return {"device": device_name(device), "device_type": device.type, "host": platform.node(),
-            "versions": versions(), "git": git_revision()}
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "host": platform.node(),
+        "versions": versions(),
+        "git": git_revision(),
+    }
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -3,6 +3,7 @@
 ``LIB25D_FAULT=<name>@<n>`` SIGKILLs the process the n-th time it passes ``fault_point(name)``: ``step`` (after an
 optimiser step) or ``write:<file>`` (written, not yet renamed). Unset, a fault point costs one dictionary lookup.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ at a time holds a folder (``filelock``: dropped by the OS however the process en
 Linux, macOS and Windows); files are written through a temp file and renamed, so a reader never sees half a file
 (a killed write leaves only a hidden temp file, removed by the next claim).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,9 @@ def claim(out: Path) -> Iterator[Path]:
         lock.acquire(timeout=0)
     except filelock.Timeout:
         holder = (out / OWNER).read_text().strip() if (out / OWNER).is_file() else "unknown"
-        raise RuntimeError(f"{out} is in use by another lib25d run (pid {holder}): wait for it to finish, "
-                           "or choose another --out") from None
+        raise RuntimeError(
+            f"{out} is in use by another lib25d run (pid {holder}): wait for it to finish, or choose another --out"
+        ) from None
     (out / OWNER).write_text(f"{os.getpid()}\n")  # beside the lock: Windows does not share a locked file
     for stale in out.glob(".*.tmp"):  # half-written files of a killed run (we hold the lock: nobody writes)
         stale.unlink()
@@ -92,12 +94,16 @@ def read_torch(path: Path, what: str, keys: Sequence[str] = ()) -> Any:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises pickle, zip, EOF and runtime errors for damaged files
         why = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:120]}"  # torch's errors run long
-        raise ValueError(f"{what} {path} cannot be read ({why}): it is damaged or was not written by lib25d; "
-                         "move it away (or delete it) to train this run again") from None
+        raise ValueError(
+            f"{what} {path} cannot be read ({why}): it is damaged or was not written by lib25d; "
+            "move it away (or delete it) to train this run again"
+        ) from None
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"{what} {path} lacks {', '.join(missing)}: it was not written by this version of lib25d; "
-                         "move it away (or delete it) to train this run again")
+        raise ValueError(
+            f"{what} {path} lacks {', '.join(missing)}: it was not written by this version of lib25d; "
+            "move it away (or delete it) to train this run again"
+        )
     return state
 
 
@@ -152,7 +158,8 @@ class RunFolder:
             raise ValueError(f"unknown model choice {which!r}; valid: {', '.join(WHICH)}")
         state = self.checkpoint()
         config = RunConfig.from_dict(state["config"]).replace(
-            weights=None, device=device, **({"data_root": str(data_root)} if data_root is not None else {}))
+            weights=None, device=device, **({"data_root": str(data_root)} if data_root is not None else {})
+        )
         if which == "best" and not (self.path / BEST).is_file():
             raise FileNotFoundError(f"no {BEST} in {self.path}: use which='final' or finish the run")
         weights = state if which == "final" else read_torch(self.path / BEST, "best-validation model", keys=("model",))

@@ -5,6 +5,7 @@ every epoch: a resumed run ends with an uninterrupted run's numbers (on CPU). A 
 loss, or outputs that turn non-finite while the loss does not) stops with one line naming the epoch and what
 went non-finite, keeping the last good checkpoint.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,8 +46,17 @@ from .protocol import (
 RESUME_FIELDS = (*RUNTIME_FIELDS, "epochs", "lr")  # may change on resume (lr: to continue past a divergence)
 
 
-def train_epoch(model: nn.Module, batches, loss_fn, optimizer, device: torch.device, config: RunConfig, desc: str,
-                 quiet: bool, forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[float, int]:
+def train_epoch(
+    model: nn.Module,
+    batches,
+    loss_fn,
+    optimizer,
+    device: torch.device,
+    config: RunConfig,
+    desc: str,
+    quiet: bool,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, int]:
     """One pass over ``batches``; ``forward`` maps its inputs to logits: the model for volumes, or
     cached features -> reducer + head for volume indices (a cached warm-up)."""
     forward = model if forward is None else forward
@@ -75,8 +85,9 @@ def _check_out(out: Path, config: RunConfig, resume: bool) -> dict[str, Any] | N
     """Refuse to overwrite an earlier run; return its checkpoint when resuming."""
     ckpt = out / CHECKPOINT
     if (ckpt.exists() or (out / RESULT).exists()) and not resume:
-        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it, "
-                              "or choose another output folder")
+        raise FileExistsError(
+            f"{out} already holds a run; pass resume=True (--resume) to continue it, or choose another output folder"
+        )
     if not ckpt.exists():
         return None
     state = read_torch(ckpt, "checkpoint", keys=("config", "model", "optimizer", "history", "best"))
@@ -84,8 +95,10 @@ def _check_out(out: Path, config: RunConfig, resume: bool) -> dict[str, Any] | N
     new = {k: v for k, v in config.to_dict().items() if k not in RESUME_FIELDS}
     if old != new:
         diff = sorted(k for k in new if old.get(k) != new[k])
-        raise ValueError(f"cannot resume {out}: its run used different settings ({', '.join(diff)}); "
-                         "use the same settings or another output folder")
+        raise ValueError(
+            f"cannot resume {out}: its run used different settings ({', '.join(diff)}); "
+            "use the same settings or another output folder"
+        )
     return state
 
 
@@ -99,8 +112,14 @@ def _better(record: dict[str, Any], best: dict[str, Any] | None) -> bool:
     return record["val_loss"] < best["val_loss"]
 
 
-def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bool = False,
-          on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def train(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Train, checkpoint every epoch, test the final and the best-validation model, write result.json."""
     out = Path(out)
     check_method(config.method)  # names that select code, checked before any data or disk
@@ -144,25 +163,48 @@ def train(config: RunConfig, out: str | Path, *, resume: bool = False, quiet: bo
                 seconds = time.perf_counter() - tic
                 val = evaluate(model, splits["val"], config, device, loss_fn, when=f" after {desc}")
             except FloatingPointError as err:  # one line: where it happened, what is kept, what to try
-                kept = (f"{out / CHECKPOINT} keeps epoch {len(history)}: continue from it" if history else
-                        "no epoch had finished, so nothing was kept: start again")
+                kept = (
+                    f"{out / CHECKPOINT} keeps epoch {len(history)}: continue from it"
+                    if history
+                    else "no epoch had finished, so nothing was kept: start again"
+                )
                 lr = f"{'--resume ' if history else ''}--lr {config.lr / 10:g}"
-                raise FloatingPointError(f"training diverged: {err}; {kept} with a smaller learning rate ({lr}), "
-                                         "or check the data for extreme values") from None
-            record = {"epoch": epoch, "phase": "warm-up" if warmup else "full", "lr": config.lr,
-                      "train_loss": train_loss, "val_loss": val["loss"], "val_auc": val["auc"], "val_acc": val["acc"],
-                      "val_balanced_acc": val["balanced_acc"],
-                      "seconds": seconds, "volumes_per_second": seen / seconds, "cached_features": cache is not None}
+                raise FloatingPointError(
+                    f"training diverged: {err}; {kept} with a smaller learning rate ({lr}), "
+                    "or check the data for extreme values"
+                ) from None
+            record = {
+                "epoch": epoch,
+                "phase": "warm-up" if warmup else "full",
+                "lr": config.lr,
+                "train_loss": train_loss,
+                "val_loss": val["loss"],
+                "val_auc": val["auc"],
+                "val_acc": val["acc"],
+                "val_balanced_acc": val["balanced_acc"],
+                "seconds": seconds,
+                "volumes_per_second": seen / seconds,
+                "cached_features": cache is not None,
+            }
             history.append(record)
             if _better(record, best):
                 best = {k: record[k] for k in ("epoch", "val_auc", "val_loss")}
-                write_atomic(out / BEST, partial(torch.save, {"model": copy.deepcopy(model.state_dict()), "epoch": epoch}))
-            checkpoint = {"config": config.to_dict(), "model": model.state_dict(),
-                          "optimizer": optimizer.state_dict(), "history": history, "best": best}
+                write_atomic(
+                    out / BEST, partial(torch.save, {"model": copy.deepcopy(model.state_dict()), "epoch": epoch})
+                )
+            checkpoint = {
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "history": history,
+                "best": best,
+            }
             write_atomic(out / CHECKPOINT, partial(torch.save, checkpoint))
             if not quiet:
-                tqdm.write(f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val['loss']:.4f}  "
-                           f"val auc {val['auc']:.3f}  acc {val['acc']:.3f}  {seconds:.1f}s")
+                tqdm.write(
+                    f"epoch {epoch:3d}  loss {train_loss:.4f}  val loss {val['loss']:.4f}  "
+                    f"val auc {val['auc']:.3f}  acc {val['acc']:.3f}  {seconds:.1f}s"
+                )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)
         result = _finish(model, config, splits, device, loss_fn, out, history, best, started)
@@ -183,21 +225,45 @@ def _finish(model, config, splits, device, loss_fn, out, history, best, started)
     criterion = "val_auc" if val_note is None else f"val_loss (validation AUROC {val_note})"
     return {
         "config": config.to_dict(),
-        "data": {"task": info.task, "num_classes": info.num_classes, "class_names": list(info.class_names),
-                 "in_channels": info.in_channels, "identity": info.identity,
-                 "samples": {k: len(v) for k, v in splits.items()}},
-        "metrics": {"final": {"epoch": len(history), "test": strip(final),
-                              "val": {"auc": history[-1]["val_auc"], "acc": history[-1]["val_acc"],
-                                      **({"auc_note": val_note} if val_note else {})}},
-                    "best_val": {"epoch": best["epoch"], "criterion": criterion, "test": strip(best_test),
-                                 "val": {"auc": best["val_auc"], **({"auc_note": val_note} if val_note else {})}}},
+        "data": {
+            "task": info.task,
+            "num_classes": info.num_classes,
+            "class_names": list(info.class_names),
+            "in_channels": info.in_channels,
+            "identity": info.identity,
+            "samples": {k: len(v) for k, v in splits.items()},
+        },
+        "metrics": {
+            "final": {
+                "epoch": len(history),
+                "test": strip(final),
+                "val": {
+                    "auc": history[-1]["val_auc"],
+                    "acc": history[-1]["val_acc"],
+                    **({"auc_note": val_note} if val_note else {}),
+                },
+            },
+            "best_val": {
+                "epoch": best["epoch"],
+                "criterion": criterion,
+                "test": strip(best_test),
+                "val": {"auc": best["val_auc"], **({"auc_note": val_note} if val_note else {})},
+            },
+        },
         "history": history,
-        "timing": {"epoch_seconds": seconds, "mean_epoch_seconds": float(np.mean(seconds)),
-                   "mean_full_epoch_seconds": float(np.mean(full)), "total_train_seconds": float(np.sum(seconds))},
+        "timing": {
+            "epoch_seconds": seconds,
+            "mean_epoch_seconds": float(np.mean(seconds)),
+            "mean_full_epoch_seconds": float(np.mean(full)),
+            "total_train_seconds": float(np.sum(seconds)),
+        },
         "memory": peak_memory(device),
         "parameters": {"total": count_parameters(model, trainable_only=False)},
-        "predictions": {"labels": splits["test"].labels.tolist(), "final": final["scores"].tolist(),
-                        "best_val": best_test["scores"].tolist()},
+        "predictions": {
+            "labels": splits["test"].labels.tolist(),
+            "final": final["scores"].tolist(),
+            "best_val": best_test["scores"].tolist(),
+        },
         "environment": environment(device),
         "started": started,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),

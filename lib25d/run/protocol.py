@@ -3,6 +3,7 @@ cross-entropy), autocast, the loaders seeded by (seed, epoch), the phase of each
 train and in which BatchNorm mode), the warm-up feature cache and the evaluation of a split.
 :mod:`.loop` puts them together; the benchmarks time the same pieces.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,15 @@ def load_splits(config: RunConfig) -> dict[str, VolumeDataset]:
 
 def model_for(config: RunConfig, info: DatasetInfo) -> nn.Module:
     """The run's model for the dataset's channels and classes, its speed switches applied."""
-    return build_model(config.method, backbone=config.backbone, weights=config.weights, speed=config,
-                       in_channels=info.in_channels, num_classes=info.num_classes, chunk_size=config.chunk_size)
+    return build_model(
+        config.method,
+        backbone=config.backbone,
+        weights=config.weights,
+        speed=config,
+        in_channels=info.in_channels,
+        num_classes=info.num_classes,
+        chunk_size=config.chunk_size,
+    )
 
 
 def loss_function(num_classes: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -72,15 +80,23 @@ def shuffle_seed(config: RunConfig, epoch: int) -> int:
 def loader(data: VolumeDataset, config: RunConfig, device: torch.device, shuffle_seed: int | None) -> DataLoader:
     gen = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
     workers = loader_workers(config, device)
-    return DataLoader(data, batch_size=config.batch_size, shuffle=gen is not None, generator=gen,
-                      num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    return DataLoader(
+        data,
+        batch_size=config.batch_size,
+        shuffle=gen is not None,
+        generator=gen,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
 
 
 def index_loader(data: VolumeDataset, config: RunConfig, shuffle_seed: int) -> DataLoader:
     """(indices, labels) batches, in the order the volume loader of the same seed visits the volumes."""
     indices = TensorDataset(torch.arange(len(data)), torch.as_tensor(data.labels))
-    return DataLoader(indices, batch_size=config.batch_size, shuffle=True,
-                      generator=torch.Generator().manual_seed(shuffle_seed))
+    return DataLoader(
+        indices, batch_size=config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(shuffle_seed)
+    )
 
 
 def set_phase(model: nn.Module, config: RunConfig, epoch: int) -> bool:
@@ -99,8 +115,9 @@ def set_phase(model: nn.Module, config: RunConfig, epoch: int) -> bool:
 
 
 @torch.no_grad()
-def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
-                  device: torch.device) -> torch.Tensor | None:
+def feature_cache(
+    model: nn.Module, data: VolumeDataset, config: RunConfig, device: torch.device
+) -> torch.Tensor | None:
     """Frozen features of every volume in order (None above the limit): what the warm-up computes
     while the encoder, BatchNorm included, is frozen in eval mode."""
     was_training = model.training
@@ -119,14 +136,19 @@ def feature_cache(model: nn.Module, data: VolumeDataset, config: RunConfig,
 
 def nonfinite_statistics(model: nn.Module) -> list[str]:
     """Names of the BatchNorm layers whose running statistics hold NaN or inf (what eval mode normalises with)."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            and m.running_mean is not None and not (torch.isfinite(m.running_mean).all()
-                                                    and torch.isfinite(m.running_var).all())]
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and m.running_mean is not None
+        and not (torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all())
+    ]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: VolumeDataset, config: RunConfig, device: torch.device,
-             loss_fn: Callable, when: str = "") -> dict[str, Any]:
+def evaluate(
+    model: nn.Module, data: VolumeDataset, config: RunConfig, device: torch.device, loss_fn: Callable, when: str = ""
+) -> dict[str, Any]:
     """Metrics, mean loss and scores of a whole split (in order); FloatingPointError when the model's outputs
     are not finite (a diverged model: sklearn would only say "Input contains NaN"), ``when`` added to it."""
     model.eval()
@@ -140,10 +162,15 @@ def evaluate(model: nn.Module, data: VolumeDataset, config: RunConfig, device: t
     bad = int((~torch.isfinite(logits)).any(dim=1).sum())
     if bad:
         norms = nonfinite_statistics(model)
-        stats = (f"; BatchNorm running statistics are NaN or inf in {len(norms)} layer(s), e.g. {norms[0]}"
-                 if norms else "")
-        raise FloatingPointError(f"non-finite predictions on split {data.split!r} ({bad} of {len(data)} volumes)"
-                                 f"{when}{stats}")
+        stats = (
+            f"; BatchNorm running statistics are NaN or inf in {len(norms)} layer(s), e.g. {norms[0]}" if norms else ""
+        )
+        raise FloatingPointError(
+            f"non-finite predictions on split {data.split!r} ({bad} of {len(data)} volumes){when}{stats}"
+        )
     scores = scores_from_logits(logits)
-    return {**evaluate_scores(data.labels, scores, data.info.task, data.split), "loss": total / len(data),
-            "scores": scores}
+    return {
+        **evaluate_scores(data.labels, scores, data.info.task, data.split),
+        "loss": total / len(data),
+        "scores": scores,
+    }

@@ -1,5 +1,6 @@
 """One Table 2 case (a method at a volume size) measured in this process; ``python -m study.bench.case '<json>'``
 measures one in a fresh interpreter, so that a CPU case's peak memory is its own."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,16 @@ from .timing import median, model_of, step_fn, timed
 ADRENAL_TRAIN, PDAC_TRAIN = 1188, 975  # the epochs of the MedMNIST sizes and of the paper's 128x224x224 CT
 
 
-def measure_case(method: str, shape: Sequence[int], batch_size: int, config: RunConfig, repeats: int = 3,
-                 warmup_steps: int = 1, inference: bool = True, seed: int = 0) -> dict[str, Any]:
+def measure_case(
+    method: str,
+    shape: Sequence[int],
+    batch_size: int,
+    config: RunConfig,
+    repeats: int = 3,
+    warmup_steps: int = 1,
+    inference: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
     """One Table 2 row, measured in this process."""
     device = resolve_device(config.device)
     model = model_of(method, config, seed)
@@ -41,11 +50,18 @@ def measure_case(method: str, shape: Sequence[int], batch_size: int, config: Run
     secs = median([timed(lambda: step(x, y), device)[0] for _ in range(repeats)])
     memory = peak_memory(device)
     volumes = ADRENAL_TRAIN if max(shape) <= 64 else PDAC_TRAIN
-    row = {"params_m": count_parameters(model) / 1e6, "peak_memory_gib": memory["bytes"] / 2**30,
-           "memory_kind": memory["kind"], "train_step_s": secs, "epoch_volumes": volumes,
-           "epoch_s": secs * volumes / batch_size, "train_volumes_per_s": batch_size / secs,
-           "flops_per_step": flops, "achieved_gflops": flops / secs / 1e9 if flops else None,
-           "settings": {**config.speed(), "chunk_size": config.chunk_size, "amp": config.amp}}
+    row = {
+        "params_m": count_parameters(model) / 1e6,
+        "peak_memory_gib": memory["bytes"] / 2**30,
+        "memory_kind": memory["kind"],
+        "train_step_s": secs,
+        "epoch_volumes": volumes,
+        "epoch_s": secs * volumes / batch_size,
+        "train_volumes_per_s": batch_size / secs,
+        "flops_per_step": flops,
+        "achieved_gflops": flops / secs / 1e9 if flops else None,
+        "settings": {**config.speed(), "chunk_size": config.chunk_size, "amp": config.amp},
+    }
     if inference:
         model.eval()
         with torch.no_grad(), autocast(device, config):

@@ -1,5 +1,6 @@
 """``python -m study bench``: measure, merge into the results JSON (other sections and rows kept, each with the
 command that measured it), print the tables."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,22 @@ def write(path: Path, name: str, section: dict[str, Any], device: torch.device, 
         rows = [r for r in old.get("rows", []) if (r.get("method"), r.get("size")) not in new]
         section = {**section, "rows": rows + [{**stamp, **r} for r in section["rows"]]}
     else:
-        section = {**{k: v for k, v in old.items() if isinstance(v, dict)},
-                   **{k: {**v, **stamp} if isinstance(v, dict) and k != "settings" else v for k, v in section.items()}}
+        section = {
+            **{k: v for k, v in old.items() if isinstance(v, dict)},
+            **{k: {**v, **stamp} if isinstance(v, dict) and k != "settings" else v for k, v in section.items()},
+        }
     data[name] = {**section, "environment": environment(device), "created": stamp["measured"]}
     write_json(Path(path), {**data, "schema": SCHEMA})
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("bench", help="Table 2 on this machine (--table2) and lib25d vs the authors' design "
-                              "(--compare)", description=DOC.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DOC.split("\n\n", 1)[1])
+    p = subparsers.add_parser(
+        "bench",
+        help="Table 2 on this machine (--table2) and lib25d vs the authors' design (--compare)",
+        description=DOC.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=DOC.split("\n\n", 1)[1],
+    )
     p.add_argument("--table2", action="store_true", help="measure Table 2")
     p.add_argument("--compare", action="store_true", help="compare with the authors' design")
     for name, kwargs in OPTIONS.items():

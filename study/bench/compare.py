@@ -1,6 +1,7 @@
 """``--compare``: lib25d against the authors' design (:mod:`study.reference`) on
 AdrenalMNIST3D from the same weights and batches, interleaved in one process (alternating which
 goes first, so order effects cancel), medians reported; the parts: :mod:`study.bench`."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ def interleaved(fns: dict[str, Callable], inputs: Sequence[tuple], device: torch
     """Each fn once per input, alternating which goes first: {name: [(seconds, result), ...]}."""
     out: dict[str, list] = {n: [] for n in fns}
     for i, args in enumerate(inputs):
-        for n in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
+        for n in list(fns) if i % 2 == 0 else list(fns)[::-1]:
             out[n].append(timed(partial(fns[n], *args), device))
     return out
 
@@ -41,13 +42,18 @@ def race(steps: dict[str, Callable], batches: list, device: torch.device, epoch_
     res = interleaved(steps, batches, device)
     step_s = {n: median([t for t, _ in v[1:]]) for n, v in res.items()}
     losses = {n: [loss for _, loss in v] for n, v in res.items()}
-    return {"step_s": step_s, "epoch_s": {n: s * epoch_volumes / len(batches[0][1]) for n, s in step_s.items()},
-            "losses": losses, "loss_max_abs_diff": float(np.max(np.abs(np.subtract(*losses.values())))),
-            "speedup": ratio(*step_s.values())}
+    return {
+        "step_s": step_s,
+        "epoch_s": {n: s * epoch_volumes / len(batches[0][1]) for n, s in step_s.items()},
+        "losses": losses,
+        "loss_max_abs_diff": float(np.max(np.abs(np.subtract(*losses.values())))),
+        "speedup": ratio(*step_s.values()),
+    }
 
 
-def against_authors(config: RunConfig, batches: list, device: torch.device, epoch_volumes: int,
-                    head_only: bool = False) -> dict[str, Any]:
+def against_authors(
+    config: RunConfig, batches: list, device: torch.device, epoch_volumes: int, head_only: bool = False
+) -> dict[str, Any]:
     """lib25d's training steps raced against the authors' from the same weights; ``head_only``: the
     warm-up in the authors' BatchNorm mode (their starting point, the encoders frozen)."""
     model = model_of("attention", config)
@@ -61,9 +67,10 @@ def against_authors(config: RunConfig, batches: list, device: torch.device, epoc
 
 def _batches(data, batch_size: int, count: int, device: torch.device, seed: int = 0) -> list:
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed)).tolist()
-    idx = [order[(b * batch_size) % len(order):][:batch_size] for b in range(count)]
-    return [(torch.stack([data[i][0] for i in ix]).to(device), torch.as_tensor(data.labels[ix]).to(device))
-            for ix in idx]
+    idx = [order[(b * batch_size) % len(order) :][:batch_size] for b in range(count)]
+    return [
+        (torch.stack([data[i][0] for i in ix]).to(device), torch.as_tensor(data.labels[ix]).to(device)) for ix in idx
+    ]
 
 
 def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str, Any]:
@@ -71,12 +78,18 @@ def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str,
     device, parts, bs = resolve_device(args.device), set(args.parts), args.batch_size or 64
     ours = RunConfig(device=str(device), weights=args.weights, batch_size=bs, amp=not args.no_amp, compile=args.compile)
     subset = {"subset": args.subset} if args.subset else {}
-    out: dict[str, Any] = {"settings": {"lib25d": ours.speed(), "before": "the authors' design (lib25d.authors): "
-                                        "plain torchvision ResNet-18 per axis, fp32", "batch_size": bs,
-                                        "steps": args.steps, "repeats": args.repeats, "method": "attention",
-                                        "weights": args.weights or "random (seeded)",
-                                        "data": "AdrenalMNIST3D 28^3"
-                                        + (f" (subset {args.subset})" if args.subset else "")}}
+    out: dict[str, Any] = {
+        "settings": {
+            "lib25d": ours.speed(),
+            "before": "the authors' design (lib25d.authors): plain torchvision ResNet-18 per axis, fp32",
+            "batch_size": bs,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "method": "attention",
+            "weights": args.weights or "random (seeded)",
+            "data": "AdrenalMNIST3D 28^3" + (f" (subset {args.subset})" if args.subset else ""),
+        }
+    }
     if parts & {"training", "bf16", "warmup"}:
         train = load_dataset("adrenal", "train", root=args.data_root, **subset)
         batches = _batches(train, bs, args.steps + 1, device)
@@ -87,8 +100,10 @@ def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str,
             save(out)
     if "bf16" in parts and device.type == "cpu":
         print("  bf16: one whole epoch against fp32 ...", flush=True)
-        steps = {name: step_fn(model_of("attention", c), c, device)
-                 for name, c in (("fp32", ours), ("bf16", ours.replace(bf16_cpu=True)))}
+        steps = {
+            name: step_fn(model_of("attention", c), c, device)
+            for name, c in (("fp32", ours), ("bf16", ours.replace(bf16_cpu=True)))
+        }
         out["bf16_epoch"] = race(steps, _batches(train, bs, -(-len(train) // bs), device), device, len(train))
         save(out)
     if "inference" in parts:
@@ -106,16 +121,20 @@ def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str,
         def lib25d_pass():
             with autocast_for(device, bf16, bf16):
                 return torch.cat([model(x.to(device)).float() for x in test]).cpu()
+
         with torch.no_grad():
             fns = {"authors": authors_pass, "lib25d": lib25d_pass}
             [f() for f in fns.values()]  # untimed: allocator, kernel caches
             res = interleaved(fns, [()] * args.repeats, device)
         la, lb = res["authors"][-1][1], res["lib25d"][-1][1]
         secs = {n: median([t for t, _ in v]) for n, v in res.items()}
-        out["inference"] = {"volumes": sum(len(x) for x in test), "seconds": secs,
-                            "speedup": ratio(secs["authors"], secs["lib25d"]),
-                            "identical_predictions": bool(torch.equal(la > 0, lb > 0)),
-                            "max_abs_logit_diff": float((la - lb).abs().max())}
+        out["inference"] = {
+            "volumes": sum(len(x) for x in test),
+            "seconds": secs,
+            "speedup": ratio(secs["authors"], secs["lib25d"]),
+            "identical_predictions": bool(torch.equal(la > 0, lb > 0)),
+            "max_abs_logit_diff": float((la - lb).abs().max()),
+        }
         save(out)
     if "warmup" in parts:
         print("  warm-up epochs, both BatchNorm modes ...", flush=True)
@@ -128,21 +147,49 @@ def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str,
         opt = torch.optim.NAdam(model.parameters(), lr=ours.lr)
 
         def cached_epoch(e: int):
-            return train_epoch(model, index_loader(train, frozen, e), loss_function(2), opt, device, frozen,
-                                "warm-up", True, lambda i: model.classify(cache[i.to(cache.device)]))
+            return train_epoch(
+                model,
+                index_loader(train, frozen, e),
+                loss_function(2),
+                opt,
+                device,
+                frozen,
+                "warm-up",
+                True,
+                lambda i: model.classify(cache[i.to(cache.device)]),
+            )
+
         cached = median([timed(partial(cached_epoch, e), device)[0] for e in range(1, args.repeats + 1)])
-        out["warmup"] = {"authors_bn": authors_bn, "frozen_bn": {
-            "cache_build_s": build_s, "cache_bytes": cache.numel() * cache.element_size(), "cached_epoch_s": cached,
-            "first_warmup_epoch_s": build_s + cached, "speedup": ratio(authors_bn["epoch_s"]["authors"], cached)}}
+        out["warmup"] = {
+            "authors_bn": authors_bn,
+            "frozen_bn": {
+                "cache_build_s": build_s,
+                "cache_bytes": cache.numel() * cache.element_size(),
+                "cached_epoch_s": cached,
+                "first_warmup_epoch_s": build_s + cached,
+                "speedup": ratio(authors_bn["epoch_s"]["authors"], cached),
+            },
+        }
         save(out)
     if "memory" in parts:
         shape = parse_size(args.large_shape)
-        print(f"  memory: {size_name(shape)} at batch {args.large_batch_size}, chunks of {args.compare_chunk_size} ...",
-              flush=True)
+        print(
+            f"  memory: {size_name(shape)} at batch {args.large_batch_size}, chunks of {args.compare_chunk_size} ...",
+            flush=True,
+        )
         config = ours.replace(chunk_size=args.compare_chunk_size, checkpointing=True)
-        case = isolated({"method": "attention", "shape": list(shape), "batch_size": args.large_batch_size,
-                         "config": config.to_dict(), "repeats": 1, "warmup_steps": 0, "inference": False},
-                        args.in_process)
+        case = isolated(
+            {
+                "method": "attention",
+                "shape": list(shape),
+                "batch_size": args.large_batch_size,
+                "config": config.to_dict(),
+                "repeats": 1,
+                "warmup_steps": 0,
+                "inference": False,
+            },
+            args.in_process,
+        )
         model = model_of("attention", config, axes=(0,))
         gen = torch.Generator().manual_seed(0)
         x, y = torch.rand(1, 1, *shape, generator=gen).to(device), torch.zeros(1, device=device)
@@ -151,12 +198,20 @@ def compare(args: argparse.Namespace, save: Callable[[dict], None]) -> dict[str,
         def with_checkpointing(on: bool):
             model.encoder.checkpointing = on
             return step(x, y)
-        res = interleaved({"on": partial(with_checkpointing, True), "off": partial(with_checkpointing, False)},
-                          [()] * args.repeats, device)
-        out["memory"] = {"shape": list(shape), "batch_size": args.large_batch_size, "case": case,
-                         "peak_gib": case.get("peak_memory_gib", math.nan),
-                         "time_factor": ratio(*(median([t for t, _ in res[k]]) for k in ("on", "off"))),
-                         "time_factor_setting": "batch 1, axial slices only"}
+
+        res = interleaved(
+            {"on": partial(with_checkpointing, True), "off": partial(with_checkpointing, False)},
+            [()] * args.repeats,
+            device,
+        )
+        out["memory"] = {
+            "shape": list(shape),
+            "batch_size": args.large_batch_size,
+            "case": case,
+            "peak_gib": case.get("peak_memory_gib", math.nan),
+            "time_factor": ratio(*(median([t for t, _ in res[k]]) for k in ("on", "off"))),
+            "time_factor_setting": "batch 1, axial slices only",
+        }
         save(out)
     return out
 
@@ -184,9 +239,15 @@ def compare_frame(source: str | Path | dict[str, Any]) -> pd.DataFrame:
             value = value.get(k) if isinstance(value, dict) else None
         value = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
         op, target = goal or (None, None)
-        rows.append({"figure": name, "value": value, "target": f"{op} {target}" if op else None,
-                     "met": None if value is None or not op else (value >= target if op == ">=" else value < target),
-                     "device": section.get("environment", {}).get("device"),
-                     "measured": (section.get(part, {}).get("measured") or "")[:10] or None,
-                     "command": section.get(part, {}).get("command")})
+        rows.append(
+            {
+                "figure": name,
+                "value": value,
+                "target": f"{op} {target}" if op else None,
+                "met": None if value is None or not op else (value >= target if op == ">=" else value < target),
+                "device": section.get("environment", {}).get("device"),
+                "measured": (section.get(part, {}).get("measured") or "")[:10] or None,
+                "command": section.get(part, {}).get("command"),
+            }
+        )
     return pd.DataFrame(rows)

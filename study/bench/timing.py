@@ -1,5 +1,6 @@
 """What every measurement of the benchmark shares: sizes, medians, a timed call (the device synchronised around
 it), the matmul peak it compares with, and lib25d's training step."""
+
 from __future__ import annotations
 
 import math
@@ -54,7 +55,7 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32,
     n = 8192 if device.type == "cuda" else 2048
     a, b = (torch.randn(n, n, generator=torch.Generator().manual_seed(i)).to(device, dtype) for i in (0, 1))
     torch.matmul(a, b)
-    return 2 * n ** 3 / min(timed(lambda: torch.matmul(a, b), device)[0] for _ in range(repeats)) / 1e9
+    return 2 * n**3 / min(timed(lambda: torch.matmul(a, b), device)[0] for _ in range(repeats)) / 1e9
 
 
 def step_fn(model, config: RunConfig, device: torch.device) -> Callable:
@@ -68,6 +69,7 @@ def step_fn(model, config: RunConfig, device: torch.device) -> Callable:
         loss.backward()
         opt.step()
         return loss.item()
+
     return step
 
 

@@ -5,6 +5,7 @@ parameters and ``state_dict`` keys stay. The kernels (:mod:`.kernels`) compute t
 they replace up to float summation order; tests/test_perf.py checks the numbers, ``python -m study.bench``
 what each buys.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,15 @@ from ..backbone import SliceEncoder
 from .encoder import FastSliceEncoder, unique_slices
 from .kernels import CountedBatchNorm2d, TinyConv2d, TinyConv3d
 
-__all__ = ["CountedBatchNorm2d", "FastSliceEncoder", "TinyConv2d", "TinyConv3d", "apply", "unique_slices",
-           "use_tiny_convs"]
+__all__ = [
+    "CountedBatchNorm2d",
+    "FastSliceEncoder",
+    "TinyConv2d",
+    "TinyConv3d",
+    "apply",
+    "unique_slices",
+    "use_tiny_convs",
+]
 
 
 def apply(model: nn.Module, config=None, **switches) -> nn.Module:

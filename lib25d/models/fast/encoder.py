@@ -1,5 +1,6 @@
 """``FastSliceEncoder``: the slice encoder with the slice-level switches (deduplicated slices, channels_last, the
 adapter folded into the first convolution, activation checkpointing per chunk)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,11 @@ def _no_running_stats_update(module: nn.Module):
 
 def _draws(m: nn.Module) -> bool:
     """A module that draws random numbers in train mode: dropout, timm's DropPath (drop_prob) or drop_rate."""
-    rates = [m.p] if isinstance(m, nn.modules.dropout._DropoutNd) else \
-        [getattr(m, "drop_prob", 0), getattr(m, "drop_rate", 0)]
+    rates = (
+        [m.p]
+        if isinstance(m, nn.modules.dropout._DropoutNd)
+        else [getattr(m, "drop_prob", 0), getattr(m, "drop_rate", 0)]
+    )
     return m.training and any(isinstance(r, (int, float)) and r > 0 for r in rates)
 
 
@@ -67,8 +71,12 @@ class FastSliceEncoder(SliceEncoder):
             return None
         name, conv = next(((n, m) for n, m in self.network.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
         # a plain convolution only: a subclass may transform its weight (timm's StdConv2d standardises it)
-        ok = type(conv) in (nn.Conv2d, TinyConv2d) and conv.in_channels == 3 and conv.groups == 1 \
+        ok = (
+            type(conv) in (nn.Conv2d, TinyConv2d)
+            and conv.in_channels == 3
+            and conv.groups == 1
             and conv.padding_mode == "zeros"
+        )
         return name if ok else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,21 +90,31 @@ class FastSliceEncoder(SliceEncoder):
             folded = folded.contiguous(memory_format=torch.channels_last) if self.channels_last else folded
             net = lambda x: functional_call(self.network, {f"{self.fold_stem}.weight": folded}, (x,))  # noqa: E731
         if self.checkpointing and torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
-            return checkpoint(net, x, use_reentrant=False,
-                              context_fn=lambda: (contextlib.nullcontext(), _no_running_stats_update(self)))
+            return checkpoint(
+                net,
+                x,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), _no_running_stats_update(self)),
+            )
         return net(x)
 
     def _dedupe_applies(self, slices: torch.Tensor) -> bool:
-        if not self.dedupe or slices.requires_grad or any(m._forward_hooks or m._forward_pre_hooks
-                                                          for m in self.modules() if m is not self):
+        if (
+            not self.dedupe
+            or slices.requires_grad
+            or any(m._forward_hooks or m._forward_pre_hooks for m in self.modules() if m is not self)
+        ):
             return False
         if any(_draws(m) for m in self.modules()):
             return False  # copies of a slice would share one random draw
         if not any(isinstance(m, _BatchNorm) and (m.training or m.running_mean is None) for m in self.modules()):
             return True  # running statistics: the encoder is a per-slice function
         whole = self.chunk_size is None or slices.shape[0] <= self.chunk_size  # one BatchNorm batch, no recompute
-        return whole and not self.checkpointing and all(
-            isinstance(m, CountedBatchNorm2d) for m in self.modules() if isinstance(m, _BatchNorm))
+        return (
+            whole
+            and not self.checkpointing
+            and all(isinstance(m, CountedBatchNorm2d) for m in self.modules() if isinstance(m, _BatchNorm))
+        )
 
     def forward(self, slices: torch.Tensor) -> torch.Tensor:
         if not self._dedupe_applies(slices):

@@ -3,6 +3,7 @@ product (``tiny_convs``), and batch normalisation of rows that stand for several
 (``dedupe_slices``), on BatchNorm's own fused kernels. Same functions as the modules they replace, up to float
 summation order (tests/test_perf.py checks it in float64).
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,11 @@ class _TinyConvMixin:
         dims = len(read)
         x = x[(slice(None), slice(None), *(slice(0, r) for r in read))]
         w = _dense_weight(self, read, out)  # (O, C, r0, n0, r1, n1, ...)
-        last = x.dim() > 3 and x.is_contiguous(memory_format=torch.channels_last if dims == 2
-                                                else torch.channels_last_3d) and not x.is_contiguous()
+        last = (
+            x.dim() > 3
+            and x.is_contiguous(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+            and not x.is_contiguous()
+        )
         reads, outs = [2 + 2 * a for a in range(dims)], [3 + 2 * a for a in range(dims)]
         if last:  # positions outermost, channels innermost: the input is read without a copy
             rows, cols, flat = [*reads, 1], [*outs, 0], x.movedim(1, -1)
@@ -119,15 +123,19 @@ class _CountedNorm(torch.autograd.Function):
     @torch.autocast("cuda", enabled=False)
     def backward(ctx, dy, _mean, _var):
         x, share, mean, invstd, weight = ctx.saved_tensors
-        _, sum_dy_xhat, sum_dy = _bn_backward(dy, x, weight, None, None, mean, invstd, True, 0.0,
-                                              [False, True, True])
+        _, sum_dy_xhat, sum_dy = _bn_backward(dy, x, weight, None, None, mean, invstd, True, 0.0, [False, True, True])
         scale = weight * invstd
         coef = -share.view(-1, 1) * scale  # (rows, channels)
         b = coef * (invstd * sum_dy_xhat)
         a = coef * sum_dy - b * mean
         dx = torch.addcmul(a[:, :, None, None], x, b[:, :, None, None]).addcmul_(dy, scale.view(1, -1, 1, 1))
-        return dx, None, sum_dy_xhat if ctx.needs_input_grad[2] else None, \
-            sum_dy if ctx.needs_input_grad[3] else None, None
+        return (
+            dx,
+            None,
+            sum_dy_xhat if ctx.needs_input_grad[2] else None,
+            sum_dy if ctx.needs_input_grad[3] else None,
+            None,
+        )
 
 
 class CountedBatchNorm2d(nn.BatchNorm2d):
