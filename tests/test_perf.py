@@ -319,10 +319,22 @@ def _curve(result) -> torch.Tensor:
     return torch.tensor([(h["train_loss"], h["val_loss"]) for h in result["history"]], dtype=torch.float64)
 
 
-def _numbers(metrics: dict) -> torch.Tensor:
-    """Every number of a result's metrics, in a fixed order."""
+def _numbers(metrics) -> torch.Tensor:
+    """Every number of a result's metrics (lists such as per-class recall included), in a fixed order;
+    the words beside them (the best-epoch criterion, an AUROC note) are compared by `_words`."""
+    if isinstance(metrics, dict):
+        parts = [_numbers(metrics[k]) for k in sorted(metrics)]
+    elif isinstance(metrics, list):
+        parts = [_numbers(v) for v in metrics]
+    else:
+        parts = [torch.tensor([float(metrics)], dtype=torch.float64)] if isinstance(metrics, (int, float)) else []
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+def _words(metrics) -> list:
+    """The non-numeric leaves of a result's metrics, with their paths."""
     flat = pd.json_normalize(metrics).iloc[0].sort_index()
-    return torch.tensor(flat.to_numpy(dtype=float), dtype=torch.float64)
+    return [(k, v) for k, v in flat.items() if isinstance(v, str)]
 
 
 def test_cached_warmup_equals_uncached_and_resumes(tmp_path):
@@ -346,6 +358,7 @@ def test_cached_warmup_equals_uncached_and_resumes(tmp_path):
     # the cache is rebuilt for epoch 2: same numbers
     N.same(_curve(resumed), _curve(cached), "loss curves", computed=torch.float32)
     N.same(_numbers(resumed["metrics"]), _numbers(cached["metrics"]), "metrics", computed=torch.float32)
+    assert _words(resumed["metrics"]) == _words(cached["metrics"])
 
 
 def test_cached_warmup_of_a_3d_baseline(tmp_path):
