@@ -97,6 +97,10 @@ def _profile(args: argparse.Namespace) -> int:
     if args.action == "runs":
         print("\n".join(r.run_id for r in profile.runs()))
         return 0
+    if args.action == "tables":
+        from .tables import study_text
+        print(study_text(profile), end="")
+        return 0
     print(f"{profile.name}: {len(profile.runs())} runs, results in {profile.results}")
     for key, value in summary(profile).items():
         print(f"  {key}: {value}")
@@ -131,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("profile", help="what a study profile (config/<name>.yaml) runs")
-    p.add_argument("action", choices=["check", "runs"], help="check: validate and summarise; runs: list run ids")
+    p.add_argument("action", choices=["check", "runs", "tables"],
+                   help="check: validate and summarise; runs: list run ids; tables: the numbers of Tables 1 and 3 "
+                        "from its results folder, as text to diff against another (e.g. a cluster's)")
     p.add_argument("name", help="profile name (smoke, cpu, paper) or file")
     p.set_defaults(func=_profile)
 
