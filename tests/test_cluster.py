@@ -17,16 +17,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
 
 from lib25d.profiles import NOTEBOOKS, load_profile
 from lib25d.tables import TABLE_RUNS, study_runs
-from studyrun import Page, html_dir, snakemake
+from studyrun import REPO, Page, html_dir, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 REQUIRE = "LIB25D_REQUIRE_CLUSTER"
+SCRIPT = REPO / "workflow" / "cluster" / "local-slurm.sh"
 SLURM_RESULTS = "results/smoke-slurm"
 
 
@@ -58,19 +60,36 @@ def test_skip_turns_into_a_failure_where_the_cluster_is_required():
     skip_or_fail(None, required=True)  # nothing to say: the test runs
 
 
+class Cluster(NamedTuple):
+    dir: Path  # its scratch folder ($LIB25D_SLURM_DIR)
+    env: dict[str, str]  # the study's environment, with SLURM_CONF
+
+
 @pytest.fixture(scope="module")
 def cluster(study):
     """The local cluster, up for this module: started here (and stopped after) unless it was up already."""
     skip_or_fail(unavailable(), os.environ.get(REQUIRE) == "1")
-    script = str(study.repo / "workflow" / "cluster" / "local-slurm.sh")
-    was_up = subprocess.run([script, "status"], capture_output=True, text=True).returncode == 0
-    up = subprocess.run([script, "up"], capture_output=True, text=True, timeout=900)
+    was_up = subprocess.run([str(SCRIPT), "status"], capture_output=True, text=True).returncode == 0
+    up = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=900)
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
-    conf = subprocess.run([script, "env"], capture_output=True, text=True, check=True).stdout.split("=", 1)[1].strip()
-    yield {**study.env, "SLURM_CONF": conf}
+    exported = subprocess.run([str(SCRIPT), "env"], capture_output=True, text=True, check=True).stdout
+    conf = Path(exported.split("=", 1)[1].strip())  # export SLURM_CONF=...
+    yield Cluster(conf.parent, {**study.env, "SLURM_CONF": str(conf)})
     if not was_up:
-        down = subprocess.run([script, "down"], capture_output=True, text=True, timeout=300)
+        down = subprocess.run([str(SCRIPT), "down"], capture_output=True, text=True, timeout=300)
         assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+
+
+def test_the_script_refuses_in_one_line():
+    done = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr == f"local-slurm.sh: usage: {SCRIPT} up|down|status|env (got 'start')\n"
+
+
+def test_up_again_changes_nothing(cluster):
+    pids = {p: p.read_text() for p in (cluster.dir / "run").glob("*.pid")}
+    again = subprocess.run([str(SCRIPT), "up"], env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "idle" in again.stdout, again.stderr
+    assert len(pids) == 2 and {p: p.read_text() for p in pids} == pids  # the same slurmctld and slurmd
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +97,7 @@ def slurm_study(study, cluster):
     """The smoke profile again, every job through sbatch, into its own results folder of the same copy."""
     done = snakemake(study.repo, "--configfile", "config/smoke.yaml", "--profile", "workflow/profiles/slurm",
                      "--profile", "workflow/profiles/local-slurm", "--config", f"results={SLURM_RESULTS}",
-                     env=cluster, timeout=2100)
+                     env=cluster.env, timeout=2100)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return load_profile(study.repo / "config" / "smoke.yaml", overrides={"results": SLURM_RESULTS})
 

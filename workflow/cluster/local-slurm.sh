@@ -2,10 +2,10 @@
 # A real one-node SLURM cluster on this machine, to run the study through `snakemake --executor slurm`
 # the way it runs on a site's cluster (sbatch, srun, the jobstep plugin, resources, partitions).
 #
-#   workflow/cluster/local-slurm.sh up       # install slurm-wlm + munge where missing, configure, start, wait idle
-#   workflow/cluster/local-slurm.sh status   # sinfo of this cluster, or why it is not up
-#   workflow/cluster/local-slurm.sh env      # the line to eval: export SLURM_CONF=...
-#   workflow/cluster/local-slurm.sh down     # cancel its jobs, stop the daemons it started (by pid file)
+#   workflow/cluster/local-slurm.sh up      # install slurm-wlm + munge where missing, configure, start, wait idle
+#   workflow/cluster/local-slurm.sh status  # sinfo of this cluster, or why it is not up
+#   workflow/cluster/local-slurm.sh env     # the line to eval: export SLURM_CONF=...
+#   workflow/cluster/local-slurm.sh down    # cancel its jobs, stop the daemons it started (by pid file)
 #
 # Everything it writes lives in one scratch folder it owns, $LIB25D_SLURM_DIR (default
 # /tmp/lib25d-slurm): slurm.conf, a munge key and socket, state, spool, logs, pid files. Outside it, one
@@ -51,22 +51,25 @@ stop() {  # stop PIDFILE PROGRAM: TERM, wait up to 20 s, then KILL; only the pid
 }
 
 # -- setup ---------------------------------------------------------------------------------------------
+apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; }
+
 install_packages() {
     local missing=()
-    command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null || missing+=(slurm-wlm)
+    command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
+        || missing+=(slurm-wlm)
     command -v munged >/dev/null || missing+=(munge)
     [[ ${#missing[@]} -eq 0 ]] && return
-    command -v apt-get >/dev/null || die "${missing[*]} missing and no apt-get: install Slurm (slurmctld, slurmd, sbatch) and MUNGE with your package manager"
+    command -v apt-get >/dev/null \
+        || die "${missing[*]} missing and no apt-get: install Slurm (slurmctld, slurmd, sbatch) and MUNGE yourself"
     echo "installing ${missing[*]} (apt-get)"
     # Package scripts must not start the system's munge/slurm services: a policy-rc.d denies it, ours
     # only where the machine has none, removed again afterwards.
     local policy=/usr/sbin/policy-rc.d own_policy=
     if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; own_policy=1; fi
-    local rc=0
-    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >"$DIR/log/apt.log" 2>&1 \
-        || { apt-get update -q >>"$DIR/log/apt.log" 2>&1 \
-             && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$DIR/log/apt.log" 2>&1; }; } || rc=$?
-    [[ -n $own_policy ]] && rm -f "$policy"
+    local rc=0 log=$DIR/log/apt.log
+    { apt_install "${missing[@]}" >"$log" 2>&1 \
+        || { apt-get update -q >>"$log" 2>&1 && apt_install "${missing[@]}" >>"$log" 2>&1; }; } || rc=$?  # stale lists
+    if [[ -n $own_policy ]]; then rm -f "$policy"; fi
     [[ $rc -eq 0 ]] || die "apt-get install ${missing[*]} failed (exit $rc): see $DIR/log/apt.log"
 }
 
@@ -119,7 +122,9 @@ EOF
 
 link_config() {  # the default path, for the srun inside each job (see the top); never over a system file
     if [[ -L $LINK && $(readlink "$LINK") == "$CONF" ]]; then return; fi
-    [[ -e $LINK || -L $LINK ]] && die "$LINK exists (a system Slurm?): jobs would read it instead of $CONF; move it away or use a machine without Slurm"
+    if [[ -e $LINK || -L $LINK ]]; then
+        die "$LINK exists (a system Slurm?): jobs would read it, not $CONF; move it away or use another machine"
+    fi
     mkdir -p "$(dirname "$LINK")"
     ln -s "$CONF" "$LINK"
 }
@@ -132,13 +137,14 @@ start_munge() {
         (umask 077; head -c 1024 /dev/urandom >"$DIR/munge/munge.key")
         chown munge:munge "$DIR/munge/munge.key"
     fi
-    runuser -u munge -- munged --socket="$SOCKET" --key-file="$DIR/munge/munge.key" --pid-file="$DIR/munge/munged.pid" \
-        --log-file="$DIR/munge/munged.log" --seed-file="$DIR/munge/munged.seed" \
+    runuser -u munge -- munged --socket="$SOCKET" --key-file="$DIR/munge/munge.key" \
+        --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log" --seed-file="$DIR/munge/munged.seed" \
         || die "munged did not start: see $DIR/munge/munged.log"
 }
 
 start_slurm() {
-    alive "$DIR/run/slurmctld.pid" slurmctld || slurmctld -f "$CONF" || die "slurmctld did not start: see $DIR/log/slurmctld.log"
+    alive "$DIR/run/slurmctld.pid" slurmctld || slurmctld -f "$CONF" \
+        || die "slurmctld did not start: see $DIR/log/slurmctld.log"
     alive "$DIR/run/slurmd.pid" slurmd || slurmd -f "$CONF" || die "slurmd did not start: see $DIR/log/slurmd.log"
 }
 
@@ -154,7 +160,7 @@ wait_idle() {
 
 # -- commands --------------------------------------------------------------------------------------------
 up() {
-    [[ $(id -u) -eq 0 ]] || die "needs root (slurmd runs jobs as their users; packages may be installed): run it as root"
+    [[ $(id -u) -eq 0 ]] || die "needs root (slurmd starts jobs as their users; apt-get installs): run it as root"
     mkdir -p "$DIR"/{state,spool,log,run}
     chmod 0755 "$DIR"
     install_packages
@@ -163,13 +169,16 @@ up() {
     start_munge
     start_slurm
     wait_idle
-    echo "up: export SLURM_CONF=$CONF   (partition '$PARTITION'; down: $0 down)"
+    echo "up: partition '$PARTITION', configuration $CONF (linked at $LINK); stop it with: $0 down"
 }
 
 down() {
-    if [[ -f $CONF ]] && alive "$DIR/run/slurmctld.pid" slurmctld; then  # its jobs first, so no step outlives slurmd
+    if [[ -f $CONF ]] && alive "$DIR/run/slurmctld.pid" slurmctld; then  # its jobs first: no step outlives slurmd
         scancel --partition "$PARTITION" 2>/dev/null || true
-        for _ in $(seq 40); do [[ -z $(squeue -h -t RUNNING,COMPLETING,PENDING 2>/dev/null) ]] && break; sleep 0.5; done
+        for _ in $(seq 40); do
+            [[ -z $(squeue -h -t RUNNING,COMPLETING,PENDING 2>/dev/null) ]] && break
+            sleep 0.5
+        done
     fi
     stop "$DIR/run/slurmd.pid" slurmd
     stop "$DIR/run/slurmctld.pid" slurmctld
@@ -179,7 +188,7 @@ down() {
 }
 
 status() {
-    alive "$DIR/run/slurmctld.pid" slurmctld || { echo "local-slurm.sh: not up ($DIR has no running slurmctld)"; return 1; }
+    alive "$DIR/run/slurmctld.pid" slurmctld || { echo "local-slurm.sh: not up (no slurmctld of $DIR runs)"; return 1; }
     sinfo -p "$PARTITION"
 }
 
