@@ -70,9 +70,8 @@ def save_nifti(
 def save_dicom_series(folder: Path, ras_hu: np.ndarray, spacing: Sequence[float], intercept: float = -1024.0) -> Path:
     """One CT series of axial slices (int16, RescaleIntercept ``intercept``) holding an (X, Y, Z) RAS array of
     Hounsfield units: rows run posterior, columns to the patient's left (LPS), slices superior."""
-    # pydicom: only to write DICOM series
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.dataset import Dataset, FileMetaDataset  # pydicom: only to write DICOM series
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # (as above)
 
     folder.mkdir(parents=True, exist_ok=True)
     sx, sy, sz = map(float, spacing)

@@ -15,6 +15,7 @@ from lib25d.metrics import mean_auroc_interval
 
 from .profiles import Profile
 from .published import BEYOND, paper_results, v2_method
+from .results import collect
 
 METRIC_NAMES = {"auc": "AUROC", "acc": "ACC", "balanced_acc": "Bal. ACC"}
 CHANCE = 0.5  # AUROC of a ranking that knows nothing; below it the ranking is inverted
@@ -185,6 +186,36 @@ def gaps(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- what the numbers stand on -----------------------------------------------------------------
+# -- a study's numbers, to compare two results folders ------------------------------------------
+TABLE_RUNS = {  # as the notebooks select them
+    "table1": lambda p: p.runs(methods=p.table1),
+    "table3": lambda p: p.runs(methods=p.table3, seeds=p.table3_seeds),
+}
+RUN_NUMBERS = ["run_id", "status", "reason", "auc", "acc", "balanced_acc", "recall", "scores"]
+
+
+def study_runs(profile: Profile, which: str = "final") -> dict[str, pd.DataFrame]:
+    """Per table (table1, table3) its runs' test metrics and predictions, from which all its cells follow."""
+    return {name: collect(profile, runs(profile), which)[RUN_NUMBERS] for name, runs in TABLE_RUNS.items()}
+
+
+def study_text(profile: Profile, which: str = "final") -> str:
+    """A study's numbers as plain text: per table every run's test metrics and predictions at full
+    precision, then the table as the book shows it. Two results folders of one profile (a laptop's and a
+    cluster's, same seeds and threads) hold the same numbers exactly when their texts are equal: diff them.
+    Times, dates and memory are left out; they differ between any two runs."""
+    parts = []
+    for name, runs in TABLE_RUNS.items():
+        frame = collect(profile, runs(profile), which)
+        parts += [
+            f"# {name}: runs ({which} model)",
+            frame[RUN_NUMBERS].to_csv(index=False),
+            f"# {name}: as in the book",
+            compare(summarise(frame), name).to_csv(),
+        ]
+    return "\n".join(parts)
+
+
 def setting(profile: Profile, frame: pd.DataFrame) -> str:
     """One plain line behind a results page: profile, data, weights, device, epochs, seeds, runs."""
     ok = frame[frame.status == "ok"]

@@ -1,14 +1,17 @@
-"""Shared fixtures: the real AdrenalMNIST3D files and small local weight files."""
+"""Shared fixtures: the real AdrenalMNIST3D files, small local weight files, and the smoke study run once
+per session (the workflow tests read its book, the cluster test compares its tables with a SLURM run)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from studyrun import Study, copy_checkout, snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
@@ -77,3 +80,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory, medmnist_root) -> Study:
+    """The smoke profile run once, as the README's book command runs it (cores 2, keep going), in a copy
+    of the checkout; every test that needs a finished study shares this one."""
+    from study.profiles import load_profile
+
+    repo = copy_checkout(tmp_path_factory.mktemp("clone"))
+    env = {
+        **os.environ,
+        "LIB25D_DATA_ROOT": str(medmnist_root),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    done = snakemake(repo, "--configfile", "config/smoke.yaml", "--cores", "2", "--keep-going", env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return Study(repo, env, load_profile(repo / "config" / "smoke.yaml"))

@@ -6,7 +6,6 @@ wheel set is what the GPU machine lacks; the tests' device switch defaults to CP
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,25 +20,9 @@ sys.path.insert(0, str(REPO / "workflow"))
 import gpu_check  # noqa: E402
 import gpu_wheels  # noqa: E402
 from numerics import Numerics, from_environment  # noqa: E402
+from studyrun import copy_checkout  # noqa: E402
 
 from lib25d.models import METHODS  # noqa: E402
-
-
-def copy_files(dest: Path) -> Path:
-    """The checkout's tracked and untracked-but-not-ignored files, as a clone would hold them (no wheels,
-    no .venv): what the check sees on a GPU machine. Without .git, which it does not need."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-    return dest
 
 
 def refusal(capsys, argv: list[str]) -> str:
@@ -185,7 +168,7 @@ def test_the_device_switch_defaults_to_cpu_float64():
 @pytest.mark.timeout(1200)
 def test_reduced_check_on_cpu_writes_both_reports(tmp_path_factory, medmnist_root):
     """The whole check, reduced, in a copy of the checkout: every step passes and both reports say so."""
-    repo = copy_files(tmp_path_factory.mktemp("clone"))
+    repo = copy_checkout(tmp_path_factory.mktemp("clone"), git=False)  # what a GPU box is given: no .git
     out = tmp_path_factory.mktemp("report")
     done = subprocess.run(
         [

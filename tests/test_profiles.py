@@ -247,6 +247,26 @@ def test_summary_and_comparison_show_missing_cells_and_paper_numbers(tmp_path):
     assert set(T.gaps(frame).status) == {"failed", "missing"}
 
 
+def test_study_text_differs_exactly_where_a_number_does(tmp_path, capsys):
+    """The text two results folders are compared by (a laptop's and a cluster's): full precision, times left out."""
+    from study.__main__ import main
+
+    texts = []
+    for name, auc, started in (("a", 0.8, "2026-01-01"), ("b", 0.8, "2027-02-02"), ("c", 0.8 + 1e-12, "2026-01-01")):
+        p = tiny(tmp_path / name)
+        for run in p.runs(datasets=["adrenal"]):
+            fake_result(p, run, auc, predictions={"labels": [0, 1], "final": [0.25, 0.75]})
+            result = json.loads((p.run_dir(run.run_id) / R.RESULT).read_text())
+            (p.run_dir(run.run_id) / R.RESULT).write_text(json.dumps({**result, "started": started}))
+        texts.append(T.study_text(p))
+    assert texts[0] == texts[1] and texts[0] != texts[2]  # another start time: same; 1e-12 of AUROC: not
+    assert "# table1: runs (final model)" in texts[0] and "# table3: as in the book" in texts[0]
+    assert "adrenal-attention-s0,ok,,0.8," in texts[0] and "organ-attention-s0,missing,not run yet" in texts[0]
+    p = tiny(tmp_path / "a")
+    p.save(tmp_path / "a.yaml")
+    assert main(["profile", "tables", str(tmp_path / "a.yaml")]) == 0 and capsys.readouterr().out == texts[0]
+
+
 def test_cells_carry_an_interval_and_chance_is_marked_never_a_winner(tmp_path):
     """The interval is a bootstrap over test volumes of the seed-mean AUROC: a ranking that
     knows the labels excludes 0.5, a coin flip does not and is marked, not presented."""

@@ -1,6 +1,6 @@
-"""The whole study end to end: the smoke workflow in a copy of the checkout, the built book
-(tables with a row per dataset and method, figures present, provenance filled), a failed run
-shown as missing, strict mode, and a SLURM dry run of the paper profile.
+"""The whole study end to end: the smoke workflow in a copy of the checkout (conftest's session fixture
+``study``), the built book (tables with a row per dataset and method, figures present, provenance
+filled), a failed run shown as missing, strict mode, and a SLURM dry run of the paper profile.
 
 Slow (a few minutes on 2 cores) but part of `make test`: it is the issue's definition of done.
 """
@@ -8,91 +8,16 @@ Slow (a few minutes on 2 cores) but part of `make test`: it is the issue's defin
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from studyrun import Page, html_dir, snakemake
 
 from study.profiles import load_profile
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-
-
-class Page(HTMLParser):
-    """Table rows (cell texts) and image sources of one HTML page."""
-
-    def __init__(self, path: Path):
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self.images: list[str] = []
-        self._cell: list[str] | None = None
-        self.text = path.read_text()
-        self.feed(self.text)
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "tr":
-            self.rows.append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-        elif tag == "img":
-            self.images.append(dict(attrs)["src"])
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None and self.rows:
-            self.rows[-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def copy_checkout(dest: Path) -> Path:
-    """Tracked and untracked-but-not-ignored files plus .git: what a clean clone would hold."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        src = REPO / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    shutil.copytree(REPO / ".git", dest / ".git")
-    return dest
-
-
-def snakemake(cwd: Path, *args: str, env: dict[str, str], timeout: int = 1500) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", "workflow/Snakefile", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, medmnist_root):
-    """The smoke profile run once, as the README's book command runs it (cores 2, keep going)."""
-    repo = copy_checkout(tmp_path_factory.mktemp("clone"))
-    env = {
-        **os.environ,
-        "LIB25D_DATA_ROOT": str(medmnist_root),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    done = snakemake(repo, "--configfile", "config/smoke.yaml", "--cores", "2", "--keep-going", env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    profile = load_profile(repo / "config" / "smoke.yaml")
-    return repo, env, profile
-
-
-def html_dir(profile) -> Path:
-    return profile.results / "book" / "_build" / "html"
 
 
 def test_every_run_finished(study):
