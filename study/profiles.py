@@ -56,7 +56,7 @@ class Profile:
     table3: list[str]  # reducers of Table 3
     table3_seeds: list[int]  # seeds of Table 3's reducers, a subset of seeds (default: all of them)
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # aggregate notebooks' settings, by name
-    bench: dict[str, Any] | None = None  # `lib25d bench --table2` options for Table 2 (omit: the runs' timings)
+    bench: dict[str, Any] | None = None  # options of `python -m study bench --table2` (omit: the runs' timings)
     source: Path | None = None
 
     @property

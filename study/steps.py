@@ -74,7 +74,7 @@ def fetch_items(config) -> list[str]:
 
 
 def bench_args(profile, json_path: str) -> list[str]:
-    """``lib25d bench --table2`` for the profile's Table 1 methods; its ``bench:`` keys are the options."""
+    """``python -m study bench --table2`` for the profile's Table 1 methods; its ``bench:`` keys are the options."""
     args = ["bench", "--table2", "--methods", *profile.table1, "--json", str(json_path)]
     for key, value in profile.bench.items():
         flag = "--" + key.replace("_", "-")
@@ -263,7 +263,9 @@ def _step(args: argparse.Namespace) -> int:
             return 1 if args.strict else 0
     elif args.step == "bench-failed":  # Table 2 then says why it has no measurements
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"error": first_error(None, args.log, []) or "lib25d bench failed"}) + "\n")
+        args.json.write_text(
+            json.dumps({"error": first_error(None, args.log, []) or "python -m study bench failed"}) + "\n"
+        )
     else:
         print(f"staged {len(stage(args.profile, args.dest, args.notebooks))} notebooks in {args.dest}")
     return 0

@@ -56,7 +56,7 @@ def test_table2_has_the_benchmark_of_every_method(study):
     html = Page(html_dir(profile) / "book" / "compute.html")
     sizes = [str(s) for s in profile.bench["sizes"]]
     assert {(m, s) for m in profile.table1 for s in sizes} <= {tuple(row[:2]) for row in html.rows}
-    assert "lib25d bench on cpu" in html.text
+    assert "python -m study bench on cpu" in html.text
 
 
 def test_provenance_names_revision_versions_and_times(study):

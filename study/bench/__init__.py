@@ -1,4 +1,4 @@
-"""``python -m study bench`` (the benchmark ``lib25d bench``): the paper's Table 2 on this machine, and lib25d
+"""``python -m study bench`` (formerly ``lib25d bench``): the paper's Table 2 on this machine, and lib25d
 against the authors' design.
 
 ``--table2``: per method and volume size (uniform noise, random weights, RunConfig defaults; 2.5D

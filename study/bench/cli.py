@@ -70,7 +70,7 @@ def _bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     path = Path(args.json or Path("results") / "bench" / f"{device.type}.json")
     command = "python -m study " + " ".join(getattr(args, "argv", ["bench"]))
-    print(f"lib25d bench on {device_name(device)}", flush=True)
+    print(f"python -m study bench on {device_name(device)}", flush=True)
     if args.table2:
         table2(args, lambda s: write(path, "table2", s, device, command))
         print(table2_frame(path).to_string(index=False), flush=True)
