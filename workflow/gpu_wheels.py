@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 BOX = REPO / "workflow" / "gpu_box.txt"
 PYTHON_VERSION = "3.12"  # the GPU machines' python3 (KINDS.md: 3.12.3)
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(17, 40)] + ["manylinux2014_x86_64", "manylinux1_x86_64"]
-# not needed by the check: the book build (jupyter-book, Sphinx and its themes, MathJax) and the SLURM executor;
-# their code paths are the CPU suite's
-SKIPPED = ("jupyter-book", "snakemake-executor-plugin-slurm", "django-static-mathjax")
+# not needed by the check: the book build (jupyter-book, Sphinx and its themes, MathJax), the SLURM executor and
+# the linters; their code paths are the CPU suite's
+SKIPPED = ("jupyter-book", "snakemake-executor-plugin-slurm", "django-static-mathjax", "ruff", "import-linter")
 # taken without their dependencies: the notebooks use only myst_nb.glue, which needs IPython, nbformat
 # and docutils (there through ipykernel, papermill and snakemake); the rest of myst-nb's closure
 # (Sphinx, Babel, jupyter-cache: 16 MiB) is its book parser's
