@@ -105,10 +105,10 @@ def _data_text(result: dict[str, Any]) -> str:
     size = ident.get("size") or "x".join(map(str, ident.get("shape", []))) or "?"
     if "preprocess" in ident:  # scans: the CSV, and how they were brought to one grid
         p = ident["preprocess"]
-        steps = [f"recipe {p['recipe']}"] * bool(p.get("recipe")) + [
-            f"orientation {p.get('orientation') or 'as stored'}"
-        ]
-        steps += [f"spacing {'x'.join(f'{v:g}' for v in p['spacing'])} mm"] * bool(p.get("spacing"))
+        steps = [f"recipe {p['recipe']}"] if p.get("recipe") else []
+        steps.append(f"orientation {p.get('orientation') or 'as stored'}")
+        if p.get("spacing"):
+            steps.append(f"spacing {'x'.join(f'{v:g}' for v in p['spacing'])} mm")
         size = f"{Path(ident.get('csv', '?')).name} [{', '.join(steps)}]"
     subset = f", subset {ident['subset']}" if "subset" in ident else ""
     counts = "/".join(str(samples.get(s)) for s in ("train", "val", "test"))

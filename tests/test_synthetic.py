@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from lib25d.data import dataset_info, load_dataset, make_synthetic
+from lib25d.data import dataset_info, load_dataset, make_synthetic, scenes
 from lib25d.data import synthetic as syn
 
 
@@ -44,9 +44,9 @@ def test_masks_nonempty_exactly_for_lesion_classes(num_classes):
 @pytest.mark.parametrize("num_classes", [2, 5])
 def test_lesion_signal_lies_inside_mask(num_classes):
     shape = (28, 28, 28)
-    params = syn._sample(np.random.default_rng(7), 40, shape, num_classes, 0.5)
-    with_lesion, masks = syn._render(params, shape)
-    without, _ = syn._render(params, shape, lesion=False)
+    params = scenes.sample_scenes(np.random.default_rng(7), 40, shape, num_classes, 0.5)
+    with_lesion, masks = scenes.render(params, shape)
+    without, _ = scenes.render(params, shape, lesion=False)
     changed = (with_lesion != without)[:, 0]
     assert not (changed & ~masks).any(), "the lesion changed voxels outside its mask"
     np.testing.assert_array_equal(changed.any(axis=(1, 2, 3)), params.labels > 0)
@@ -97,7 +97,7 @@ def test_about_half_the_slices_are_empty_background():
 
 
 def test_distractors_never_look_like_lesions():
-    p = syn._sample(np.random.default_rng(8), 200, (28, 28, 28), 2, 0.8)
+    p = scenes.sample_scenes(np.random.default_rng(8), 200, (28, 28, 28), 2, 0.8)
     active = p.d_contrast != 0
     assert active.any(axis=1).all(), "every volume has at least one distractor"
     aspect = p.d_radii.max(axis=2) / p.d_radii.min(axis=2)

@@ -191,7 +191,7 @@ def test_strict_mode_passes_strict_to_the_status_recorder(study):
     )
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     runs = len(load_profile(repo / "config" / "smoke.yaml").runs())
-    assert dry.stdout.count("steps.py status") == runs and dry.stdout.count("--strict") == runs
+    assert dry.stdout.count("-m study.steps status") == runs and dry.stdout.count("--strict") == runs
 
 
 def test_slurm_dry_run_of_the_paper_profile(study):
@@ -209,6 +209,7 @@ def test_slurm_dry_run_of_the_paper_profile(study):
 REHEARSAL = {  # --config overrides of config/paper.yaml; everything else is the paper's
     "results": "results/rehearsal",
     "seeds": [0],
+    "threads": 1,  # two jobs at a time on 2 cores (4 threads would run them one by one)
     "defaults": {"epochs": 2, "warmup_epochs": 1},
     "datasets": {"adrenal": {"dataset_options": {"subset": 8}}},
     "bench": {"sizes": [16], "repeats": 1, "batch_size": 2, "in_process": True},
