@@ -10,7 +10,7 @@ from pathlib import Path
 from .explain.cli import register as register_explain
 from .models import METHODS, build_model, count_parameters
 from .run import RunConfig, RunFolder, evaluate, loss_function, resolve_device, split_of, train
-from .settings import add_options, settings_from_args
+from .settings import add_options, run_command, settings_from_args
 
 
 def _params(args: argparse.Namespace) -> int:
@@ -99,13 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a result file records as its command
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError) as err:
-        print(f"lib25d {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    errors = (ValueError, FileNotFoundError, FileExistsError, RuntimeError, FloatingPointError)
+    return run_command(build_parser(), argv, errors, "lib25d")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
 import yaml
@@ -67,3 +68,17 @@ def _dataset_options(pairs: list[str]) -> dict:
             parsed = tuple(yaml.safe_load(v) for v in parsed.split(","))
         out[key] = tuple(parsed) if isinstance(parsed, list) else parsed
     return out
+
+
+def run_command(
+    parser: argparse.ArgumentParser, argv: list[str] | None, errors: tuple[type[Exception], ...], prog: str
+) -> int:
+    """Parse ``argv`` and run the chosen command: an expected error is one line on stderr and exit code 2,
+    not a traceback (``lib25d`` and ``python -m study`` share this)."""
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a result file records as its command
+    try:
+        return args.func(args)
+    except errors as err:
+        print(f"{prog} {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2

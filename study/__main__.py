@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lib25d.settings import run_command
+
 from .bench.cli import register as register_bench
 from .profiles import ProfileError, load_profile, summary
 from .tables import study_text
@@ -42,13 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a results file records as its command
-    try:
-        return args.func(args)
-    except (ProfileError, ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"python -m study {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+    return run_command(
+        build_parser(), argv, (ProfileError, ValueError, FileNotFoundError, RuntimeError), "python -m study"
+    )
 
 
 if __name__ == "__main__":
