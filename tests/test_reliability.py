@@ -14,21 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import TINY  # the same tiny synthetic run the training tests use
 
 from lib25d.run import RunConfig, train
 from lib25d.run.folder import CHECKPOINT, RESULT, claim
 
-TINY = dict(
-    dataset="synthetic",
-    size=16,
-    weights=None,
-    epochs=3,
-    warmup_epochs=1,
-    batch_size=8,
-    lr=1e-3,
-    device="cpu",
-    dataset_options={"n_train": 16, "n_val": 8, "n_test": 8, "seed": 3},
-)
 CLI = [
     sys.executable,
     "-m",
