@@ -4,14 +4,13 @@ per session (the workflow tests read its book, the cluster test compares its tab
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
-from studyrun import Study, copy_checkout, snakemake
+from studyrun import Study, copy_checkout, snakemake, study_env
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
@@ -88,12 +87,26 @@ def study(tmp_path_factory, medmnist_root) -> Study:
     of the checkout; every test that needs a finished study shares this one."""
     from study.profiles import load_profile
 
-    repo = copy_checkout(tmp_path_factory.mktemp("clone"))
-    env = {
-        **os.environ,
-        "LIB25D_DATA_ROOT": str(medmnist_root),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    repo, env = copy_checkout(tmp_path_factory.mktemp("clone")), study_env(medmnist_root)
     done = snakemake(repo, "--configfile", "config/smoke.yaml", "--cores", "2", "--keep-going", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return Study(repo, env, load_profile(repo / "config" / "smoke.yaml"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs on two pytest-xdist workers (--dist loadgroup --no-loadscope-reorder): a test module stays
+    on one worker, so its module fixtures run once, and every test that needs the smoke study shares the worker
+    that ran it (a session fixture runs once per worker). That group goes first and the other slow modules next,
+    so the other worker runs them beside the study instead of after it. An explicit xdist_group mark wins."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            group = "study" if "study" in getattr(item, "fixturenames", ()) else item.module.__name__
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def order(item: pytest.Item) -> int:
+        if next(item.iter_markers("xdist_group")).args[0] == "study":
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=order)  # stable: a module's tests keep their order

@@ -5,6 +5,7 @@ same copy."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,13 @@ def copy_checkout(dest: Path, git: bool = True) -> Path:
         (dest / "clone").rmdir()
         subprocess.run(["git", "reset", "-q"], cwd=dest, check=True)  # the index of HEAD, the files as copied
     return dest
+
+
+def study_env(data_root: Path, **extra: str) -> dict[str, str]:
+    """The environment the README's book command runs in: the data folder, and this interpreter's bin/ first
+    on PATH (the rules call jupyter-book and papermill from there)."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "LIB25D_DATA_ROOT": str(data_root), "PATH": path, **extra}
 
 
 def snakemake(cwd: Path, *args: str, env: dict[str, str], timeout: int = 1500) -> subprocess.CompletedProcess:
