@@ -93,20 +93,35 @@ def study(tmp_path_factory, medmnist_root) -> Study:
     return Study(repo, env, load_profile(repo / "config" / "smoke.yaml"))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+# -- `make test` on two pytest-xdist workers ------------------------------------------------------------------
+# A test module stays on one worker, so its module fixtures run once; the smoke study is a session fixture (once per
+# worker), so every module that reads it shares one scope. That scope goes first and the other slow modules next, so
+# the second worker runs them beside the study instead of after it. (xdist's own --dist loadgroup cannot do this on
+# pytest 9: it renames items through Node._nodeid, which pytest 9 no longer reads.)
+STUDY_MODULES = ("test_workflow.py", "test_cluster.py")  # the modules whose tests need the `study` fixture
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: 'study', or its module's path."""
+    module = nodeid.split("::", 1)[0]
+    return "study" if Path(module).name in STUDY_MODULES else module
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` runs on two pytest-xdist workers (--dist loadgroup --no-loadscope-reorder): a test module stays
-    on one worker, so its module fixtures run once, and every test that needs the smoke study shares the worker
-    that ran it (a session fixture runs once per worker). That group goes first and the other slow modules next,
-    so the other worker runs them beside the study instead of after it. An explicit xdist_group mark wins."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            group = "study" if "study" in getattr(item, "fixturenames", ()) else item.module.__name__
-            item.add_marker(pytest.mark.xdist_group(group))
+    """The study's scope first, then modules with slow tests, then the rest (stable: a module keeps its order)."""
+    slow = {scope_of(i.nodeid) for i in items if i.get_closest_marker("slow")}
+    items.sort(key=lambda i: (scope_of(i.nodeid) != "study", scope_of(i.nodeid) not in slow))
 
-    def order(item: pytest.Item) -> int:
-        if next(item.iter_markers("xdist_group")).args[0] == "study":
-            return 0
-        return 1 if item.get_closest_marker("slow") else 2
 
-    items.sort(key=order)  # stable: a module's tests keep their order
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent when it is not installed
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadscope with :func:`scope_of` as the scope (run it with --no-loadscope-reorder to keep the order)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the session
+
+    class StudyScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return StudyScopes(config, log)
