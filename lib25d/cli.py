@@ -24,9 +24,9 @@ def _params(args: argparse.Namespace) -> int:
                 name, backbone=args.backbone, in_channels=args.in_channels, num_classes=args.num_classes
             )
         except ValueError:
-            if method.family != "volume":
+            if method.family != "volume" and method.model is None:
                 raise
-            print(f"{name:12s} {'—':>12s}  (converts torchvision ResNets only)")  # timm backbones: 2.5D only
+            print(f"{name:12s} {'—':>12s}  (torchvision ResNets only)")  # timm backbones: not 3d, acs, spatial
             continue
         print(f"{name:12s} {count_parameters(model) / 1e6:10.2f} M")
     return 0

@@ -55,6 +55,7 @@ class Profile:
     table1: list[str]  # methods of Table 1 / Figure 2 / Table 2 (3D vs ACS vs attention)
     table3: list[str]  # reducers of Table 3
     table3_seeds: list[int]  # seeds of Table 3's reducers, a subset of seeds (default: all of them)
+    every_seed: list[str] = field(default_factory=list)  # Table 3's methods run and shown on every seed regardless
     notebooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # aggregate notebooks' settings, by name
     bench: dict[str, Any] | None = None  # options of `python -m study bench --table2` (omit: the runs' timings)
     source: Path | None = None
@@ -79,7 +80,7 @@ class Profile:
         seeds: Iterable[int] | None = None,
     ) -> list[Run]:
         """Expected runs (dataset-major, then method, then seed), optionally filtered; Table 1's
-        methods (attention among them) run every seed, Table 3's others ``table3_seeds``."""
+        methods (attention among them) and ``every_seed``'s run every seed, Table 3's others ``table3_seeds``."""
         methods = self.methods if methods is None else [m for m in self.methods if m in set(methods)]
         labels = list(self.datasets) if datasets is None else [d for d in self.datasets if d in set(datasets)]
         keep = set(self.seeds if seeds is None else seeds)
@@ -87,9 +88,13 @@ class Profile:
             Run(run_id(label, method, seed), label, method, seed, self.config_for(label, method, seed))
             for label in labels
             for method in methods
-            for seed in (self.seeds if method in self.table1 else self.table3_seeds)
+            for seed in (self.seeds if method in (*self.table1, *self.every_seed) else self.table3_seeds)
             if seed in keep
         ]
+
+    def table3_runs(self) -> list[Run]:
+        """Table 3's runs: its methods at ``table3_seeds``, those of ``every_seed`` at every seed."""
+        return [r for r in self.runs(methods=self.table3) if r.seed in self.table3_seeds or r.method in self.every_seed]
 
     def run(self, rid: str) -> Run:
         """The expected run named ``rid``."""
@@ -114,6 +119,8 @@ class Profile:
         values["results"] = str(self.results)
         if self.table3_seeds == self.seeds:
             del values["table3_seeds"]
+        if not self.every_seed:
+            del values["every_seed"]
         if self.bench is None:
             del values["bench"]
         return {"profile": values.pop("name"), **values}
@@ -143,7 +150,11 @@ def summary(profile: Profile) -> dict[str, str]:
         groups.setdefault(f"{c.size}³, {what}", []).append(label)
     d = RunConfig.from_dict({**profile.defaults, "dataset": "synthetic"})
     seeds = ", ".join(map(str, profile.seeds)) + (
-        f" (Table 3: {', '.join(map(str, profile.table3_seeds))})" if profile.table3_seeds != profile.seeds else ""
+        f" (Table 3: {', '.join(map(str, profile.table3_seeds))}"
+        + (f"; {' and '.join(profile.every_seed)}: every seed" if profile.every_seed else "")
+        + ")"
+        if profile.table3_seeds != profile.seeds
+        else ""
     )
     data = "; ".join(f"{', '.join(labels)} ({what})" for what, labels in groups.items())
     return {
@@ -202,6 +213,7 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
         table1=methods(values.get("table1", ["3d", "acs", "attention"]), "table1"),
         table3=methods(values.get("table3", ["attention", "mean", "max", "lstm", "transformer"]), "table3"),
         table3_seeds=[int(s) for s in table3_seeds],
+        every_seed=methods(values["every_seed"], "every_seed") if values.get("every_seed") else [],
         notebooks={k: mapping(v, f"notebooks.{k}", "{dataset: adrenal}") for k, v in notebooks.items()},
         description=str(values.get("description", "")),
         strict=scalar(values, "strict", bool, False),
@@ -211,6 +223,9 @@ def from_dict(values: Mapping[str, Any], root: str | Path | None = None, source:
         bench=bench,
         source=source,
     )
+    if not set(profile.every_seed) <= set(profile.table3):
+        outside = ", ".join(m for m in profile.every_seed if m not in profile.table3)
+        raise ProfileError(f"every_seed names method(s) {outside} that table3 does not list; add them to table3")
     try:
         profile.runs()  # every cell must make a valid RunConfig
     except (ValueError, TypeError) as err:

@@ -189,7 +189,7 @@ def gaps(frame: pd.DataFrame) -> pd.DataFrame:
 # -- a study's numbers, to compare two results folders ------------------------------------------
 TABLE_RUNS = {  # as the notebooks select them
     "table1": lambda p: p.runs(methods=p.table1),
-    "table3": lambda p: p.runs(methods=p.table3, seeds=p.table3_seeds),
+    "table3": lambda p: p.table3_runs(),
 }
 RUN_NUMBERS = ["run_id", "status", "reason", "auc", "acc", "balanced_acc", "recall", "scores"]
 

@@ -39,9 +39,9 @@ SWITCHES = {
 CASES = [("attention", s) for s in SWITCHES] + [
     (m, s)
     for m, d in METHODS.items()
-    if d.family == "2.5d" and m not in ("attention", "gated")
+    if d.family == "2.5d" and m not in ("attention", "gated", "spatial")
     for s in ("plain", "all")
-]  # gated: not in the authors' code
+]  # gated, spatial: not in the authors' code
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

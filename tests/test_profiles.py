@@ -16,7 +16,7 @@ from lib25d.run import RunConfig
 from study import published
 from study import results as R
 from study import tables as T
-from study.profiles import NOTEBOOKS, Profile, ProfileError, from_dict, list_profiles, load_profile, run_id
+from study.profiles import NOTEBOOKS, Profile, ProfileError, from_dict, list_profiles, load_profile, run_id, summary
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {
@@ -74,7 +74,7 @@ def test_repository_profiles_load_and_make_valid_runs(name):
     assert profile.results == (REPO / "results" / name).resolve()
     assert all(isinstance(r.config, RunConfig) for r in runs)
     assert set(profile.table1) == {"3d", "acs", "attention"}
-    assert set(profile.table3) == {"attention", "mean", "max", "lstm", "transformer", "gated"}
+    assert set(profile.table3) == {"attention", "mean", "max", "lstm", "transformer", "gated", "spatial"}
 
 
 def test_profiles_match_the_issue():
@@ -82,7 +82,7 @@ def test_profiles_match_the_issue():
     smoke, paper = load_profile("smoke", start=REPO), load_profile("paper", start=REPO)
     assert set(smoke.datasets) == {"synthetic", "adrenal"} and all(r.config.weights is None for r in smoke.runs())
     assert list(paper.datasets) == ["organ", "nodule", "fracture", "adrenal", "vessel", "synapse"]
-    assert len(paper.runs()) == 6 * 8 * 5  # the paper's seven methods and gated
+    assert len(paper.runs()) == 6 * 9 * 5  # the paper's seven methods, gated and spatial
     assert {r.config.epochs for r in paper.runs()} == {50} and {r.config.weights for r in paper.runs()} == {"imagenet"}
     cpu = load_profile("cpu", start=REPO)
     assert {"organ", "nodule", "fracture", "adrenal", "vessel", "synapse"} <= set(cpu.datasets) and len(cpu.seeds) == 3
@@ -306,6 +306,23 @@ def test_table3_seeds_trim_the_reducers_only(tmp_path):
     assert {r.run_id for r in table3 if r.label == "adrenal"} == {"adrenal-attention-s0", "adrenal-mean-s0"}
     with pytest.raises(ProfileError, match="table3_seeds"):
         tiny(tmp_path, seeds=[0], table3_seeds=[3])
+
+
+def test_every_seed_keeps_chosen_methods_on_every_seed_in_table3(tmp_path):
+    """cpu: Table 3's reducers on seed 0, but spatial (beyond the paper) and attention on all three seeds."""
+    p = tiny(
+        tmp_path, seeds=[0, 1, 2], table3_seeds=[0], table3=["attention", "mean", "spatial"], every_seed=["spatial"]
+    )
+    ids = {r.run_id for r in p.table3_runs() if r.label == "adrenal"}
+    assert ids == {"adrenal-attention-s0", "adrenal-mean-s0"} | {f"adrenal-spatial-s{s}" for s in (0, 1, 2)}
+    assert "spatial: every seed" in summary(p)["seeds"]
+    assert p.to_dict()["every_seed"] == ["spatial"] and "every_seed" not in tiny(tmp_path).to_dict()
+    with pytest.raises(ProfileError, match="every_seed names method\\(s\\) gated that table3 does not list"):
+        tiny(tmp_path, every_seed=["gated"])
+    with pytest.raises(ProfileError, match="unknown method\\(s\\) spatiall"):
+        tiny(tmp_path, table3=["attention"], every_seed=["spatiall"])
+    cpu = load_profile("cpu", start=REPO)
+    assert {r.seed for r in cpu.table3_runs() if r.method in ("attention", "spatial")} == {0, 1, 2}
 
 
 def test_gated_is_marked_beyond_the_paper_in_table3(tmp_path):

@@ -1,5 +1,5 @@
 """The paper profile rehearsed: config/paper.yaml through the same Snakefile to a built book, with only the
-schedule, the data size and the seeds made small. What would crash hours into a 240-run GPU grid crashes
+schedule, the data size and the seeds made small. What would crash hours into a 270-run GPU grid crashes
 here in minutes. Its own copy of the checkout, so it runs beside the smoke study (conftest) on the other
 pytest-xdist worker.
 """
@@ -52,7 +52,7 @@ def test_paper_profile_rehearsal_builds_the_book(rehearsal):
     profile = rehearsal
     assert profile.defaults["weights"] == "imagenet" and profile.defaults["batch_size"] == 64
     adrenal = profile.runs(datasets=["adrenal"])
-    assert len(adrenal) == 8 and len(profile.runs()) == 48  # six datasets x eight methods (gated too), one seed
+    assert len(adrenal) == 9 and len(profile.runs()) == 54  # six datasets x nine methods (gated, spatial), one seed
     for run in adrenal:  # the data that is here trains with the paper's settings
         status = json.loads((profile.run_dir(run.run_id) / "status.json").read_text())
         assert status["status"] == "ok", status

@@ -224,5 +224,5 @@ def test_gated_runs_are_explained_beside_attention(tmp_path):
     per_volume = tables["pointing_per_volume"]
     assert (per_volume.method == "random").sum() == 2 * 2  # 2 volumes x 2 tolerances, not twice over
     assert set(tables["sparsity"]["method"]) == {"attention", "gated"}
-    with pytest.raises(ValueError, match="'mean' run where a run with slice weights \\(attention, gated\\)"):
+    with pytest.raises(ValueError, match="'mean' run where a run with slice weights \\(attention, gated, spatial\\)"):
         explain_runs([fake_run(tmp_path / "mean", "mean")], settings=Settings(max_volumes=1, device="cpu"))

@@ -81,3 +81,8 @@ def test_solutions_give_the_expected_outcomes(tmp_path, monkeypatch):
     assert 2.5 < values["params_m"]["3d"] / values["params_m"]["attention"] < 3.2  # 3: about three times
     assert values["half_slices"] < values["all_slices"] / 2  # 4: attention is sparser than uniform
     assert "ImageNet weights" in values["imagenet"]  # 5: one line naming the missing file (or loaded)
+    assert all(abs(total - 1) < 1e-4 for total in values["voxel_sums"])  # 6: the voxel map sums to 1 per volume
+    hits = values["voxel_hits"]  # "nearly every lesion volume, far more often than the summed profiles or chance"
+    assert hits["spatial voxel map"] >= 0.8 and hits["spatial voxel map"] > max(
+        2 * values["voxel_chance"], hits["attention voxel sum"]
+    ), values

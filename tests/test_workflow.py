@@ -40,7 +40,7 @@ def test_tables_have_a_row_for_every_dataset_and_method(study, page, table):
     assert "Profile smoke" in html.text and "none (random init)" in html.text and "device: cpu" in html.text
 
 
-@pytest.mark.parametrize("page, least", [("fig1", 1), ("fig2", 1), ("interpretability", 2)])
+@pytest.mark.parametrize("page, least", [("fig1", 1), ("fig2", 1), ("interpretability", 3)])
 def test_figures_are_non_empty_pngs(study, page, least):
     _, _, profile = study
     path = html_dir(profile) / "book" / f"{page}.html"
@@ -50,6 +50,18 @@ def test_figures_are_non_empty_pngs(study, page, least):
         image = (path.parent / src).resolve()
         assert image.is_file() and image.stat().st_size > 1000, image
         assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", image
+
+
+def test_every_voxel_map_is_measured_on_the_interpretability_page(study):
+    """Spatial attention's own map and HiResCAM of its encoder beside the other methods' maps and chance, each
+    with a pointing interval and its runs' AUROC; the alignment table for the spatial run."""
+    _, _, profile = study
+    html = Page(html_dir(profile) / "book" / "interpretability.html")
+    rows = {tuple(row[:2]): row for row in html.rows}
+    for key in [("spatial", "voxel map"), ("spatial", "hirescam"), ("attention", "voxel sum"), ("3d", "hirescam")]:
+        assert key in rows and "[" in rows[key][3] and rows[key][-1] != "—", (key, rows.get(key))
+    assert ("random", "random map") in rows
+    assert any(row[:2] == ["spatial", "spearman_within"] for row in html.rows), html.rows
 
 
 def test_table2_has_the_benchmark_of_every_method(study):
@@ -202,5 +214,5 @@ def test_slurm_dry_run_of_the_paper_profile(study):
     )
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     out = dry.stdout + dry.stderr
-    assert re.search(r"^run\s+240$", out, re.M), out[-2000:]  # the paper's 210 and 30 gated
+    assert re.search(r"^run\s+270$", out, re.M), out[-2000:]  # the paper's 210, 30 gated, 30 spatial
     assert "gpu=1" in out and "slurm_partition=gpu" in out

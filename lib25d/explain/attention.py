@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ..data import VolumeDataset
-from ..models import AXIS_NAMES, Model25D, SliceLayout
+from ..models import AXIS_NAMES, METHODS, Model25D, SliceLayout
+from ..models.spatial import SpatialModel25D
 
 EMPTY_THRESHOLD = 0.01  # |voxel - background| at or below this counts as background (about 2.5 grey levels of 255)
 MODES = ("sum", "product")
@@ -93,12 +94,31 @@ def slice_attention(model: nn.Module, volumes: torch.Tensor | np.ndarray) -> Sli
             else f"a {type(model).__name__} has no slice attention"
         )
         raise ValueError(
-            f"{what}: slice weights exist only for the methods 'attention' and "
-            "'gated'; explain this model with HiResCAM instead (lib25d.explain.hirescam, for the 3d "
-            "and acs baselines)"
+            f"{what}: slice weights exist only for the methods {', '.join(m for m, d in METHODS.items() if d.weighs)}; "
+            "explain this model with HiResCAM instead (lib25d.explain.hirescam, for the 3d and acs baselines)"
         )
     weights, head_weights, logits = (t.float().cpu().numpy() for t in (out.weights, out.head_weights, out.logits))
     return SliceAttention(weights, head_weights, out.layout, logits)
+
+
+def model_volumes(model: nn.Module, volumes: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Volumes on the model's device, in its floating type (a float64 model is compared exactly)."""
+    p = next(model.parameters())
+    return torch.as_tensor(np.asarray(volumes)).to(device=p.device, dtype=p.dtype)
+
+
+def spatial_model(model: nn.Module) -> SpatialModel25D:
+    """``model`` if it has (slice, cell) tokens, else one ValueError saying how to build one."""
+    if not isinstance(model, SpatialModel25D):
+        raise ValueError(f"a {type(model).__name__} has no (slice, cell) tokens; build it with method 'spatial'")
+    return model
+
+
+@torch.no_grad()
+def spatial_map(model: nn.Module, volumes: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A spatial model's own voxel map ``(B, D, H, W)``: the attention mass per voxel, summing to 1 per volume."""
+    with eval_mode(spatial_model(model)):
+        return model.forward_with_attention(model_volumes(model, volumes)).voxels.double().cpu().numpy()
 
 
 def top_k_tokens(weights: np.ndarray, k: int) -> np.ndarray:

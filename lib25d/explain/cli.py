@@ -16,7 +16,8 @@ from ..settings import add_options, settings_from_args
 from .figures import figure3_for
 from .report import Settings, explain_runs, volumes_to_draw
 
-TABLES = ("sparsity", "pointing", "deletion", "deletion_pooled")  # printed; per-volume tables are only saved
+# printed; the per-volume tables are only saved
+TABLES = ("sparsity", "pointing", "deletion", "deletion_pooled", "voxel_deletion", "alignment")
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,16 +26,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "explain",
         help="Figure 3, per-head attention, pointing game and deletion tables from trained runs",
         description="Explain trained runs: the paper's Figure 3 and per-head attention for chosen volumes, "
-        "attention sparsity, the pointing game against lesion masks (attention, HiResCAM of "
-        "3d/acs runs, random map) and deletion faithfulness. Tables are written as CSV and JSON.",
+        "attention sparsity, the pointing game against lesion masks (attention, a spatial run's voxel map, "
+        "HiResCAM of 3d/acs runs, random map), slice and voxel deletion faithfulness. Tables are written as CSV "
+        "and JSON.",
     )
     p.add_argument(
         "--attention-run",
         action="append",
         required=True,
         metavar="DIR",
-        help="run folder of a 2.5D model with slice weights ('attention' or 'gated'); repeat for "
-        "several seeds or both methods (figures use the first)",
+        help="run folder of a 2.5D model with slice weights ('attention', 'gated' or 'spatial'); repeat for "
+        "several seeds or methods (figures use the first)",
     )
     p.add_argument(
         "--run-3d",
@@ -114,7 +116,8 @@ def run_explain(args: argparse.Namespace) -> int:
 def compact(table: pd.DataFrame) -> pd.DataFrame:
     """A summary table for the terminal: 'mean [CI low, CI high] sd <over seeds>' in one column per measure."""
     out = table.drop(columns=[c for c in ("run", "level", "n_seeds") if c in table.columns])
-    for mean, prefix in (("hit_rate", "hit_rate_"), ("mass", "mass_"), ("prob_drop", "prob_drop_"), ("mean", "")):
+    estimates = ("hit_rate", "mass", "prob_drop", "map_drop", "random_drop", "excess_drop")
+    for mean, prefix in [*((m, f"{m}_") for m in estimates), ("mean", "")]:
         if {mean, f"{prefix}ci_low", f"{prefix}ci_high"} <= set(out.columns):
             std = out.pop(f"{prefix}std") if f"{prefix}std" in out.columns else [float("nan")] * len(out)
             estimates = zip(out[mean], out.pop(f"{prefix}ci_low"), out.pop(f"{prefix}ci_high"), std)

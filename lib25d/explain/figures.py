@@ -44,7 +44,7 @@ def _volume_and_profiles(
     return v.astype(np.float32), profiles
 
 
-def _label(ax: Axes, title: str, xlabel: str, ylabel: str, image: np.ndarray | None = None) -> None:
+def label_panel(ax: Axes, title: str, xlabel: str, ylabel: str, image: np.ndarray | None = None) -> None:
     """Title and axis labels of a panel, drawing ``image`` in grey first if given."""
     if image is not None:
         ax.imshow(image, cmap="gray", interpolation="nearest")
@@ -80,13 +80,13 @@ def _peak_slice(profiles: dict[str, np.ndarray]) -> tuple[str, int, float]:
     return name, i, float(profiles[name][i])
 
 
-def _take(volume: np.ndarray, axis_name: str, index: int) -> tuple[np.ndarray, str, str]:
+def take_slice(volume: np.ndarray, axis_name: str, index: int) -> tuple[np.ndarray, str, str]:
     """A slice of an axis and the names of its image rows and columns."""
     rest = [n for n in AXIS_NAMES if n != axis_name]
     return np.take(volume, index, axis=AXIS_NAMES.index(axis_name)), f"{rest[1]} index", f"{rest[0]} index"
 
 
-def _finish(fig: Figure, title: str | None, save: str | Path | None, fontsize: int = 11) -> Figure:
+def finish_figure(fig: Figure, title: str | None, save: str | Path | None, fontsize: int = 11) -> Figure:
     if title:
         fig.suptitle(title, fontsize=fontsize)
     if save is not None:
@@ -112,25 +112,25 @@ def figure3(
     fig = Figure(figsize=(16, 4.6), layout="constrained")
     ax = fig.subplots(1, 4)
     d, h = v.shape[0] // 2, v.shape[1] // 2
-    _label(ax[0], "", "sagittal index", "coronal index", v[d])
+    label_panel(ax[0], "", "sagittal index", "coronal index", v[d])
     edge = _edge_profile(ax[0], profiles["sagittal"], "top", top, "sagittal")
     edge.set_title(f"middle axial slice ({d})", fontsize=9)  # above the profile, not hidden under it
     _edge_profile(ax[0], profiles["coronal"], "right", top, "coronal")
-    _label(ax[1], f"middle coronal slice ({h})", "sagittal index", "axial index", v[:, h, :])
+    label_panel(ax[1], f"middle coronal slice ({h})", "sagittal index", "axial index", v[:, h, :])
     _edge_profile(ax[1], profiles["axial"], "right", top, "axial")
     name, i, weight = _peak_slice(profiles)
-    image, xlabel, ylabel = _take(v, name, i)
-    _label(ax[2], f"highest attention: {name} slice {i} (weight {weight:.3f})", xlabel, ylabel, image)
+    image, xlabel, ylabel = take_slice(v, name, i)
+    label_panel(ax[2], f"highest attention: {name} slice {i} (weight {weight:.3f})", xlabel, ylabel, image)
     if cam is None:
         ax[3].text(0.5, 0.5, "no 3D model given", ha="center", va="center", transform=ax[3].transAxes, fontsize=9)
         ax[3].set_axis_off()
-        return _finish(fig, title, save)
+        return finish_figure(fig, title, save)
     cam = np.asarray(cam, dtype=np.float32)
     if cam.shape != v.shape:
         raise ValueError(f"CAM of shape {cam.shape} does not match the volume {v.shape}; pass one volume's map")
     d, h, w = peak_voxels(cam[None])[0]
     if d < 0:
-        _label(
+        label_panel(
             ax[3],
             "HiResCAM (3D) is blank (no positive evidence)",
             "sagittal index",
@@ -138,10 +138,10 @@ def figure3(
             v[v.shape[0] // 2],
         )
     else:
-        _label(ax[3], f"HiResCAM (3D) peak: axial slice {d}", "sagittal index", "coronal index", v[d])
+        label_panel(ax[3], f"HiResCAM (3D) peak: axial slice {d}", "sagittal index", "coronal index", v[d])
         ax[3].imshow(cam[d], cmap="jet", alpha=0.45, vmin=0, vmax=float(cam.max()) or 1.0, interpolation="bilinear")
         ax[3].plot([w], [h], marker="+", color="white", markersize=10, markeredgewidth=2)
-    return _finish(fig, title, save)
+    return finish_figure(fig, title, save)
 
 
 def head_figure(
@@ -167,7 +167,7 @@ def head_figure(
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("head", fontsize=8)
     fig.colorbar(image, ax=list(axes), label="attention weight", shrink=0.9)
-    return _finish(fig, title, save, fontsize=10)
+    return finish_figure(fig, title, save, fontsize=10)
 
 
 def lesion_figure(
@@ -189,9 +189,9 @@ def lesion_figure(
     fig = Figure(figsize=(9, 6), layout="constrained")  # 2 x 2: readable at a book's column width
     ax = fig.subplots(2, 2).ravel()
     name, i, _ = _peak_slice(profiles)
-    image, xlabel, ylabel = _take(v, name, i)
-    _label(ax[0], f"most attended: {name} slice {i}", xlabel, ylabel, image)
-    lesion = _take(mask.astype(float), name, i)[0]
+    image, xlabel, ylabel = take_slice(v, name, i)
+    label_panel(ax[0], f"most attended: {name} slice {i}", xlabel, ylabel, image)
+    lesion = take_slice(mask.astype(float), name, i)[0]
     if lesion.any():
         ax[0].contour(lesion, levels=[0.5], colors="red", linewidths=1.2)
     for a, (axis_ax, axis_name) in enumerate(zip(ax[1:], AXIS_NAMES)):
@@ -200,8 +200,8 @@ def lesion_figure(
         axis_ax.bar(np.arange(len(profiles[axis_name])), profiles[axis_name], width=0.9, color=PROFILE_COLOR)
         axis_ax.axhline(uniform, color="0.3", ls="--", lw=1)
         axis_ax.set_ylim(0, top)
-        _label(axis_ax, f"{axis_name} slices (red: cut the lesion)", "slice index", "attention (dashed: uniform)")
-    return _finish(fig, title, save)
+        label_panel(axis_ax, f"{axis_name} slices (red: cut the lesion)", "slice index", "attention (dashed: uniform)")
+    return finish_figure(fig, title, save)
 
 
 def pointing_figure(summary: pd.DataFrame, *, title: str | None = None, save: str | Path | None = None) -> Figure:
@@ -235,7 +235,7 @@ def pointing_figure(summary: pd.DataFrame, *, title: str | None = None, save: st
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title, fontsize=9)
-    return _finish(fig, None, save)
+    return finish_figure(fig, None, save)
 
 
 def figure3_for(

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data import VolumeDataset
 from ..models import AXIS_NAMES, SliceLayout
+from ..models.spatial import SpatialModel25D
 from .attention import (
     MODES,
     batches,
@@ -26,6 +27,7 @@ from .attention import (
     peak_voxels,
     slice_any,
     slice_attention,
+    spatial_map,
     split_tokens,
     volume_batch,
     voxel_map,
@@ -112,7 +114,8 @@ def attention_pointing(
     name: str = "attention",
 ) -> pd.DataFrame:
     """Pointing rows of a 2.5D model with slice weights (method ``name``, e.g. gated): the top slice of all axes
-    (axis ``all``) and of each axis (explanation ``slice``), and the voxel maps (``voxel sum``, ``voxel product``)."""
+    (axis ``all``) and of each axis (explanation ``slice``), the voxel maps of its slice profiles (``voxel sum``,
+    ``voxel product``) and, for a spatial model, its own voxel map (``voxel map``)."""
 
     def explain(idx, labels, masks):
         att = slice_attention(model, volume_batch(data, idx))
@@ -123,6 +126,10 @@ def attention_pointing(
             maps = voxel_map(att.by_axis(), mode)
             for t in tolerances:
                 yield (name, f"voxel {mode}", "all", "voxel", t), voxel_pointing(maps, masks, t)
+        if isinstance(model, SpatialModel25D):  # the attention mass of its (slice, cell) boxes
+            maps = spatial_map(model, volume_batch(data, idx))
+            for t in tolerances:
+                yield (name, "voxel map", "all", "voxel", t), voxel_pointing(maps, masks, t)
 
     return _pointing(data, seed, batch_size, max_volumes, explain)
 

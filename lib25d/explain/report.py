@@ -29,6 +29,7 @@ from .pointing import (
     summarize_pointing,
 )
 from .stats import N_BOOT, pool_seeds
+from .voxels import FRACTIONS, summarize_alignment, summarize_voxel_deletion, voxel_measures
 
 CAM_CLASSES = ("label", "predicted")
 
@@ -43,7 +44,10 @@ class Settings:
         list(DEFAULT_TOLERANCES), "voxel pointing-game tolerances: Chebyshev distance to the lesion, in voxels"
     )
     ks: list[int] = setting(list(DEFAULT_KS), "numbers of slices the deletion test blanks")
-    repeats: int = setting(5, "random-slice repeats per k in the deletion test")
+    fractions: list[float] = setting(
+        list(FRACTIONS), "shares of the voxels the voxel deletion test deletes by each voxel map (its top ones)"
+    )
+    repeats: int = setting(5, "random repeats per k (slice deletion) and per fraction (voxel deletion)")
     cam_class: str = setting("label", "class HiResCAM explains in the pointing game: label or predicted")
     n_boot: int = setting(N_BOOT, "bootstrap resamples of the 95 % intervals")
     seed: int = setting(0, "seed of the random slices, the random maps and the bootstrap")
@@ -69,8 +73,10 @@ def explain_runs(
     settings: Settings | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The whole benchmark from run folders (several runs per kind = several seeds) as tidy tables:
-    ``sparsity_per_volume`` / ``sparsity``, ``pointing_per_volume`` / ``pointing`` (on data with lesion masks,
-    else a warning), ``deletion_per_repeat`` / ``deletion`` (per run), ``deletion_pooled``; absent without runs."""
+    ``sparsity_per_volume`` / ``sparsity``, ``deletion_per_repeat`` / ``deletion`` (per run), ``deletion_pooled``;
+    on data with lesion masks (else a warning) ``pointing_per_volume`` / ``pointing``, ``voxel_deletion_per_volume``
+    / ``voxel_deletion`` (every run's voxel map) and, for spatial runs, ``alignment_per_volume`` / ``alignment``
+    (their attention map against HiResCAM of their own encoder); a table is absent without its runs."""
     o = settings or Settings()
     splits: dict[str, VolumeDataset] = {}  # several runs usually share one dataset split
 
@@ -96,6 +102,14 @@ def explain_runs(
 
     out: dict[str, pd.DataFrame] = {}
     sparsity, pointing, deletion, random_seeds = [], [], [], set()
+    voxels: dict[str, list[pd.DataFrame]] = {"pointing": pointing, "voxel_deletion": [], "alignment": []}
+
+    def measure_voxels(run: Run, data: VolumeDataset, name: str) -> None:
+        c = run.config
+        args = (c.seed, o.tolerances, o.fractions, o.repeats, o.batch_size, o.background, o.max_volumes)
+        for key, table in voxel_measures(run.model, data, name, *args).items():
+            voxels[key].append(table)
+
     for path in map(Path, attention_runs):  # attention, gated: any reducer with slice weights
         run, data = load(path, "attention")
         frames = []
@@ -113,6 +127,7 @@ def explain_runs(
         if _has_masks(path, data):
             s, name = run.config.seed, run.config.method
             pointing.append(attention_pointing(run.model, data, o.tolerances, s, o.batch_size, o.max_volumes, name))
+            measure_voxels(run, data, name)
             if s not in random_seeds:  # the random map once per seed, however many methods
                 random_seeds.add(s)
                 pointing.append(random_pointing(data, o.tolerances, o.seed * 100_003 + s, o.max_volumes).assign(seed=s))
@@ -132,6 +147,7 @@ def explain_runs(
                         o.cam_class,
                     )
                 )
+                measure_voxels(run, data, method)
     if sparsity:
         out["sparsity_per_volume"] = pd.concat(sparsity, ignore_index=True)
         long = out["sparsity_per_volume"].melt(id_vars=["run", "method", "seed", "volume", "label"], var_name="measure")
@@ -139,6 +155,10 @@ def explain_runs(
     if pointing:
         out["pointing_per_volume"] = pd.concat(pointing, ignore_index=True)
         out["pointing"] = summarize_pointing(out["pointing_per_volume"], o.n_boot, seed=o.seed)
+    for key, summarize in (("voxel_deletion", summarize_voxel_deletion), ("alignment", summarize_alignment)):
+        if voxels[key]:
+            out[f"{key}_per_volume"] = pd.concat(voxels[key], ignore_index=True)
+            out[key] = summarize(out[f"{key}_per_volume"], o.n_boot, seed=o.seed)
     for path in map(Path, deletion_runs):
         run, data = load(path, "attention")
         result = deletion_test(

@@ -1,8 +1,9 @@
 """Models: the one registry of methods, and ``build_model``, the one entry point to them.
 
-A 2.5D method is a reducer over slice tokens (:mod:`.reducers`, :class:`.model25d.Model25D`); a volume
-method is the same 2D network converted to 3D or ACS convolutions (:mod:`.baselines`). Both expose
-``features(x)`` (what a frozen encoder gives) and ``classify(features)`` (logits).
+A 2.5D method is a reducer over slice tokens (:mod:`.reducers`, :class:`.model25d.Model25D`), or over (slice,
+cell) tokens (:mod:`.spatial`, beyond the paper: a voxel map out of the forward pass); a volume method is the
+same 2D network converted to 3D or ACS convolutions (:mod:`.baselines`). Both expose ``features(x)`` (what a
+frozen encoder gives) and ``classify(features)`` (logits).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from . import baselines, reducers
+from . import baselines, reducers, spatial
 from .backbone import SliceEncoder, Weights
 from .baselines import VolumeClassifier
 from .fast import apply as apply_speed
@@ -26,6 +27,7 @@ class Method(NamedTuple):
     build: Callable  # reducer class (feature width -> module), or converter (2D network -> 3D network)
     weighs: bool = False  # its reducer returns one weight per slice: the explanation lib25d.explain reads
     eval_first_epoch: bool = True  # the authors' warm-up runs epoch 1 in eval mode (their LSTM: train mode)
+    model: Callable | None = None  # assembles a 2.5D model other than Model25D(encoder, reducer, head)
 
 
 METHODS: dict[str, Method] = {
@@ -37,6 +39,9 @@ METHODS: dict[str, Method] = {
     "gated": Method("Gated attention-MIL (beyond the paper)", "2.5d", reducers.GatedAttentionMIL, True),
     "3d": Method("3D", "volume", baselines.convert_to_3d),
     "acs": Method("ACS", "volume", baselines.convert_to_acs),
+    "spatial": Method(
+        "Spatial attention (beyond the paper)", "2.5d", reducers.AttentionPool, True, model=spatial.build
+    ),
 }
 
 
@@ -68,6 +73,8 @@ def build_model(
     outputs = 1 if num_classes == 2 else num_classes  # binary: one logit (BCE); else one per class
     if m.family == "volume":
         model = baselines.build(m.build, backbone, weights, in_channels, outputs)
+    elif m.model is not None:
+        model = m.model(backbone, weights, in_channels, outputs, axes, chunk_size)
     else:
         encoder = SliceEncoder(backbone, weights, in_channels, chunk_size)
         model = Model25D(encoder, m.build(encoder.out_features), outputs, axes)
