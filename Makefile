@@ -18,12 +18,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# Two pytest-xdist workers: one runs the smoke study and what reads it (the SLURM test too), the other the
-# rest, so a core that one test leaves idle does another's work (tests/conftest.py sets the scopes and the
-# order). TEST_WORKERS=0 runs everything in one process.
-TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=15  # the slowest tests: where the time goes
+	$(BIN)/pytest -q --durations=15  # the slowest tests, to see where the time goes
 
 # Build the book for a profile: make book PROFILE=smoke|cpu|paper [CORES=N] [SNAKEFLAGS="--resources gpu=1"]
 # Offline, point it at local data: LIB25D_DATA_ROOT=../shared/data/medmnist make book PROFILE=smoke

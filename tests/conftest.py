@@ -91,37 +91,3 @@ def study(tmp_path_factory, medmnist_root) -> Study:
     done = snakemake(repo, "--configfile", "config/smoke.yaml", "--cores", "2", "--keep-going", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return Study(repo, env, load_profile(repo / "config" / "smoke.yaml"))
-
-
-# -- `make test` on two pytest-xdist workers ------------------------------------------------------------------
-# A test module stays on one worker, so its module fixtures run once; the smoke study is a session fixture (once per
-# worker), so every module that reads it shares one scope. That scope goes first and the other slow modules next, so
-# the second worker runs them beside the study instead of after it. (xdist's own --dist loadgroup cannot do this on
-# pytest 9: it renames items through Node._nodeid, which pytest 9 no longer reads.)
-STUDY_MODULES = ("test_workflow.py", "test_cluster.py")  # the modules whose tests need the `study` fixture
-
-
-def scope_of(nodeid: str) -> str:
-    """The unit of work a test belongs to: 'study', or its module's path."""
-    module = nodeid.split("::", 1)[0]
-    return "study" if Path(module).name in STUDY_MODULES else module
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The study's scope first, then modules with slow tests, then the rest (stable: a module keeps its order)."""
-    slow = {scope_of(i.nodeid) for i in items if i.get_closest_marker("slow")}
-    items.sort(key=lambda i: (scope_of(i.nodeid) != "study", scope_of(i.nodeid) not in slow))
-
-
-@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, absent when it is not installed
-def pytest_xdist_make_scheduler(config, log):
-    """--dist loadscope with :func:`scope_of` as the scope (run it with --no-loadscope-reorder to keep the order)."""
-    if config.getvalue("dist") != "loadscope":
-        return None
-    from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the session
-
-    class StudyScopes(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return scope_of(nodeid)
-
-    return StudyScopes(config, log)

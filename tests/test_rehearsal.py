@@ -1,7 +1,6 @@
 """The paper profile rehearsed: config/paper.yaml through the same Snakefile to a built book, with only the
 schedule, the data size and the seeds made small. What would crash hours into a 270-run GPU grid crashes
-here in minutes. Its own copy of the checkout, so it runs beside the smoke study (conftest) on the other
-pytest-xdist worker.
+here in minutes. It runs in its own copy of the checkout, apart from the smoke study (conftest).
 """
 
 from __future__ import annotations
