@@ -3,7 +3,8 @@
 A 2D backbone encodes the slices of all three axes; attention pooling weighs them, so each
 prediction names the slices that drove it. The public face:
 
-- ``build_model(method, ...)``: ``attention``, ``mean``, ``max``, ``lstm``, ``transformer``, ``gated``, ``3d``, ``acs``
+- ``build_model(method, ...)``: ``attention``, ``mean``, ``max``, ``lstm``, ``transformer``, ``gated``, ``spatial``,
+  ``3d``, ``acs``
 - ``load_dataset(name, split, ...)``: MedMNIST 3D, ``synthetic``, ``nifti:<csv>`` (NIfTI files, DICOM series)
 - ``RunConfig`` + ``train(config, out)``: the paper's protocol, resumable, one run folder per run;
   ``load_run(folder)`` reads it back

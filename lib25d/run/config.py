@@ -19,7 +19,7 @@ WARMUP_BN = ("authors", "frozen")  # see lib25d.run.loop
 class RunConfig:
     dataset: str = setting("adrenal", "organ, nodule, fracture, adrenal, vessel, synapse, synthetic or nifti:<csv>")
     size: int = setting(28, "MedMNIST edge length, 28 or 64 (synthetic: any side from 8)")
-    method: str = setting("attention", "attention, mean, max, lstm, transformer, gated (2.5D), 3d or acs")
+    method: str = setting("attention", "attention, mean, max, lstm, transformer, gated, spatial (2.5D), 3d or acs")
     backbone: str = setting("resnet18", "2D network: a torchvision classifier name or timm:<name> (any timm model)")
     weights: str | None = setting(
         "imagenet",
