@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .tables import summarise
+
 ORDER = ["spatial", "gated", "attention", "3d", "acs", "random"]  # spatial first: the page's question
 MAPS = ["voxel map", "voxel sum", "voxel product", "hirescam"]  # a method's own map first
 DELETION_FRACTION = 0.05
@@ -15,11 +17,12 @@ def _estimate(row: pd.Series, base: str) -> str:
     return f"{row[base]:.3f} [{row[f'{base}_ci_low']:.3f}, {row[f'{base}_ci_high']:.3f}]"
 
 
-def _auroc(frame: pd.DataFrame, method: str) -> str:
-    aucs = frame[(frame.method == method) & (frame.status == "ok")].auc.astype(float)
-    if not len(aucs):
+def _auroc(summary: pd.DataFrame, method: str) -> str:
+    """A method's test AUROC from :func:`.tables.summarise`: mean ± sd over its finished seeds."""
+    if method not in summary.index or not summary.n_ok[method]:
         return "—"
-    return f"{aucs.mean():.3f}" + (f" ± {aucs.std(ddof=1):.3f} ({len(aucs)} seeds)" if len(aucs) > 1 else " (1 seed)")
+    row = summary.loc[method]
+    return f"{row.auc_mean:.3f}" + (f" ± {row.auc_std:.3f} ({row.n_ok} seeds)" if row.n_ok > 1 else " (1 seed)")
 
 
 def voxel_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.DataFrame:
@@ -33,6 +36,7 @@ def voxel_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.Data
     spatial_profiles = (pointing.method == "spatial") & pointing.explanation.isin(["voxel sum", "voxel product"])
     voxel = pointing[(pointing.level == "voxel") & ~spatial_profiles]
     deletion = tables.get("voxel_deletion", pd.DataFrame())
+    summary = summarise(frame).set_index("method") if len(frame) else pd.DataFrame(columns=["n_ok"])
     rows = []
     for (method, explanation), group in voxel.groupby(["method", "explanation"], sort=False):
         by_tolerance = group.set_index("tolerance")
@@ -56,7 +60,7 @@ def voxel_table(tables: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.Data
         row[f"deletion {DELETION_FRACTION:.0%}: drop beyond random"] = (
             _estimate(cut.iloc[0], "excess_drop") if len(cut) else "—"
         )
-        row["test AUROC"] = _auroc(frame, method) if method != "random" else "—"
+        row["test AUROC"] = _auroc(summary, method)
         rows.append(row)
     out = pd.DataFrame(rows)
     out["_order"] = out.method.map({m: i for i, m in enumerate(ORDER)}).fillna(len(ORDER))

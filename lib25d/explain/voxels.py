@@ -33,6 +33,7 @@ from .attention import (
     voxel_map,
 )
 from .cam import ClassTarget, hirescam
+from .deletion import class_probability
 from .pointing import KEYS, lesion_indices, voxel_pointing
 from .stats import N_BOOT, pool_seeds
 
@@ -83,13 +84,12 @@ def top_voxels(maps: np.ndarray, count: int, seed: int | Sequence[int] = 0) -> n
 
 def _class_scores(logits: torch.Tensor, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(logit for the class, its probability) per row; one logit = binary, class 0 reads the negative logit."""
-    logits = logits.double()
-    idx = torch.as_tensor(classes)
+    logits, idx = logits.double(), torch.as_tensor(classes)
     if logits.shape[1] == 1:
         z = torch.where(idx == 1, logits[:, 0], -logits[:, 0])
-        return z.numpy(), torch.sigmoid(z).numpy()
-    rows = torch.arange(len(logits))
-    return logits[rows, idx].numpy(), logits.softmax(1)[rows, idx].numpy()
+    else:
+        z = logits[torch.arange(len(logits)), idx]
+    return z.numpy(), class_probability(logits, classes)[0]
 
 
 @torch.no_grad()
