@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 test: install
-	$(BIN)/pytest -q --durations=15  # the slowest tests, to see where the time goes
+	$(BIN)/pytest -q --durations=30  # the slowest tests, to see where the time goes
 
 # Build the book for a profile: make book PROFILE=smoke|cpu|paper [CORES=N] [SNAKEFLAGS="--resources gpu=1"]
 # Offline, point it at local data: LIB25D_DATA_ROOT=../shared/data/medmnist make book PROFILE=smoke

@@ -8,11 +8,19 @@ prediction names the slices that drove it. The public face:
 - ``load_dataset(name, split, ...)``: MedMNIST 3D, ``synthetic``, ``nifti:<csv>`` (NIfTI files, DICOM series)
 - ``RunConfig`` + ``train(config, out)``: the paper's protocol, resumable, one run folder per run;
   ``load_run(folder)`` reads it back
+
+Each is imported on first use (lazy_loader, SPEC 1): ``import lib25d`` alone costs no torch import.
 """
 
-from .data import available_datasets, load_dataset
-from .models import METHODS, build_model
-from .run import RunConfig, load_run, train
+import lazy_loader as lazy
 
 __version__ = "0.1.0"
-__all__ = ["METHODS", "RunConfig", "available_datasets", "build_model", "load_dataset", "load_run", "train"]
+
+__getattr__, __dir__, __all__ = lazy.attach(
+    __name__,
+    submod_attrs={
+        "data": ["available_datasets", "load_dataset"],
+        "models": ["METHODS", "build_model"],
+        "run": ["RunConfig", "load_run", "train"],
+    },
+)

@@ -20,10 +20,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from lib25d.data import MEDMNIST, medmnist3d
-from lib25d.models.backbone import imagenet_file
+from lib25d.data import MEDMNIST
 from lib25d.run import RUNTIME_FIELDS
-from lib25d.run.folder import BEST, CHECKPOINT, RESULT, RunFolder
+from lib25d.run.files import BEST, CHECKPOINT, RESULT
 
 from .profiles import load_profile
 
@@ -88,6 +87,11 @@ def bench_args(profile, json_path: str) -> list[str]:
 def fetch(item: str, download: bool, root: str | None = None) -> dict[str, str]:
     """One input (``medmnist-<name>-<size>`` or ``imagenet-<backbone>``) fetched once, never raising:
     a run whose input is missing is recorded as failed, with this error, without starting."""
+    # Late: medmnist and torchvision import torch (seconds of CPU), which only fetch jobs need; every job of a
+    # study runs this module's status step.
+    from lib25d.data import medmnist3d
+    from lib25d.models.backbone import imagenet_file  # late, as above
+
     kind, _, rest = item.partition("-")
     try:
         if kind == "medmnist":
@@ -108,6 +112,8 @@ def set_aside(out: Path, config: dict) -> Path | None:
     """Move an earlier run with other settings to ``out/previous/``, so a changed profile retrains
     instead of failing to resume (the trainer rightly refuses); more epochs extend the run."""
     if (out / CHECKPOINT).is_file():
+        from lib25d.run.folder import RunFolder  # late: torch, only to read an earlier run's checkpoint
+
         state = RunFolder(out).checkpoint(keys=("config", "history"))
     elif (out / RESULT).is_file():
         state = _json(out / RESULT)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lib25d.data import DatasetInfo, VolumeDataset, available_datasets, dataset_info, load_dataset, medmnist3d
+from lib25d.data import MEDMNIST, DatasetInfo, VolumeDataset, available_datasets, dataset_info, load_dataset, medmnist3d
 
 COUNTS = {"train": 1188, "val": 98, "test": 298}
 ADRENAL = medmnist.INFO["adrenalmnist3d"]
@@ -177,8 +177,14 @@ def test_flag_alias(shared_root):
 
 
 def test_available_datasets():
-    # the MedMNIST 3D datasets in medmnist.INFO's own order (the registry is built from it), then ours
+    # the MedMNIST 3D datasets in medmnist.INFO's own order, then ours
     assert available_datasets() == ["organ", "nodule", "adrenal", "fracture", "vessel", "synapse", "synthetic"]
+
+
+def test_the_torch_free_name_table_is_medmnists_own():
+    """lib25d.data.registry writes the six names out (medmnist's package imports torch); they must stay what
+    medmnist.INFO lists as 3D, flags and order alike."""
+    assert list(MEDMNIST.values()) == [flag for flag in medmnist.INFO if flag.endswith("mnist3d")]
 
 
 @pytest.mark.parametrize("bad", ["adrenal3d", "", "mnist", "ADRENALMNIST"])

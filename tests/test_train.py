@@ -291,3 +291,29 @@ def test_auroc_interval_is_a_seeded_bootstrap_over_volumes():
     assert np.isnan(auroc_interval(np.zeros(5), np.ones(5))).all()  # one class: undefined
     with pytest.raises(ValueError, match="4 labels but 3 scores"):
         auroc_interval(np.zeros(4), np.ones(3))
+
+
+@pytest.mark.parametrize("task,classes", [("binary-class", 2), ("multi-class", 4)])
+def test_resampled_aurocs_are_medmnists_getauc_in_every_resample(task, classes):
+    """The bootstrap ranks all resamples at once; each value must be what getAUC (sklearn) says, ties
+    included, and the interval the percentiles of those per-resample values."""
+    from medmnist.evaluator import getAUC
+
+    from lib25d.metrics import mean_auroc_interval, resampled_aurocs
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, classes, 60)
+    scores = rng.integers(0, 5, 60) / 4.0 if task == "binary-class" else rng.dirichlet(np.ones(classes), 60).round(1)
+    idx = rng.integers(0, 60, (200, 60))
+    fast = resampled_aurocs(labels, scores, idx, task)
+    slow = [getAUC(labels[i], scores[i], task) if len(np.unique(labels[i])) == classes else np.nan for i in idx]
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+    assert np.isnan(resampled_aurocs(np.zeros(4), np.ones(4), np.zeros((1, 4), int), "binary-class")).all()
+    runs = [scores, rng.permutation(scores)]
+    values = np.mean(
+        [[getAUC(labels[i], s[i], task) for s in runs] for i in np.random.default_rng(0).integers(0, 60, (300, 60))],
+        axis=1,
+    )
+    np.testing.assert_allclose(
+        mean_auroc_interval(labels, runs, task, n_boot=300), np.quantile(values, [0.025, 0.975]), rtol=1e-12
+    )

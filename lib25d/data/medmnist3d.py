@@ -17,9 +17,8 @@ import medmnist.info
 import numpy as np
 
 from .dataset import READ_ERRORS, DatasetInfo, Uint8Volumes, VolumeDataset, check_split, first_nonfinite
+from .registry import MEDMNIST
 
-# short name -> medmnist flag, from medmnist's own table: organ, nodule, adrenal, fracture, vessel, synapse
-MEDMNIST = {flag.removesuffix("mnist3d"): flag for flag in medmnist.INFO if flag.endswith("mnist3d")}
 ENV_ROOT = "LIB25D_DATA_ROOT"
 
 

@@ -1,25 +1,24 @@
 """The run: ``RunConfig`` (everything that defines one), the authors' protocol as a resumable loop
-(:func:`train`), and the run folder it writes, read back by everything after training (:class:`RunFolder`)."""
+(:func:`train`), and the run folder it writes, read back by everything after training (:class:`RunFolder`).
+
+``RunConfig`` and the folder's file names import no torch (the workflow's planning and steps read them); the
+rest is imported on first use (lazy_loader)."""
+
+import lazy_loader as lazy
 
 from .config import RUNTIME_FIELDS, SPEED_FIELDS, WARMUP_BN, RunConfig
-from .environment import resolve_device
-from .folder import WHICH, Run, RunFolder, load_run
-from .loop import train
-from .protocol import evaluate, loss_function, model_for, split_of
 
-__all__ = [
-    "RUNTIME_FIELDS",
-    "SPEED_FIELDS",
-    "WARMUP_BN",
-    "WHICH",
-    "Run",
-    "RunConfig",
-    "RunFolder",
-    "evaluate",
-    "load_run",
-    "loss_function",
-    "model_for",
-    "resolve_device",
-    "split_of",
-    "train",
-]
+__getattr__, _dir, _lazy = lazy.attach(
+    __name__,
+    submod_attrs={
+        "environment": ["resolve_device"],
+        "folder": ["WHICH", "Run", "RunFolder", "load_run"],
+        "loop": ["train"],
+        "protocol": ["evaluate", "loss_function", "model_for", "split_of"],
+    },
+)
+__all__ = ["RUNTIME_FIELDS", "SPEED_FIELDS", "WARMUP_BN", "RunConfig", *_lazy]
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -26,9 +26,9 @@ from ..data import dataset_info
 from .config import RunConfig
 from .environment import resolve_device
 from .faults import fault_point
+from .files import BEST, CHECKPOINT, LOCK, OWNER, RESULT
 from .protocol import model_for
 
-LOCK, OWNER, CHECKPOINT, BEST, RESULT = ".lock", ".lock.pid", "checkpoint.pt", "best.pt", "result.json"
 WHICH = ("final", "best")  # the last epoch's model (what the paper tests) or the best-validation one
 
 
