@@ -12,20 +12,14 @@ Every dataset takes ``subset=N``: a stratified, seeded sample of at most N volum
 
 import lazy_loader as lazy
 
-from .registry import MEDMNIST, NIFTI_PREFIX, available_datasets
-
-# Imported on first use (lazy_loader): the names above need no torch, the loaders do.
-__getattr__, _dir, _lazy = lazy.attach(
+# Imported on first use (lazy_loader): the names need no torch, the loaders do.
+__getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submodules=["dataset", "medmnist3d", "preprocess", "scans", "synthetic"],
     submod_attrs={
+        "registry": ["MEDMNIST", "NIFTI_PREFIX", "available_datasets"],
         "dataset": ["SPLITS", "DatasetInfo", "Uint8Volumes", "VolumeDataset", "check_split", "stratified_subset"],
         "factory": ["check_dataset", "dataset_info", "load_dataset"],
         "synthetic": ["make_synthetic"],
     },
 )
-__all__ = ["MEDMNIST", "NIFTI_PREFIX", "available_datasets", *_lazy]
-
-
-def __dir__() -> list[str]:
-    return __all__

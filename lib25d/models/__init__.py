@@ -12,19 +12,13 @@ only reads method names (the workflow's planning and steps) never pays for torch
 
 import lazy_loader as lazy
 
-from .registry import METHODS, Method, check_method
-
-__getattr__, _dir, _lazy = lazy.attach(
+__getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
+        "registry": ["METHODS", "Method", "check_method"],
         "factory": ["build_model", "count_parameters", "set_encoder_trainable"],
         "model25d": ["Model25D", "Output25D"],
         "baselines": ["VolumeClassifier"],
         "slicing": ["AXIS_NAMES", "SliceLayout"],
     },
 )
-__all__ = ["METHODS", "Method", "check_method", *_lazy]
-
-
-def __dir__() -> list[str]:
-    return __all__

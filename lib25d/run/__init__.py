@@ -6,19 +6,13 @@ rest is imported on first use (lazy_loader)."""
 
 import lazy_loader as lazy
 
-from .config import RUNTIME_FIELDS, SPEED_FIELDS, WARMUP_BN, RunConfig
-
-__getattr__, _dir, _lazy = lazy.attach(
+__getattr__, __dir__, __all__ = lazy.attach(
     __name__,
     submod_attrs={
+        "config": ["RUNTIME_FIELDS", "SPEED_FIELDS", "WARMUP_BN", "RunConfig"],
         "environment": ["resolve_device"],
         "folder": ["WHICH", "Run", "RunFolder", "load_run"],
         "loop": ["train"],
         "protocol": ["evaluate", "loss_function", "model_for", "split_of"],
     },
 )
-__all__ = ["RUNTIME_FIELDS", "SPEED_FIELDS", "WARMUP_BN", "RunConfig", *_lazy]
-
-
-def __dir__() -> list[str]:
-    return __all__
